@@ -1,0 +1,90 @@
+"""One base exception for the project; each subclass carries the HTTP status it maps to at the edge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class KfloopError(Exception):
+    """Base of every error kfloop raises on purpose."""
+
+    http_status: int = 500
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return body
+
+
+class MalformedRequest(KfloopError):
+    """The request could not be parsed at all (not JSON, wrong shape)."""
+
+    http_status = 400
+
+
+class Unauthorized(KfloopError):
+    """Missing or unknown credentials (e.g. a Segment write key)."""
+
+    http_status = 401
+
+
+class NotFound(KfloopError):
+    """The thing asked for does not exist."""
+
+    http_status = 404
+
+
+class PayloadTooLarge(KfloopError):
+    """The request body or batch is larger than the configured limit."""
+
+    http_status = 413
+
+
+class InvalidInput(KfloopError):
+    """Parsed, but a field failed validation; details name the field and the reason."""
+
+    http_status = 422
+
+
+class NotReady(KfloopError):
+    """The service is up but cannot serve yet (still loading, or shutting down)."""
+
+    http_status = 503
+
+
+class DataIntegrityError(KfloopError):
+    """Data on disk does not match what was expected (checksum, hash chain)."""
+
+    http_status = 500
+
+
+class ConfigError(KfloopError):
+    """A configuration file is missing or invalid."""
+
+    http_status = 500
+
+
+_TAG_ERRORS = {"union_tag_invalid", "union_tag_not_found"}
+
+
+def field_errors(exc: Any, *, union_tags: frozenset[str] = frozenset()) -> list[dict[str, str]]:
+    """Turn a pydantic ValidationError into [{field, reason}] a producer can act on.
+
+    `union_tags` are the discriminator values of a tagged union: pydantic puts the tag first in each
+    error's location, which is noise to a producer who only sent the event's own fields.
+    """
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err.get("loc", ())]
+        if loc and loc[0] in union_tags:
+            loc = loc[1:]
+        if err.get("type") in _TAG_ERRORS:
+            loc = [*loc, err.get("ctx", {}).get("discriminator", "type").strip("'")]
+        out.append({"field": ".".join(loc) or "(body)", "reason": err.get("msg", "invalid")})
+    return out

@@ -1,0 +1,153 @@
+"""Sealed Parquet files of the event log, on a local path or any pyarrow filesystem."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from kfloop.events.record import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
+from kfloop.eventlog.wal import TIMESTAMP_COLUMNS, fsync_dir
+
+EVENTS_DIR = "events"
+PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+
+
+def resolve(log_uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and base path (`.../events`) of a log location."""
+    if "://" in log_uri:
+        fs, path = pafs.FileSystem.from_uri(log_uri)
+    else:
+        fs, path = pafs.LocalFileSystem(), str(Path(log_uri).resolve())
+    return fs, f"{path.rstrip('/')}/{EVENTS_DIR}"
+
+
+def micros_table(records: list[dict[str, Any]]) -> pa.Table:
+    """Records whose timestamps are epoch microseconds (as in the write-ahead log) as an Arrow table."""
+    arrays = []
+    for field in EVENT_ARROW_SCHEMA:
+        values = [r.get(field.name) for r in records]
+        if field.name in TIMESTAMP_COLUMNS:
+            arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
+        else:
+            arrays.append(pa.array(values, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=EVENT_ARROW_SCHEMA)
+
+
+def arrival_date(received_at_us: int) -> str:
+    return datetime.fromtimestamp(received_at_us / 1e6, tz=UTC).strftime("%Y-%m-%d")
+
+
+def write_sealed(log_uri: str, file_stem: str, records: list[dict[str, Any]]) -> list[str]:
+    """Write records into one Parquet file per arrival date; the same stem overwrites (idempotent re-seal).
+
+    Local files are written under a dot-name (which readers ignore), fsynced, then renamed: a crash leaves
+    no file a reader chokes on. Object stores make a single PUT visible atomically, so they are written in place.
+    """
+    fs, base = resolve(log_uri)
+    by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        by_date[arrival_date(record["received_at"])].append(record)
+    written = []
+    for date, rows in sorted(by_date.items()):
+        directory = f"{base}/date={date}"
+        fs.create_dir(directory, recursive=True)
+        final = f"{directory}/{file_stem}.parquet"
+        _write_atomically(fs, directory, final, micros_table(rows))
+        written.append(final)
+    return written
+
+
+def _write_atomically(fs: pafs.FileSystem, directory: str, final: str, table: pa.Table) -> None:
+    if not isinstance(fs, pafs.LocalFileSystem):
+        pq.write_table(table, final, filesystem=fs)
+        return
+    temp = f"{directory}/.{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, temp)
+    fd = os.open(temp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, final)
+    fsync_dir(Path(directory))
+
+
+def sealed_files(log_uri: str, *, dates: list[str] | None = None) -> list[str]:
+    """Paths of every sealed Parquet file (optionally only some arrival dates), sorted."""
+    fs, base = resolve(log_uri)
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+    files = []
+    for info in infos:
+        name = info.base_name
+        if info.type != pafs.FileType.File or name.startswith((".", "_")) or not name.endswith(".parquet"):
+            continue
+        if dates is not None and not any(f"/date={d}/" in info.path for d in dates):
+            continue
+        files.append(info.path)
+    return sorted(files)
+
+
+def read_events(
+    log_uri: str,
+    *,
+    columns: list[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dates: list[str] | None = None,
+    deduplicate: bool = True,
+) -> pa.Table:
+    """Sealed events as one table, optionally within [since, until) of event time.
+
+    Replicas cannot coordinate on arrival, so duplicates across writers are dropped here: the first
+    arrival of each event_id wins.
+    """
+    fs, _ = resolve(log_uri)
+    files = sealed_files(log_uri, dates=dates)
+    wanted = list(columns) if columns is not None else list(EVENT_COLUMNS)
+    if not files:
+        return EVENT_ARROW_SCHEMA.empty_table().select(wanted)
+    needed = list(dict.fromkeys([*wanted, "event_id", "received_at"])) if deduplicate else wanted
+    dataset = ds.dataset(files, schema=EVENT_ARROW_SCHEMA, format="parquet", filesystem=fs)
+    table = dataset.to_table(columns=needed, filter=_time_filter(since, until))
+    if deduplicate:
+        table = _first_arrivals(table)
+    return table.select(wanted)
+
+
+def _time_filter(since: datetime | None, until: datetime | None) -> ds.Expression | None:
+    expr = None
+    if since is not None:
+        expr = ds.field("ts") >= pa.scalar(since, type=EVENT_ARROW_SCHEMA.field("ts").type)
+    if until is not None:
+        upper = ds.field("ts") < pa.scalar(until, type=EVENT_ARROW_SCHEMA.field("ts").type)
+        expr = upper if expr is None else expr & upper
+    return expr
+
+
+def _first_arrivals(table: pa.Table) -> pa.Table:
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("received_at", "ascending"), ("event_id", "ascending")])
+    table = table.take(order)
+    ids = table.column("event_id").to_pylist()
+    seen: set[str] = set()
+    keep = []
+    for index, event_id in enumerate(ids):
+        if event_id not in seen:
+            seen.add(event_id)
+            keep.append(index)
+    if len(keep) == table.num_rows:
+        return table
+    return table.take(pa.array(keep, type=pa.int64()))

@@ -1,0 +1,240 @@
+"""The durable event log writer: group-committed write-ahead segments, sealed into Parquet in the background."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kfloop.eventlog import metrics
+from kfloop.eventlog.config import EventLogConfig
+from kfloop.eventlog.store import read_events, write_sealed
+from kfloop.eventlog.wal import Segment, encode_line, read_segment, segments_in
+
+log = logging.getLogger(__name__)
+
+ACCEPTED, DUPLICATE, DROPPED_CONSENT = "accepted", "duplicate", "dropped_consent"
+
+
+class _RecentIds:
+    """A bounded set of event ids: the oldest are forgotten first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._ids: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        self._ids.add(event_id)
+        self._order.append(event_id)
+        while len(self._order) > self._capacity:
+            self._ids.discard(self._order.popleft())
+
+    def discard(self, event_id: str) -> None:
+        self._ids.discard(event_id)  # its place in _order ages out harmlessly
+
+
+class _Pending:
+    __slots__ = ("future", "lines", "new_ids", "statuses")
+
+    def __init__(self, lines: list[bytes], statuses: list[str], new_ids: list[str]) -> None:
+        self.lines, self.statuses, self.new_ids = lines, statuses, new_ids
+        self.future: Future[list[str]] = Future()
+
+
+class EventLog:
+    """Append-only event log of one writer (one collector replica, or one importer).
+
+    `append` returns only once its events are fsynced to a write-ahead segment; concurrent callers share
+    one fsync (group commit). Segments are sealed into Parquet by size or age, and on `close`; `open`
+    seals whatever a crash left behind, so everything acknowledged reaches Parquet.
+    """
+
+    def __init__(self, config: EventLogConfig, *, writer_id: str) -> None:
+        self.config = config
+        self.writer_id = writer_id
+        self._dir = config.wal_dir / writer_id
+        self._recent = _RecentIds(config.dedup_capacity)
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._pending: list[_Pending] = []
+        self._to_seal: queue.Queue[Segment | None] = queue.Queue()
+        self._segment: Segment | None = None
+        self._segment_counter = 0
+        self._closing = False
+        self._threads: list[threading.Thread] = []
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self) -> EventLog:
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._recover()
+        self._seed_recent_ids()
+        self._threads = [
+            threading.Thread(target=self._write_loop, name=f"eventlog-writer-{self.writer_id}", daemon=True),
+            threading.Thread(target=self._seal_loop, name=f"eventlog-sealer-{self.writer_id}", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        self.ready = True
+        return self
+
+    def close(self) -> None:
+        """Finish pending writes, seal the open segment, stop the threads."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._wakeup.notify_all()
+        for thread in self._threads:
+            thread.join()
+        self.ready = False
+
+    def __enter__(self) -> EventLog:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- appending -------------------------------------------------------------------------------
+    def submit(self, records: Iterable[dict[str, Any]]) -> Future[list[str]]:
+        """Queue records; the future resolves to one status per record once they are durable."""
+        statuses, lines, new_ids = [], [], []
+        with self._lock:
+            if self._closing or not self.ready:
+                raise RuntimeError("event log is not open")
+            for record in records:
+                status = self._admit(record)
+                statuses.append(status)
+                if status == ACCEPTED:
+                    lines.append(encode_line(record))
+                    new_ids.append(record["event_id"])
+            pending = _Pending(lines, statuses, new_ids)
+            if lines:
+                self._pending.append(pending)
+                self._wakeup.notify()
+        if not lines:
+            pending.future.set_result(statuses)
+        return pending.future
+
+    def append(self, records: Iterable[dict[str, Any]]) -> list[str]:
+        """Append and wait until durable: one status per record."""
+        return self.submit(records).result()
+
+    def _admit(self, record: dict[str, Any]) -> str:
+        if not record["consent_personalization"]:
+            status = DROPPED_CONSENT
+        elif record["event_id"] in self._recent:
+            status = DUPLICATE
+        else:
+            self._recent.add(record["event_id"])
+            status = ACCEPTED
+        metrics.EVENTS.labels(status).inc()
+        return status
+
+    # -- writer thread: group commit -------------------------------------------------------------
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._closing and not self._segment_expired():
+                    self._wakeup.wait(timeout=self._seconds_to_expiry())
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            if batch:
+                self._commit(batch)
+            if closing or self._segment_expired() or self._segment_full():
+                self._rotate()
+            if closing and not batch:
+                with self._lock:
+                    if not self._pending:
+                        break
+        self._to_seal.put(None)
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        lines = [line for pending in batch for line in pending.lines]
+        started = time.perf_counter()
+        try:
+            if self._segment is None:
+                self._segment = self._new_segment()
+            self._segment.append(lines)
+        except OSError as exc:
+            log.exception("durable write failed; %d events not acknowledged", len(lines))
+            with self._lock:
+                for pending in batch:
+                    for event_id in pending.new_ids:
+                        self._recent.discard(event_id)
+            for pending in batch:
+                pending.future.set_exception(exc)
+            return
+        metrics.DURABLE_WRITE_SECONDS.observe(time.perf_counter() - started)
+        metrics.GROUP_COMMIT_EVENTS.observe(len(lines))
+        for pending in batch:
+            pending.future.set_result(pending.statuses)
+
+    def _new_segment(self) -> Segment:
+        self._segment_counter += 1
+        stamp = int(time.time() * 1000)
+        return Segment(self._dir, f"seg-{stamp:013d}-{self._segment_counter:06d}")
+
+    def _segment_full(self) -> bool:
+        return self._segment is not None and self._segment.events >= self.config.segment_max_events
+
+    def _segment_expired(self) -> bool:
+        return self._segment is not None and self._seconds_to_expiry() <= 0
+
+    def _seconds_to_expiry(self) -> float | None:
+        if self._segment is None:
+            return None
+        age = datetime.now(UTC) - self._segment.opened_at
+        return (timedelta(seconds=self.config.segment_max_age_s) - age).total_seconds()
+
+    def _rotate(self) -> None:
+        if self._segment is not None:
+            self._segment.close()
+            self._to_seal.put(self._segment)
+            self._segment = None
+
+    # -- sealer thread ---------------------------------------------------------------------------
+    def _seal_loop(self) -> None:
+        while (segment := self._to_seal.get()) is not None:
+            try:
+                self._seal(segment.path)
+            except Exception:  # the segment stays on disk; the next open() seals it
+                log.exception("sealing %s failed; it will be sealed on the next start", segment.path)
+
+    def _seal(self, path: Any) -> int:
+        records, bad = read_segment(path)
+        if bad:
+            metrics.CORRUPT_LINES.inc(bad)
+            log.warning("%s: skipped %d torn or corrupt line(s)", path, bad)
+        if records:
+            write_sealed(self.config.log_uri, f"{self.writer_id}-{path.stem}", records)
+        path.unlink()
+        metrics.SEALED_SEGMENTS.inc()
+        return len(records)
+
+    # -- recovery --------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Seal every segment a previous process of this writer left (crash, or a failed seal)."""
+        for path in segments_in(self._dir):
+            count = self._seal(path)
+            log.info("recovered %d event(s) from %s", count, path.name)
+
+    def _seed_recent_ids(self) -> None:
+        days = self.config.dedup_lookback_days
+        if days == 0:
+            return
+        today = datetime.now(UTC).date()
+        dates = [(today - timedelta(days=n)).isoformat() for n in range(days + 1)]
+        table = read_events(self.config.log_uri, columns=["event_id"], dates=dates, deduplicate=False)
+        for event_id in table.column("event_id").to_pylist():
+            self._recent.add(event_id)
