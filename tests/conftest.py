@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from kfloop.eventlog import EventLogConfig
 from kfloop.events import parse_event
 from kfloop.events.record import to_record
-from kfloop.eventlog import EventLogConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

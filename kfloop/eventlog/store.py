@@ -15,8 +15,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from kfloop.events.record import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
 from kfloop.eventlog.wal import TIMESTAMP_COLUMNS, fsync_dir
+from kfloop.events.record import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
 
 EVENTS_DIR = "events"
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")

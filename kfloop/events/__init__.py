@@ -1,8 +1,8 @@
 """Feedback event schema v1 and its flat storage form."""
 
 from kfloop.events.schema import (
-    SCHEMA_VERSION,
     EVENT_TAGS,
+    SCHEMA_VERSION,
     SIGNAL_OF,
     Consent,
     Event,
@@ -13,8 +13,8 @@ from kfloop.events.schema import (
 )
 
 __all__ = [
-    "SCHEMA_VERSION",
     "EVENT_TAGS",
+    "SCHEMA_VERSION",
     "SIGNAL_OF",
     "Consent",
     "Event",

@@ -56,9 +56,7 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
 
 def _check_id(value: str) -> str:
     if not _ID_RE.match(value):
-        raise ValueError(
-            "must be 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit"
-        )
+        raise ValueError("must be 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit")
     return value
 
 
@@ -221,14 +219,7 @@ class SurveyEvent(_EventBase):
 
 
 Event = Annotated[
-    ImpressionEvent
-    | ClickEvent
-    | DwellEvent
-    | ScrollEvent
-    | ConversionEvent
-    | RatingEvent
-    | ThumbsEvent
-    | SurveyEvent,
+    ImpressionEvent | ClickEvent | DwellEvent | ScrollEvent | ConversionEvent | RatingEvent | ThumbsEvent | SurveyEvent,
     Field(discriminator="type"),
 ]
 
