@@ -1,0 +1,72 @@
+# kfloop: every target runs from the repo root. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENVS    ?= .venvs
+SERVING  := $(VENVS)/serving/bin
+PIPELINE := $(VENVS)/pipeline/bin
+TOOLS    := $(VENVS)/tools/bin
+UV       := $(TOOLS)/uv
+UV_VERSION := 0.13.9
+# uv and uvx (used by `kfloop data fetch`) from the tools venv come first.
+export PATH := $(CURDIR)/$(TOOLS):$(PATH)
+# Debian packages of the real servers the tests and the local stack start (never left running).
+APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk
+DATA_DIR ?= data
+
+.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: apt envs data ## install everything: Debian servers, both Python environments from uv.lock, the data
+
+uv: $(UV) ## install uv (pinned) into .venvs/tools
+
+$(UV):
+	python3 -m venv $(VENVS)/tools
+	$(TOOLS)/pip install --quiet "uv==$(UV_VERSION)"
+
+apt: ## install the Debian servers the project uses, when missing
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	  echo "installing:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for s in redis-server postgresql prometheus prometheus-alertmanager; do $$sudo service $$s stop >/dev/null 2>&1 || true; done; \
+	fi
+
+envs: uv ## build .venvs/serving and .venvs/pipeline from the lock
+	UV_PROJECT_ENVIRONMENT=$(VENVS)/serving $(UV) sync --frozen --group serving --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENVS)/pipeline $(UV) sync --frozen --group pipeline --quiet
+
+data: ## fetch and verify the Open Bandit Dataset sample
+	$(SERVING)/kfloop data fetch --data-dir $(DATA_DIR)
+
+test: test-serving test-pipeline ## run every test, each in the environment it belongs to
+
+test-serving: ## tests of kfloop/ and the serving side, in the serving environment
+	$(SERVING)/pytest -m "not pipeline" tests
+
+test-pipeline: ## tests of kfloop/ and the pipeline side, in the pipeline environment
+	$(PIPELINE)/pytest -m "not serving" tests
+
+lint: ## ruff check and format check
+	$(SERVING)/ruff check .
+	$(SERVING)/ruff format --check .
+
+format: ## apply ruff's fixes and formatting
+	$(SERVING)/ruff check --fix .
+	$(SERVING)/ruff format .
+
+generate: ## regenerate committed files (event JSON Schema, ...)
+	$(SERVING)/kfloop generate
+
+bench: ## print speed numbers (collector throughput and latency, ...)
+	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(SERVING)/python $$b || exit 1; done
+
+demo: ## the whole loop on one machine
+	@echo "make demo: not yet: the loop is built issue by issue; see README for what runs today"
+
+clean: ## remove local state (event log, models) but keep the environments and data
+	rm -rf .kfloop

@@ -1,0 +1,3 @@
+from kfloop.cli import main
+
+raise SystemExit(main())

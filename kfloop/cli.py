@@ -1,0 +1,115 @@
+"""`kfloop`: one command for people; each subcommand runs in the environment whose stack it needs.
+
+Argument definitions live here and import nothing heavy; a handler (`module:function`, called with the
+parsed arguments) is imported only once the right environment is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kfloop.envs import Stack, has_stack, reexec_in
+
+
+def _config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (defaults apply where omitted)")
+
+
+def _data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default="data", help="where fetched data lives (default: ./data)")
+
+
+def _collector(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--host", help="bind address (overrides the config)")
+    p.add_argument("--port", type=int, help="port (overrides the config)")
+
+
+def _import_obd(p: argparse.ArgumentParser) -> None:
+    _data_dir(p)
+    _config(p)
+
+
+def _generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    stack: Stack
+    handler: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda p: None)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(("data", "fetch"), Stack.CORE, "kfloop.commands.data:fetch", "download and verify the OBD sample", _data_dir),
+    Command(
+        ("events", "import-obd"),
+        Stack.CORE,
+        "kfloop.commands.data:import_obd",
+        "turn the OBD sample into feedback events in the log",
+        _import_obd,
+    ),
+    Command(("events", "schema"), Stack.CORE, "kfloop.commands.events:schema", "print the event JSON Schema"),
+    Command(("events", "count"), Stack.CORE, "kfloop.commands.events:count", "count logged events by type", _config),
+    Command(
+        ("collector",),
+        Stack.SERVING,
+        "kfloop.commands.services:collector",
+        "run the feedback collector (HTTP, Segment-compatible)",
+        _collector,
+    ),
+    Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
+)
+
+
+def command_for(argv: list[str]) -> Command | None:
+    """The command named by the leading words of argv (flags ignored), if any."""
+    words = tuple(a for a in argv if not a.startswith("-"))
+    for command in COMMANDS:
+        if words[: len(command.words)] == command.words:
+            return command
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kfloop", description="Keep a ranker learning from its users' feedback.")
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="cmd", metavar="")}
+    parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {}
+    for command in COMMANDS:
+        for depth in range(1, len(command.words) + 1):
+            prefix, word = command.words[: depth - 1], command.words[depth - 1]
+            key = command.words[:depth]
+            if key in parsers:
+                continue
+            is_leaf = depth == len(command.words)
+            sub = groups[prefix].add_parser(word, help=command.help if is_leaf else f"{word} commands")
+            parsers[key] = sub
+            if is_leaf:
+                command.arguments(sub)
+                sub.set_defaults(_command=command)
+            else:
+                groups[key] = sub.add_subparsers(dest=f"cmd_{depth}", metavar="")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = command_for(argv)
+    if command is not None and not has_stack(command.stack):
+        reexec_in(command.stack, argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    chosen: Command | None = getattr(args, "_command", None)
+    if chosen is None:
+        parser.print_help()
+        return 2
+    module_name, function_name = chosen.handler.split(":")
+    handler = getattr(importlib.import_module(module_name), function_name)
+    return int(handler(args) or 0)

@@ -1,0 +1,96 @@
+"""One mapping from errors to HTTP, installed on every service.
+
+KfloopError subclasses carry their status; FastAPI's own errors (404, 405, parameter validation) get the
+same JSON shape; anything unexpected becomes a logged 500 instead of a dropped connection.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kfloop.errors import KfloopError
+
+log = logging.getLogger(__name__)
+
+
+def error_body(error: str, message: str, details: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": error, "message": message}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def kfloop_error_response(exc: KfloopError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+
+async def _on_kfloop_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KfloopError)
+    if exc.http_status >= 500:
+        log.error("%s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc.message)
+    return kfloop_error_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    name = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus else "HTTPError"
+    body = error_body(name, str(exc.detail))
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": ".".join(str(p) for p in err.get("loc", ())), "reason": err.get("msg", "invalid")}
+        for err in exc.errors()
+    ]
+    return JSONResponse(error_body("InvalidInput", "request validation failed", details), status_code=422)
+
+
+_INTERNAL = json.dumps(error_body("InternalError", "internal error; the server logged the details")).encode()
+
+
+class CatchAllMiddleware:
+    """Turn an unexpected exception into a logged 500 JSON response (if no response has started yet)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise  # too late for a clean response; the server closes the connection
+            headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(_INTERNAL))]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": _INTERNAL})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Install the project's error-to-HTTP mapping on an app (call once, in its factory)."""
+    app.add_exception_handler(KfloopError, _on_kfloop_error)
+    app.add_exception_handler(HTTPException, _on_http_error)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_middleware(CatchAllMiddleware)
