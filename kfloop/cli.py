@@ -48,7 +48,9 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command(("data", "fetch"), Stack.CORE, "kfloop.commands.data:fetch", "download and verify the OBD sample", _data_dir),
+    Command(
+        ("data", "fetch"), Stack.CORE, "kfloop.commands.data:fetch", "download and verify the OBD sample", _data_dir
+    ),
     Command(
         ("events", "import-obd"),
         Stack.CORE,

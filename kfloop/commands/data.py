@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pydantic import Field
@@ -38,5 +39,5 @@ def import_obd(args: argparse.Namespace) -> int:
     config = load_config(LogClientConfig, args.config)
     with EventLog(config.event_log, writer_id=config.writer_id) as log:
         summary = run_import(Path(args.data_dir), log)
-    print(summary)
+    print(json.dumps(summary.to_dict(), indent=2))
     return 0
