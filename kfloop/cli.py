@@ -27,6 +27,9 @@ def _collector(p: argparse.ArgumentParser) -> None:
     _config(p)
     p.add_argument("--host", help="bind address (overrides the config)")
     p.add_argument("--port", type=int, help="port (overrides the config)")
+    p.add_argument("--writer-id", help="this replica's writer id in the log (default: hostname)")
+    p.add_argument("--wal-dir", help="local directory of write-ahead segments (overrides event_log.wal_dir)")
+    p.add_argument("--log-uri", help="where sealed Parquet goes, path or URI (overrides event_log.log_uri)")
 
 
 def _import_obd(p: argparse.ArgumentParser) -> None:

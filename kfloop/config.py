@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -20,11 +20,25 @@ class StrictModel(BaseModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_config(model: type[M], path: Path | str | None) -> M:
-    """Read a YAML file into `model`; no file means the model's defaults. Errors name the key."""
-    if path is None:
-        return model()
-    path = Path(path)
+def load_config(model: type[M], path: Path | str | None, overrides: dict[str, Any] | None = None) -> M:
+    """Read a YAML file into `model`; no file means the model's defaults. Errors name the key.
+
+    `overrides` maps dotted keys (`event_log.log_uri`) to values, e.g. from command-line flags; None values
+    are ignored. They are merged before validation, so they are checked like the file's own values.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['field']}: {e['reason']}" for e in field_errors(exc))
+        where = f"config file {path}" if path is not None else "config"
+        raise ConfigError(f"{where}: {problems}", details=field_errors(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -33,8 +47,13 @@ def load_config(model: type[M], path: Path | str | None) -> M:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(f"{e['field']}: {e['reason']}" for e in field_errors(exc))
-        raise ConfigError(f"config file {path}: {problems}", details=field_errors(exc)) from None
+    return data
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        data = data.setdefault(key, {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"cannot override {dotted}: {key} is not a mapping")
+    data[leaf] = value
