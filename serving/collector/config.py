@@ -10,6 +10,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from kfloop.config import StrictModel
+from kfloop.errors import ConfigError
 from kfloop.eventlog import EventLogConfig
 from kfloop.events import EventType
 from serving.collector.fields import FIELDS_OF
@@ -39,6 +40,12 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
+def _check_key_length(key: str) -> str:
+    if len(key) < MIN_KEY_CHARS:
+        raise ValueError(f"the pseudonymization key must be at least {MIN_KEY_CHARS} characters")
+    return key
+
+
 class FieldSources(StrictModel):
     """Which Segment `properties` key holds each kfloop field; the first key present wins."""
 
@@ -56,7 +63,7 @@ class FieldSources(StrictModel):
     """Milliseconds spent on the item."""
     scroll_depth: list[str] = ["scroll_depth"]
     """Fraction of the page seen, 0 to 1."""
-    value: list[str] = ["value", "revenue", "price"]
+    value: list[str] = ["value", "revenue"]
     """Business value of a conversion."""
     question_id: list[str] = ["question_id"]
     """Survey question id."""
@@ -104,18 +111,21 @@ class SegmentConfig(StrictModel):
     """Segment HTTP Tracking API compatibility: write keys, pseudonymization, consent and mapping."""
 
     write_keys: list[SecretStr] = []
-    """Accepted write keys (HTTP basic auth username, or `writeKey` in the body)."""
+    """Accepted write keys (HTTP basic auth username, or `writeKey` in the body). Local development only:
+    a deployment mounts a Secret and sets write_keys_file, which replaces this list."""
     write_keys_file: Path | None = None
-    """A file of further write keys, one a line (blank lines and # comments ignored), e.g. a mounted Secret."""
+    """A file of write keys, one a line (blank lines and # comments ignored), e.g. a mounted Secret. When set,
+    it replaces `write_keys`, so a ConfigMap shared with the local stack never carries live dev keys."""
     pseudonymization_key: SecretStr | None = None
-    """HMAC-SHA256 key turning Segment's userId/anonymousId into the stored pseudonymous user_id."""
+    """HMAC-SHA256 key turning Segment's userId/anonymousId into the stored pseudonymous user_id (local
+    development; replaced by pseudonymization_key_file when that is set)."""
     pseudonymization_key_file: Path | None = None
-    """A file holding the pseudonymization key instead (e.g. a mounted Secret)."""
+    """A file holding the pseudonymization key (e.g. a mounted Secret); replaces `pseudonymization_key`."""
     default_consent: bool = False
     """Consent assumed when a message carries no consent preferences at all (privacy by default: False)."""
-    consent_categories: ConsentCategories = ConsentCategories()
+    consent_categories: ConsentCategories = Field(default_factory=ConsentCategories)
     """Which consent categories grant which kfloop consent flag."""
-    field_sources: FieldSources = FieldSources()
+    field_sources: FieldSources = Field(default_factory=FieldSources)
     """Default property keys of each kfloop field, for every mapping."""
     track: dict[str, EventMapping] = {}
     """Track event name -> kfloop event. Unmapped track events are counted, not stored."""
@@ -123,34 +133,41 @@ class SegmentConfig(StrictModel):
     """Page or screen name -> kfloop event. Unmapped pages and screens are counted, not stored."""
 
     @model_validator(mode="after")
-    def _key_sources_are_clear(self) -> Self:
-        if self.pseudonymization_key is not None and self.pseudonymization_key_file is not None:
-            raise ValueError("set pseudonymization_key or pseudonymization_key_file, not both")
+    def _pseudonymizer_comes_with_write_keys(self) -> Self:
         has_keys = bool(self.write_keys) or self.write_keys_file is not None
         has_pseudonymizer = self.pseudonymization_key is not None or self.pseudonymization_key_file is not None
         if has_keys and not has_pseudonymizer:
             raise ValueError("write keys are set, so pseudonymization_key (or its _file) is required")
+        if self.pseudonymization_key is not None:
+            _check_key_length(self.pseudonymization_key.get_secret_value())
         return self
 
     def load_write_keys(self) -> list[str]:
-        """Every accepted write key (reads write_keys_file)."""
-        keys = [k.get_secret_value() for k in self.write_keys]
-        if self.write_keys_file is not None:
-            lines = self.write_keys_file.read_text().splitlines()
-            keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-        return [k for k in keys if k]
+        """Every accepted write key: from write_keys_file when set, else the inline (dev) list."""
+        if self.write_keys_file is None:
+            return [k.get_secret_value() for k in self.write_keys if k.get_secret_value()]
+        lines = _read_secret(self.write_keys_file).splitlines()
+        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
     def load_pseudonymization_key(self) -> bytes | None:
-        """The HMAC key (reads pseudonymization_key_file); None when Segment is not configured."""
+        """The HMAC key: from pseudonymization_key_file when set, else inline; None without Segment."""
         if self.pseudonymization_key_file is not None:
-            key = self.pseudonymization_key_file.read_text().strip()
+            key = _read_secret(self.pseudonymization_key_file).strip()
         elif self.pseudonymization_key is not None:
             key = self.pseudonymization_key.get_secret_value()
         else:
             return None
-        if len(key) < MIN_KEY_CHARS:
-            raise ValueError(f"the pseudonymization key must be at least {MIN_KEY_CHARS} characters")
-        return key.encode()
+        try:
+            return _check_key_length(key).encode()
+        except ValueError as exc:
+            raise ConfigError(f"{self.pseudonymization_key_file}: {exc}") from None
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror}") from None
 
 
 class CorsConfig(StrictModel):
@@ -167,7 +184,7 @@ class CollectorConfig(StrictModel):
     """Address to bind (0.0.0.0 in a container)."""
     port: int = Field(default=8090, ge=1, le=65535)
     """Port to listen on."""
-    event_log: EventLogConfig = EventLogConfig()
+    event_log: EventLogConfig = Field(default_factory=EventLogConfig)
     """Where events are made durable and sealed."""
     writer_id: str = Field(default_factory=_hostname)
     """This replica's writer id in the log (default: the hostname, a StatefulSet pod's stable name)."""
@@ -177,9 +194,9 @@ class CollectorConfig(StrictModel):
     """Most events (or Segment messages) in one request (413 beyond)."""
     max_future_skew_s: float = Field(default=300.0, ge=0)
     """An event stamped further than this in the future is rejected (naming `ts`): a broken client clock."""
-    cors: CorsConfig = CorsConfig()
+    cors: CorsConfig = Field(default_factory=CorsConfig)
     """CORS for browsers."""
-    segment: SegmentConfig = SegmentConfig()
+    segment: SegmentConfig = Field(default_factory=SegmentConfig)
     """Segment HTTP Tracking API compatibility."""
 
     @field_validator("writer_id")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import zlib
+from typing import Any
 
+import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
 from kfloop.errors import MalformedRequest, PayloadTooLarge
@@ -78,3 +80,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise MalformedRequest("the client disconnected before sending the whole body") from None
     return gunzip.finish() if gunzip is not None else b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The JSON value of a body; 400 naming the problem (not UTF-8, syntax, NaN, nesting too deep)."""
+    if not body.strip():
+        raise MalformedRequest("the body is empty; send JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedRequest(f"the body is not UTF-8 (byte {exc.start})") from None
+    try:
+        return pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None

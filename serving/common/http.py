@@ -40,10 +40,16 @@ async def _on_kfloop_error(request: Request, exc: Exception) -> Response:
     return kfloop_error_response(exc)
 
 
+def _status_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.replace(" ", "")
+    except ValueError:
+        return "HTTPError"
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    name = HTTPStatus(exc.status_code).phrase.replace(" ", "") if exc.status_code in HTTPStatus else "HTTPError"
-    body = error_body(name, str(exc.detail))
+    body = error_body(_status_name(exc.status_code), str(exc.detail))
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 

@@ -1,0 +1,1 @@
+"""The feedback collector service: HTTP (native and Segment-compatible) into the durable event log."""

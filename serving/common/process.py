@@ -1,0 +1,100 @@
+"""Run a service as a real subprocess on a loopback port: for integration tests, benchmarks and local stacks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Self
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """`python -m MODULE ARGS... --host H --port P`, its output in a log file, stopped however the caller wants."""
+
+    def __init__(self, module: str, args: list[str], *, log_path: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.command = [sys.executable, "-m", module, *args, "--host", host, "--port", str(self.port)]
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not started"
+        return self._process.pid
+
+    def start(self, *, ready_path: str = "/readyz", timeout_s: float = 60.0) -> Self:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
+        self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not self._answers(ready_path):
+            if self._process.poll() is not None:
+                raise RuntimeError(f"{self.command} exited with {self._process.returncode}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise TimeoutError(f"{self.url}{ready_path} not ready after {timeout_s}s:\n{self.output()}")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=1) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time; the exit code."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        return self._reap()
+
+    def kill(self) -> int:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self._process is None:
+            return 0
+        if self._process.poll() is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+        return self._reap()
+
+    def _reap(self) -> int:
+        assert self._process is not None
+        code = self._process.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
