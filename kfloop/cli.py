@@ -30,6 +30,10 @@ def _collector(p: argparse.ArgumentParser) -> None:
     p.add_argument("--writer-id", help="this replica's writer id in the log (default: hostname)")
     p.add_argument("--wal-dir", help="local directory of write-ahead segments (overrides event_log.wal_dir)")
     p.add_argument("--log-uri", help="where sealed Parquet goes, path or URI (overrides event_log.log_uri)")
+    p.add_argument(
+        "--segment-secrets-dir",
+        help="a mounted Secret with files `write-keys` and `pseudonymization-key` (replace the config's keys)",
+    )
 
 
 def _import_obd(p: argparse.ArgumentParser) -> None:

@@ -38,6 +38,19 @@ def load_config(model: type[M], path: Path | str | None, overrides: dict[str, An
         raise ConfigError(f"{where}: {problems}", details=field_errors(exc)) from None
 
 
+def load_section(model: type[M], path: Path | str | None, key: str) -> M:
+    """Read one section of a deployable's config file, e.g. the `event_log` of the collector's, so that
+    tools share the deployable's own file instead of a copy of it."""
+    if path is None:
+        return model()
+    section = _read_yaml(Path(path)).get(key) or {}
+    try:
+        return model.model_validate(section)
+    except ValidationError as exc:
+        problems = "; ".join(f"{key}.{e['field']}: {e['reason']}" for e in field_errors(exc))
+        raise ConfigError(f"config file {path}: {problems}", details=field_errors(exc)) from None
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}

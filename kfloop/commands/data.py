@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from kfloop.config import StrictModel, load_config
+from kfloop.config import StrictModel, load_config, load_section
 from kfloop.eventlog import EventLogConfig
 
 
@@ -22,7 +22,8 @@ class LogClientConfig(StrictModel):
 
 
 def log_config_from(path: str | None) -> EventLogConfig:
-    return load_config(LogClientConfig, path).event_log
+    """The `event_log` section of any kfloop config file (the collector's, the importer's, ...)."""
+    return load_section(EventLogConfig, path, "event_log")
 
 
 def fetch(args: argparse.Namespace) -> int:

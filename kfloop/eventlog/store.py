@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
-from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from kfloop.eventlog.wal import TIMESTAMP_COLUMNS, fsync_dir
@@ -31,38 +31,44 @@ def resolve(log_uri: str) -> tuple[pafs.FileSystem, str]:
     return fs, f"{path.rstrip('/')}/{EVENTS_DIR}"
 
 
-def micros_table(records: list[dict[str, Any]]) -> pa.Table:
-    """Records whose timestamps are epoch microseconds (as in the write-ahead log) as an Arrow table."""
-    arrays = []
-    for field in EVENT_ARROW_SCHEMA:
-        values = [r.get(field.name) for r in records]
-        if field.name in TIMESTAMP_COLUMNS:
-            arrays.append(pa.array(values, type=pa.int64()).cast(field.type))
-        else:
-            arrays.append(pa.array(values, type=field.type))
-    return pa.Table.from_arrays(arrays, schema=EVENT_ARROW_SCHEMA)
+# The write-ahead form: every column as in the log, but timestamps as epoch microseconds.
+_WAL_SCHEMA = pa.schema(
+    [pa.field(f.name, pa.int64()) if f.name in TIMESTAMP_COLUMNS else f for f in EVENT_ARROW_SCHEMA]
+)
 
 
-def arrival_date(received_at_us: int) -> str:
-    return datetime.fromtimestamp(received_at_us / 1e6, tz=UTC).strftime("%Y-%m-%d")
+def payloads_table(payloads: bytes) -> pa.Table:
+    """Newline-delimited write-ahead JSON payloads as an Arrow table with the log's schema."""
+    if not payloads:
+        return EVENT_ARROW_SCHEMA.empty_table()
+    options = pajson.ParseOptions(explicit_schema=_WAL_SCHEMA, unexpected_field_behavior="error")
+    table = pajson.read_json(io.BytesIO(payloads), parse_options=options)
+    columns = [table.column(f.name).cast(f.type) for f in EVENT_ARROW_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=EVENT_ARROW_SCHEMA)
 
 
-def write_sealed(log_uri: str, file_stem: str, records: list[dict[str, Any]]) -> list[str]:
-    """Write records into one Parquet file per arrival date; the same stem overwrites (idempotent re-seal).
+def arrival_dates(table: pa.Table) -> pa.Array:
+    """The arrival date (UTC, YYYY-MM-DD) of each row: the partition it belongs to."""
+    day_numbers = pc.divide(pc.cast(table.column("received_at"), pa.int64()), 86_400_000_000)
+    return pc.cast(pc.cast(pc.cast(day_numbers, pa.int32()), pa.date32()), pa.string())
+
+
+def write_sealed(log_uri: str, file_stem: str, table: pa.Table) -> list[str]:
+    """Write a table into one Parquet file per arrival date; the same stem overwrites (idempotent re-seal).
 
     Local files are written under a dot-name (which readers ignore), fsynced, then renamed: a crash leaves
-    no file a reader chokes on. Object stores make a single PUT visible atomically, so they are written in place.
+    no file a reader chokes on. Object stores make one PUT visible atomically, so they are written in place.
     """
     fs, base = resolve(log_uri)
-    by_date: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        by_date[arrival_date(record["received_at"])].append(record)
+    dates = arrival_dates(table)
+    distinct = sorted(set(dates.to_pylist()))
     written = []
-    for date, rows in sorted(by_date.items()):
+    for date in distinct:
+        rows = table if len(distinct) == 1 else table.filter(pc.equal(dates, date))
         directory = f"{base}/date={date}"
         fs.create_dir(directory, recursive=True)
         final = f"{directory}/{file_stem}.parquet"
-        _write_atomically(fs, directory, final, micros_table(rows))
+        _write_atomically(fs, directory, final, rows)
         written.append(final)
     return written
 

@@ -12,10 +12,11 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from kfloop.errors import NotReady
 from kfloop.eventlog import metrics
 from kfloop.eventlog.config import EventLogConfig
-from kfloop.eventlog.store import read_events, write_sealed
-from kfloop.eventlog.wal import Segment, encode_line, read_segment, segments_in
+from kfloop.eventlog.store import payloads_table, read_events, write_sealed
+from kfloop.eventlog.wal import Segment, encode_line, intact_payloads, segments_in
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class EventLog:
         self._lock = threading.Lock()
         self._wakeup = threading.Condition(self._lock)
         self._pending: list[_Pending] = []
+        self._inflight: set[str] = set()  # accepted, not yet durable
+        self.failure: OSError | None = None
         self._to_seal: queue.Queue[Segment | None] = queue.Queue()
         self._segment: Segment | None = None
         self._segment_counter = 0
@@ -107,24 +110,38 @@ class EventLog:
 
     # -- appending -------------------------------------------------------------------------------
     def submit(self, records: Iterable[dict[str, Any]]) -> Future[list[str]]:
-        """Queue records; the future resolves to one status per record once they are durable."""
+        """Queue records; the future resolves to one status per record once they are durable.
+
+        A duplicate of an event still on its way to disk resolves only after that event's commit, so a
+        "duplicate" answer never stands for an event that is then lost.
+        """
         statuses, lines, new_ids = [], [], []
+        waits_for_inflight = False
         with self._lock:
-            if self._closing or not self.ready:
-                raise RuntimeError("event log is not open")
+            self._require_open()
             for record in records:
                 status = self._admit(record)
                 statuses.append(status)
                 if status == ACCEPTED:
                     lines.append(encode_line(record))
                     new_ids.append(record["event_id"])
+                elif status == DUPLICATE and record["event_id"] in self._inflight:
+                    waits_for_inflight = True
+            self._count(statuses)
             pending = _Pending(lines, statuses, new_ids)
-            if lines:
+            if lines or waits_for_inflight:
+                self._inflight.update(new_ids)
                 self._pending.append(pending)
                 self._wakeup.notify()
-        if not lines:
+        if not (lines or waits_for_inflight):
             pending.future.set_result(statuses)
         return pending.future
+
+    def _require_open(self) -> None:
+        if self.failure is not None:
+            raise NotReady(f"the event log stopped after a failed durable write: {self.failure}")
+        if self._closing or not self.ready:
+            raise NotReady("the event log is not open (starting or shutting down)")
 
     def append(self, records: Iterable[dict[str, Any]]) -> list[str]:
         """Append and wait until durable: one status per record."""
@@ -132,14 +149,18 @@ class EventLog:
 
     def _admit(self, record: dict[str, Any]) -> str:
         if not record["consent_personalization"]:
-            status = DROPPED_CONSENT
-        elif record["event_id"] in self._recent:
-            status = DUPLICATE
-        else:
-            self._recent.add(record["event_id"])
-            status = ACCEPTED
-        metrics.EVENTS.labels(status).inc()
-        return status
+            return DROPPED_CONSENT
+        if record["event_id"] in self._recent:
+            return DUPLICATE
+        self._recent.add(record["event_id"])
+        return ACCEPTED
+
+    @staticmethod
+    def _count(statuses: list[str]) -> None:
+        for status in (ACCEPTED, DUPLICATE, DROPPED_CONSENT):
+            n = statuses.count(status)
+            if n:
+                metrics.EVENTS.labels(status).inc(n)
 
     # -- writer thread: group commit -------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -149,7 +170,7 @@ class EventLog:
                     self._wakeup.wait(timeout=self._seconds_to_expiry())
                 batch, self._pending = self._pending, []
                 closing = self._closing
-            if batch:
+            if batch and self.failure is None:
                 self._commit(batch)
             if closing or self._segment_expired() or self._segment_full():
                 self._rotate()
@@ -163,20 +184,27 @@ class EventLog:
         lines = [line for pending in batch for line in pending.lines]
         started = time.perf_counter()
         try:
-            if self._segment is None:
-                self._segment = self._new_segment()
-            self._segment.append(lines)
+            if lines:
+                if self._segment is None:
+                    self._segment = self._new_segment()
+                self._segment.append(lines)
         except OSError as exc:
-            log.exception("durable write failed; %d events not acknowledged", len(lines))
+            # After a failed fsync the file's state is unknown (the kernel may have dropped the pages), so
+            # nothing more is acknowledged: the process must restart and recover from what is on disk.
+            log.critical("durable write failed; %d events not acknowledged; the log stops: %s", len(lines), exc)
             with self._lock:
-                for pending in batch:
-                    for event_id in pending.new_ids:
-                        self._recent.discard(event_id)
-            for pending in batch:
+                self.failure = exc
+                self.ready = False
+                failed = batch + self._pending
+                self._pending = []
+            for pending in failed:
                 pending.future.set_exception(exc)
             return
         metrics.DURABLE_WRITE_SECONDS.observe(time.perf_counter() - started)
         metrics.GROUP_COMMIT_EVENTS.observe(len(lines))
+        with self._lock:
+            for pending in batch:
+                self._inflight.difference_update(pending.new_ids)
         for pending in batch:
             pending.future.set_result(pending.statuses)
 
@@ -212,15 +240,16 @@ class EventLog:
                 log.exception("sealing %s failed; it will be sealed on the next start", segment.path)
 
     def _seal(self, path: Any) -> int:
-        records, bad = read_segment(path)
+        payloads, bad = intact_payloads(path)
         if bad:
             metrics.CORRUPT_LINES.inc(bad)
             log.warning("%s: skipped %d torn or corrupt line(s)", path, bad)
-        if records:
-            write_sealed(self.config.log_uri, f"{self.writer_id}-{path.stem}", records)
+        table = payloads_table(payloads)
+        if table.num_rows:
+            write_sealed(self.config.log_uri, f"{self.writer_id}-{path.stem}", table)
         path.unlink()
         metrics.SEALED_SEGMENTS.inc()
-        return len(records)
+        return table.num_rows
 
     # -- recovery --------------------------------------------------------------------------------
     def _recover(self) -> None:

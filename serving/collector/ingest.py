@@ -83,10 +83,7 @@ class DurableSink:
 
     async def _append(self, records: list[Any]) -> list[str]:
         started = time.perf_counter()
-        try:
-            future = self._log.submit(records)
-        except RuntimeError:
-            raise NotReady("the event log is not open (starting or shutting down); retry") from None
+        future = self._log.submit(records)  # NotReady (503) while the log is not open
         try:
             statuses = await asyncio.wrap_future(future)
         except OSError as exc:

@@ -95,3 +95,28 @@ def test_a_bad_or_missing_secret_file_is_a_config_error(tmp_path, content):
     segment = load_config(CollectorConfig, path).segment
     with pytest.raises(ConfigError, match="at least 16" if content else "cannot read secret file"):
         segment.load_pseudonymization_key()
+
+
+def test_command_line_flags_as_the_statefulset_passes_them(tmp_path):
+    """The manifest's args: writer id from the pod name, the WAL volume, the object store, the Secret."""
+    from kfloop.cli import build_parser
+    from kfloop.commands.services import collector_config
+
+    (tmp_path / "write-keys").write_text("cluster-write-key\n")
+    (tmp_path / "pseudonymization-key").write_text("a-cluster-pseudonymization-key-0123\n")
+    args = build_parser().parse_args(
+        [
+            "collector",
+            f"--config={SHIPPED}",
+            "--host=0.0.0.0",
+            "--writer-id=kfloop-collector-1",
+            "--wal-dir=/var/lib/kfloop/wal",
+            "--log-uri=s3://bucket/kfloop",
+            f"--segment-secrets-dir={tmp_path}",
+        ]
+    )
+    config = collector_config(args)
+    assert (config.host, config.writer_id) == ("0.0.0.0", "kfloop-collector-1")
+    assert str(config.event_log.wal_dir) == "/var/lib/kfloop/wal"
+    assert config.event_log.log_uri == "s3://bucket/kfloop"
+    assert config.segment.load_write_keys() == ["cluster-write-key"]  # the dev key is gone

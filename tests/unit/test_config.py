@@ -50,3 +50,11 @@ def test_every_config_field_has_a_description():
     for model in (LogClientConfig, EventLogConfig):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no docstring"
+
+
+def test_tools_read_the_event_log_section_of_the_collectors_own_file():
+    from kfloop.commands.data import log_config_from
+    from tests.conftest import REPO_ROOT
+
+    config = log_config_from(str(REPO_ROOT / "manifests" / "collector" / "collector.yaml"))
+    assert config.log_uri

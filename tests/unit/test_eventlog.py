@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from kfloop.errors import NotReady
 from kfloop.eventlog import EventLog, EventLogConfig, read_events, sealed_files
 from kfloop.eventlog.wal import encode_line, read_segment, segments_in
 from tests.conftest import make_record
@@ -118,7 +119,7 @@ def test_log_location_may_be_a_filesystem_uri(tmp_path):
 def test_appending_to_a_closed_log_fails_loudly(log_config):
     log = EventLog(log_config, writer_id="w0").open()
     log.close()
-    with pytest.raises(RuntimeError, match="not open"):
+    with pytest.raises(NotReady, match="not open"):
         log.append([make_record("late")])
 
 
@@ -167,3 +168,45 @@ def test_sigkill_mid_write_loses_no_acknowledged_event(tmp_path):
         pq.read_table(path)  # every file readable on its own
     stored = set(read_events(uri).column("event_id").to_pylist())
     assert set(acknowledged) <= stored
+
+
+def test_a_duplicate_of_an_event_still_in_flight_waits_for_its_commit(log_config, monkeypatch):
+    """'duplicate' must never be answered for an event that is not yet durable."""
+    import threading
+
+    from kfloop.eventlog import wal
+
+    release = threading.Event()
+    original = wal.Segment.append
+
+    def slow_append(self, lines):
+        release.wait(timeout=30)
+        original(self, lines)
+
+    monkeypatch.setattr(wal.Segment, "append", slow_append)
+    with EventLog(log_config, writer_id="w0") as log:
+        first = log.submit([make_record("x")])
+        second = log.submit([make_record("x")])
+        time.sleep(0.2)
+        assert not first.done() and not second.done()
+        release.set()
+        assert first.result(timeout=10) == ["accepted"]
+        assert second.result(timeout=10) == ["duplicate"]
+
+
+def test_a_failed_fsync_stops_the_log_instead_of_acknowledging_more(log_config, monkeypatch):
+    import errno
+
+    from kfloop.eventlog import wal
+
+    def failing_append(self, lines):
+        raise OSError(errno.EIO, "Input/output error")
+
+    log = EventLog(log_config, writer_id="w0").open()
+    monkeypatch.setattr(wal.Segment, "append", failing_append)
+    with pytest.raises(OSError):
+        log.append([make_record("lost")])
+    with pytest.raises(NotReady, match="failed durable write"):
+        log.append([make_record("next")])
+    assert not log.ready
+    log.close()
