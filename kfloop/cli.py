@@ -41,6 +41,22 @@ def _import_obd(p: argparse.ArgumentParser) -> None:
     _config(p)
 
 
+def _features_materialize(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--end", help="ISO 8601 time to compute and load up to (default: now)")
+
+
+def _features_follow(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+
+
+def _features_show(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("user_id", help="pseudonymous user id")
+    p.add_argument("--items", help="comma-separated candidate item ids")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -73,6 +89,34 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.commands.services:collector",
         "run the feedback collector (HTTP, Segment-compatible)",
         _collector,
+    ),
+    Command(
+        ("features", "apply"),
+        Stack.CORE,
+        "kfloop.commands.features:apply",
+        "register the Feast feature repo and create the online tables",
+        _config,
+    ),
+    Command(
+        ("features", "materialize"),
+        Stack.CORE,
+        "kfloop.commands.features:materialize",
+        "recompute offline feature tables from the event log and load the online store",
+        _features_materialize,
+    ),
+    Command(
+        ("features", "follow"),
+        Stack.CORE,
+        "kfloop.commands.features:follow",
+        "keep online aggregates fresh from the event log",
+        _features_follow,
+    ),
+    Command(
+        ("features", "show"),
+        Stack.CORE,
+        "kfloop.commands.features:show",
+        "print a user's (and candidate items') online features",
+        _features_show,
     ),
     Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
 )

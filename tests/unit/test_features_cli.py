@@ -1,0 +1,56 @@
+"""`kfloop features apply | materialize | show` handlers, on the embedded SQLite store in a tmp dir."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kfloop.commands import features as commands
+from kfloop.errors import InvalidInput
+from kfloop.eventlog import EventLog, EventLogConfig
+from kfloop.features.synthetic import feedback_record
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "features.yaml"
+    config = {
+        "event_log": {"wal_dir": str(tmp_path / "wal"), "log_uri": str(tmp_path / "log")},
+        "store": {"repo_dir": str(tmp_path / "features"), "obd_data_dir": str(tmp_path / "no-data")},
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_apply_materialize_and_show(config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    now = datetime.now(UTC)
+    log_config = EventLogConfig(wal_dir=tmp_path / "wal", log_uri=str(tmp_path / "log"))
+    with EventLog(log_config, writer_id="t") as log:
+        log.append(
+            [
+                feedback_record("i1", "impression", "u-7", "3", now - timedelta(minutes=3)),
+                feedback_record("c1", "click", "u-7", "3", now - timedelta(minutes=2)),
+            ]
+        )
+    assert commands.apply(argparse.Namespace(config=str(config_path))) == 0
+    assert "ranker_training" in capsys.readouterr().out
+    assert commands.materialize(argparse.Namespace(config=str(config_path), end=None)) == 0
+    assert "offline user_implicit: 3 rows" in capsys.readouterr().out  # empty baseline, impression, click
+    assert commands.show(argparse.Namespace(config=str(config_path), user_id="u-7", items="3,4")) == 0
+    out = capsys.readouterr().out
+    assert "user u-7 (known)" in out
+    assert [line.split() for line in out.splitlines() if line.strip().startswith("u_clicks_1h")] == [
+        ["u_clicks_1h", "1"]
+    ]
+    assert "item 4 (no item context: defaults)" in out
+    commands.show(argparse.Namespace(config=str(config_path), user_id="nobody", items=None))
+    assert "user nobody (unknown: cold-start defaults)" in capsys.readouterr().out
+
+
+def test_a_bad_end_time_is_an_input_error(config_path: Path) -> None:
+    with pytest.raises(InvalidInput):
+        commands.materialize(argparse.Namespace(config=str(config_path), end="yesterday"))
