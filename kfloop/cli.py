@@ -57,6 +57,41 @@ def _features_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("--items", help="comma-separated candidate item ids")
 
 
+def _audit_store(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--store-url", help="sqlite:///path.db or postgresql://user@host:port/db (overrides the config)")
+
+
+def _audit_pull(p: argparse.ArgumentParser) -> None:
+    _audit_store(p)
+    p.add_argument("--since", required=True, help="from this time (RFC 3339, or YYYY-MM-DD = midnight UTC)")
+    p.add_argument("--until", required=True, help="up to (not including) this time")
+    p.add_argument("--model-version", help="only decisions of this model version")
+    p.add_argument("--user", help="only this pseudonymous user")
+    p.add_argument("--kind", action="append", help="record kind (decision, explanation, ...); repeatable")
+    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], default="jsonl", help="export format")
+    p.add_argument("--output", "-o", help="file to write (default: stdout; parquet needs a file)")
+
+
+def _audit_verify(p: argparse.ArgumentParser) -> None:
+    _audit_store(p)
+    p.add_argument("--file", help="verify this export instead of the store")
+    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="export format (default: from the name)")
+    p.add_argument("--allow-gaps", action="store_true", help="a filtered export: check each row, not continuity")
+
+
+def _audit_explain(p: argparse.ArgumentParser) -> None:
+    _audit_store(p)
+    p.add_argument("request_id", help="the decision to explain")
+    p.add_argument("--explainer", help="module:factory building the explainer")
+
+
+def _audit_sink(p: argparse.ArgumentParser) -> None:
+    _audit_store(p)
+    p.add_argument("--host", help="bind address (overrides the config)")
+    p.add_argument("--port", type=int, help="port (overrides the config)")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -118,6 +153,28 @@ COMMANDS: tuple[Command, ...] = (
         "print a user's (and candidate items') online features",
         _features_show,
     ),
+    Command(
+        ("audit", "pull"),
+        Stack.CORE,
+        "kfloop.commands.audit:pull",
+        "export audit records with their chain hashes",
+        _audit_pull,
+    ),
+    Command(
+        ("audit", "verify"),
+        Stack.CORE,
+        "kfloop.commands.audit:verify",
+        "check the audit chain (store or export); names the first altered record",
+        _audit_verify,
+    ),
+    Command(
+        ("audit", "explain"),
+        Stack.SERVING,
+        "kfloop.commands.audit:explain",
+        "explain a past decision from its stored inputs and model version",
+        _audit_explain,
+    ),
+    Command(("audit", "sink"), Stack.SERVING, "kfloop.commands.audit:sink", "run the audit sink", _audit_sink),
     Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
 )
 

@@ -51,11 +51,11 @@ SIGNAL_OF: dict[EventType, Signal] = {
     EventType.SURVEY: Signal.EXPLICIT,
 }
 
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}")
 
 
 def _check_id(value: str) -> str:
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ValueError("must be 1-128 characters of letters, digits and . _ : / -, starting with a letter or digit")
     return value
 
@@ -81,10 +81,9 @@ def _parse_timestamp(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-Identifier = Annotated[str, AfterValidator(_check_id), Field(json_schema_extra={"pattern": _ID_RE.pattern})]
-PseudonymousId = Annotated[
-    str, AfterValidator(_check_pseudonymous), Field(json_schema_extra={"pattern": _ID_RE.pattern})
-]
+_ID_PATTERN = f"^{_ID_RE.pattern}$"
+Identifier = Annotated[str, AfterValidator(_check_id), Field(json_schema_extra={"pattern": _ID_PATTERN})]
+PseudonymousId = Annotated[str, AfterValidator(_check_pseudonymous), Field(json_schema_extra={"pattern": _ID_PATTERN})]
 Timestamp = Annotated[
     datetime,
     BeforeValidator(_parse_timestamp),

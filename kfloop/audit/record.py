@@ -1,0 +1,222 @@
+"""What the audit trail records: ranking decisions, their explanations, and KServe's logged payloads.
+
+Records are validated strictly (unknown fields are errors) and frozen. Each has a `record_id`, derived from
+its content, that the store deduplicates on: a resend after a crash adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    TypeAdapter,
+    model_validator,
+)
+
+from kfloop.audit.canonical import canonical_json, rfc3339
+from kfloop.events.schema import Identifier, PseudonymousId, Timestamp
+
+DECISION = "decision"
+EXPLANATION = "explanation"
+KSERVE_REQUEST = "kserve_request"
+KSERVE_RESPONSE = "kserve_response"
+RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE})
+
+
+def _finite(value: Any, path: str = "") -> Any:
+    """JSON has no NaN or Infinity, and a hash over them would not be reproducible elsewhere."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'} is {value}; only finite numbers can be recorded")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _finite(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, f"{path}[{i}]")
+    return value
+
+
+UtcTimestamp = Annotated[Timestamp, PlainSerializer(rfc3339, return_type=str)]
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_finite)]
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _AuditModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class Candidate(_AuditModel):
+    """One item the decision returned."""
+
+    item_id: Identifier
+    """The item."""
+    position: int = Field(ge=1, le=1000)
+    """1-based slot it was shown in."""
+    score: float = Field(allow_inf_nan=False)
+    """The model's score for it."""
+    propensity: float | None = Field(default=None, gt=0.0, le=1.0)
+    """Probability that the policy put this item at this position (off-policy evaluation needs it)."""
+
+
+class PolicyInfo(_AuditModel):
+    """The policy that turned scores into the shown slate."""
+
+    name: Identifier
+    """Policy name, e.g. epsilon_greedy."""
+    epsilon: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Exploration rate, where the policy has one."""
+
+
+class Decision(_AuditModel):
+    """One ranking decision, as the predictor made it."""
+
+    kind: Literal["decision"] = DECISION
+    """Record kind."""
+    request_id: Identifier
+    """The decision's id (returned to the caller; feedback events refer to it)."""
+    ts: UtcTimestamp
+    """When the decision was made, RFC 3339 with a timezone; stored in UTC."""
+    model_version: Identifier
+    """Model version that scored the candidates."""
+    variant: Identifier
+    """Traffic variant that served it (e.g. stable, canary)."""
+    user_id: PseudonymousId | None = None
+    """Pseudonymous user id, never an email or other direct identifier."""
+    inputs: JsonObject
+    """The feature values the model was given, exactly (an explanation is recomputed from them)."""
+    candidates: list[Candidate] = Field(max_length=1000)
+    """The items returned, with positions, scores and propensities."""
+    policy: PolicyInfo
+    """The logging policy."""
+
+    @model_validator(mode="after")
+    def _slate_is_consistent(self) -> Self:
+        positions = [c.position for c in self.candidates]
+        if len(set(positions)) != len(positions):
+            raise ValueError("candidates: two candidates share a position")
+        items = [c.item_id for c in self.candidates]
+        if len(set(items)) != len(items):
+            raise ValueError("candidates: an item appears twice")
+        return self
+
+
+class Explanation(_AuditModel):
+    """Why a decision came out as it did, computed from the decision's stored inputs and model version."""
+
+    kind: Literal["explanation"] = EXPLANATION
+    """Record kind."""
+    explanation_id: Identifier = Field(default_factory=lambda: uuid.uuid4().hex)
+    """This explanation's own id (one decision may be explained more than once)."""
+    request_id: Identifier
+    """The decision explained."""
+    ts: UtcTimestamp
+    """When the explanation was computed."""
+    model_version: Identifier
+    """Model version explained (the decision's)."""
+    variant: Identifier | None = None
+    """The decision's variant."""
+    user_id: PseudonymousId | None = None
+    """The decision's user (so a pull for one user includes explanations of their decisions)."""
+    trigger: Literal["sampled", "on_demand"]
+    """Computed for a background sample, or asked for later."""
+    explainer: Identifier
+    """Which explainer (method and version) produced it."""
+    decision_hash: Sha256Hex | None = None
+    """Chain hash of the stored decision it was computed from, when it was computed from the store."""
+    explanation: JsonObject
+    """The explainer's output."""
+
+
+class KServeMessage(_AuditModel):
+    """A request or response logged by KServe's payload logger (one CloudEvent)."""
+
+    kind: Literal["kserve_request", "kserve_response"]
+    """Which half of the exchange (ce-type ...inference.request or ...inference.response)."""
+    request_id: Identifier
+    """The CloudEvent id: KServe's request id (the request's Ce-Id header, else a generated UUID)."""
+    ts: UtcTimestamp
+    """ce-time, else when the sink received it."""
+    source: str = Field(min_length=1, max_length=2048)
+    """ce-source."""
+    inference_service: Identifier | None = None
+    """ce-inferenceservicename."""
+    namespace: Identifier | None = None
+    """ce-namespace."""
+    component: Identifier | None = None
+    """ce-component (predictor, transformer, ...)."""
+    endpoint: Identifier | None = None
+    """ce-endpoint (default or canary): the traffic variant."""
+    model_version: Identifier | None = None
+    """Model version, where the payload or metadata names it."""
+    metadata: JsonValue = None
+    """ce-metadata: request headers KServe was configured to log."""
+    content_type: str | None = Field(default=None, max_length=256)
+    """Content-Type of the payload."""
+    body: JsonValue = None
+    """The payload, when it is JSON."""
+    body_base64: str | None = None
+    """The payload, base64, when it is not JSON."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> Self:
+        if self.body is not None and self.body_base64 is not None:
+            raise ValueError("body and body_base64 are exclusive")
+        _finite(self.body, "body")
+        return self
+
+
+AuditRecord = Annotated[Decision | Explanation | KServeMessage, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AuditRecord)
+
+
+def parse_record(data: Any) -> Decision | Explanation | KServeMessage:
+    """Validate one record (a dict; `kind` defaults to decision). Raises pydantic.ValidationError."""
+    if isinstance(data, dict) and "kind" not in data:
+        data = {**data, "kind": DECISION}
+    return _ADAPTER.validate_python(data)
+
+
+def record_json(record: Decision | Explanation | KServeMessage) -> dict[str, Any]:
+    """The record as the JSON object that is stored and hashed."""
+    return record.model_dump(mode="json")
+
+
+def record_id_of(record: Mapping[str, Any]) -> str:
+    """The dedup key, from the record's JSON: a decision per request id; KServe messages per payload."""
+    kind, request_id = record.get("kind"), record.get("request_id")
+    if kind == EXPLANATION:
+        return f"{kind}:{request_id}:{record.get('explanation_id')}"
+    if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
+        # A client may reuse a Ce-Id for different requests; only an identical resend is a duplicate.
+        payload = canonical_json([record.get("body"), record.get("body_base64")])
+        digest = hashlib.sha256(payload).hexdigest()[:16]
+        return f"{kind}:{record.get('inference_service')}:{record.get('component')}:{request_id}:{digest}"
+    return f"{kind}:{request_id}"
+
+
+def index_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The columns stored beside a record for querying; verify recomputes them to catch edited columns."""
+    return {
+        "record_id": record_id_of(record),
+        "kind": record.get("kind"),
+        "request_id": record.get("request_id"),
+        "ts": record.get("ts"),
+        "model_version": record.get("model_version"),
+        "variant": record.get("variant") or record.get("endpoint"),
+        "user_id": record.get("user_id"),
+    }
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,266 @@
+"""Ships spooled records to the audit sink: in order, in batches, retrying with backoff, and moving the
+spool's offset only once the sink has acknowledged a batch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kfloop.audit.config import SpoolConfig
+from kfloop.audit.record import RECORD_TAGS, Decision, Explanation, KServeMessage, parse_record
+from kfloop.audit.spool import Spool, SpoolBatch
+from kfloop.audit.store.base import ACKNOWLEDGED, SqlStore
+from kfloop.errors import KfloopError, field_errors
+
+log = logging.getLogger(__name__)
+
+REJECTED_FILE = "rejected.jsonl"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The sink's answer for one record: accepted, duplicate, conflict or rejected (with details)."""
+
+    status: str
+    detail: Any = None
+
+
+Deliver = Callable[[list[dict[str, Any]]], list[Receipt]]
+
+
+class DeliveryFailed(KfloopError):
+    """The batch was not acknowledged (sink unreachable, overloaded, erroring): retry it later."""
+
+    http_status = 503
+
+
+class BatchTooLarge(DeliveryFailed):
+    """The sink refused the batch's size: retry with smaller batches."""
+
+
+class HttpSink:
+    """Delivers batches to an audit sink's POST /v1/decisions (stdlib HTTP: usable in every environment)."""
+
+    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
+        self.url = base_url.rstrip("/") + "/v1/decisions"
+        self.timeout_s = timeout_s
+
+    def __call__(self, records: list[dict[str, Any]]) -> list[Receipt]:
+        body = json.dumps({"records": records}, separators=(",", ":")).encode()
+        request = urllib.request.Request(
+            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                payload = json.load(response)
+        except urllib.error.HTTPError as exc:
+            payload = self._error_payload(exc)
+            results = payload.get("details") if exc.code == 422 else None
+            if not isinstance(results, list):
+                raise DeliveryFailed(f"sink answered {exc.code}: {payload.get('message', '')}") from None
+            return _receipts(results, len(records))
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DeliveryFailed(f"sink {self.url} unreachable: {exc}") from None
+        return _receipts(payload.get("results"), len(records))
+
+    @staticmethod
+    def _error_payload(exc: urllib.error.HTTPError) -> dict[str, Any]:
+        if exc.code == 413:
+            raise BatchTooLarge("the sink refused the batch as too large") from None
+        try:
+            payload = json.loads(exc.read() or b"{}")
+        except ValueError:
+            payload = {}
+        return payload if isinstance(payload, dict) else {}
+
+
+def _receipts(results: Any, expected: int) -> list[Receipt]:
+    if not isinstance(results, list) or len(results) != expected:
+        raise DeliveryFailed(f"sink answered an unexpected result list for {expected} records")
+    return [Receipt(r.get("status", "?"), r.get("errors")) for r in results]
+
+
+def store_delivery(store: SqlStore) -> Deliver:
+    """Deliver straight into a store (no sink in between): a predictor writing to PostgreSQL itself."""
+
+    def deliver(records: list[dict[str, Any]]) -> list[Receipt]:
+        receipts: list[Receipt | None] = [None] * len(records)
+        valid, where = [], []
+        for i, raw in enumerate(records):
+            try:
+                valid.append(parse_record(raw))
+                where.append(i)
+            except ValidationError as exc:
+                receipts[i] = Receipt("rejected", field_errors(exc, union_tags=RECORD_TAGS))
+        for i, appended in zip(where, store.append(valid), strict=True):
+            receipts[i] = Receipt(appended.status, {"seq": appended.seq})
+        return [r for r in receipts if r is not None]
+
+    return deliver
+
+
+@dataclass
+class ShipperStats:
+    shipped: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    failed_attempts: int = 0
+    last_error: str | None = None
+    batch_size: int = 0
+
+
+class Shipper:
+    """A background thread emptying a spool into `deliver`."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        deliver: Deliver,
+        *,
+        batch_max_records: int = 500,
+        idle_wait_s: float = 0.5,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.spool = spool
+        self.deliver = deliver
+        self.idle_wait_s = idle_wait_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.stats = ShipperStats(batch_size=batch_max_records)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def ship_once(self) -> int:
+        """Deliver the next batch and commit it; returns records shipped (0: nothing pending).
+        Raises DeliveryFailed, leaving the offset where it was."""
+        batch = self.spool.read_batch(self.stats.batch_size)
+        if batch is None:
+            return 0
+        if batch.records:
+            receipts = self.deliver(batch.records)
+            self._dead_letter(batch, receipts)
+        self.spool.commit(batch.end)
+        self.stats.shipped += len(batch.records)
+        return len(batch.records)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Ship until the spool is empty or the time is up (retrying failures); True if emptied."""
+        deadline = time.monotonic() + timeout_s
+        delay = self.retry_initial_s
+        while time.monotonic() < deadline:
+            try:
+                if self.ship_once() == 0 and self.spool.read_batch(1) is None:
+                    return True
+                delay = self.retry_initial_s
+            except DeliveryFailed as exc:
+                self._note_failure(exc)
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, self.retry_max_s)
+        return self.spool.read_batch(1) is None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="audit-shipper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self.spool.wake()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        delay = self.retry_initial_s
+        while not self._stop.is_set():
+            try:
+                shipped = self.ship_once()
+                delay = self.retry_initial_s
+            except BatchTooLarge as exc:
+                self._note_failure(exc)
+                self.stats.batch_size = max(1, self.stats.batch_size // 2)
+                continue
+            except DeliveryFailed as exc:
+                self._note_failure(exc)
+                self._stop.wait(delay * (1 + random.random() / 4))  # jitter: replicas do not retry in step
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            except Exception as exc:  # a bug or a full disk: keep the records, keep trying, say so
+                log.exception("audit shipper: unexpected error")
+                self._note_failure(exc)
+                self._stop.wait(self.retry_max_s)
+                continue
+            if shipped == 0:
+                self.spool.wait_for_records(self.idle_wait_s)
+
+    def _note_failure(self, exc: Exception) -> None:
+        self.stats.failed_attempts += 1
+        self.stats.last_error = str(exc)
+        log.warning("audit shipper: delivery failed (%s); records stay in the spool", exc)
+
+    def _dead_letter(self, batch: SpoolBatch, receipts: Sequence[Receipt]) -> None:
+        """Records the sink will never take (invalid, or conflicting with a stored one): set them aside, with
+        the reason, so the spool keeps moving and a human can act."""
+        bad = [(raw, r) for raw, r in zip(batch.records, receipts, strict=True) if r.status not in ACKNOWLEDGED]
+        self.stats.duplicates += sum(r.status == "duplicate" for r in receipts)
+        if not bad:
+            return
+        path: Path = self.spool.dir / REJECTED_FILE
+        with open(path, "a", encoding="utf-8") as stream:
+            for raw, receipt in bad:
+                stream.write(json.dumps({"status": receipt.status, "detail": receipt.detail, "record": raw}) + "\n")
+            stream.flush()
+            os.fsync(stream.fileno())
+        self.stats.dead_lettered += len(bad)
+        log.error("audit shipper: %d record(s) refused by the sink; kept in %s", len(bad), path)
+
+
+class AuditRecorder:
+    """What a predictor holds: `record()` returns once the records are fsynced locally; a background
+    thread ships them to the sink."""
+
+    def __init__(self, config: SpoolConfig, *, deliver: Deliver | None = None) -> None:
+        self.config = config
+        self.spool = Spool(config.dir, segment_max_bytes=config.segment_max_bytes)
+        self.shipper = Shipper(
+            self.spool,
+            deliver or HttpSink(config.sink_url, timeout_s=config.request_timeout_s),
+            batch_max_records=config.batch_max_records,
+            idle_wait_s=config.idle_wait_s,
+            retry_initial_s=config.retry_initial_s,
+            retry_max_s=config.retry_max_s,
+        )
+
+    def open(self) -> None:
+        self.spool.open()
+        self.shipper.start()
+
+    def record(self, *records: Decision | Explanation | KServeMessage) -> None:
+        self.spool.append(records)
+
+    def close(self, *, drain_timeout_s: float = 5.0) -> None:
+        """Stop the background thread, give the sink a last chance, close the spool (what is left ships
+        after the next start)."""
+        self.shipper.stop()
+        self.shipper.drain(drain_timeout_s)
+        self.spool.close()
+
+    def __enter__(self) -> AuditRecorder:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

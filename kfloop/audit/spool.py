@@ -1,0 +1,294 @@
+"""The predictor's durable local spool: records are fsynced to local files before the decision returns,
+then shipped to the audit sink, which may be slow, restarting or unreachable meanwhile.
+
+Files: `{n:012d}.spool` (CRC-framed JSON lines, framed as the event log's WAL), `offset.json` (the first record
+the sink has not acknowledged; replaced atomically), `spool.lock` (one owner process at a time). The offset
+only moves after the sink acknowledges, so a crash resends at most one batch, which the sink deduplicates.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kfloop.audit.canonical import canonical_json
+from kfloop.audit.record import Decision, Explanation, KServeMessage, record_json
+from kfloop.errors import KfloopError
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".spool"
+OFFSET_FILE = "offset.json"
+LOCK_FILE = "spool.lock"
+CORRUPT_FILE = "corrupt.lines"
+
+
+class SpoolLocked(KfloopError):
+    """Another process owns this spool directory."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A byte offset in a spool segment."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class SpoolBatch:
+    records: list[dict[str, Any]]
+    end: Position
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """`crc32-hex SPACE json NEWLINE`: the event log's WAL framing (not imported: that package is heavy)."""
+    payload = canonical_json(record)
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def decode_line(line: bytes) -> dict[str, Any] | None:
+    """The record on a whole line, or None if its checksum or JSON fails."""
+    if len(line) < 10 or not line.endswith(b"\n") or line[8:9] != b" ":
+        return None
+    payload = line[9:-1]
+    try:
+        if int(line[:8], 16) != zlib.crc32(payload):
+            return None
+        record = json.loads(payload)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    """Append (fsync'd) on the predictor's side; read and commit on the shipper's. Thread-safe."""
+
+    def __init__(self, directory: Path, *, segment_max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.dir = directory
+        self.segment_max_bytes = segment_max_bytes
+        self._lock = threading.Lock()
+        self._appended = threading.Condition(self._lock)
+        self._lock_fd: int | None = None
+        self._fd: int | None = None
+        self._active = 0
+        self._durable_size = 0  # bytes of the active segment covered by an fsync
+        self._position = Position(1, 0)
+        self.corrupt_lines = 0
+        self._corrupt_seen: set[tuple[int, int]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def open(self) -> None:
+        """Take ownership, drop a torn tail left by a crash, and resume from the committed offset."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        segments = self._segments()
+        self._active = segments[-1] if segments else 1
+        path = self._path(self._active)
+        self._durable_size = _truncate_torn_tail(path) if path.exists() else 0
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fsync_dir(self.dir)
+        self._position = self._load_position(segments)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
+            self._appended.notify_all()
+
+    def __enter__(self) -> Spool:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolLocked(f"spool {self.dir} is in use by another process") from None
+        self._lock_fd = fd
+
+    # -- appending -----------------------------------------------------------------------------------
+    def append(self, records: Sequence[Decision | Explanation | KServeMessage]) -> None:
+        """Make records durable locally (returns after fsync). Validate before: the spool trusts them."""
+        data = b"".join(encode(record_json(r)) for r in records)
+        if not data:
+            return
+        with self._lock:
+            if self._fd is None:
+                raise KfloopError(f"spool {self.dir} is not open")
+            if self._durable_size and self._durable_size + len(data) > self.segment_max_bytes:
+                self._roll()
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+            self._durable_size += len(data)
+            self._appended.notify_all()
+
+    def _roll(self) -> None:
+        assert self._fd is not None
+        os.close(self._fd)
+        self._active += 1
+        self._fd = os.open(self._path(self._active), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fsync_dir(self.dir)
+        self._durable_size = 0
+
+    # -- shipping ------------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Wake a shipper sleeping in wait_for_records (e.g. to stop it)."""
+        with self._lock:
+            self._appended.notify_all()
+
+    def wait_for_records(self, timeout: float) -> None:
+        """Sleep until something is appended (or the timeout passes)."""
+        with self._lock:
+            if not self._has_pending():
+                self._appended.wait(timeout)
+
+    def read_batch(self, max_records: int) -> SpoolBatch | None:
+        """Up to max_records durable records from the committed offset on; None when all are shipped."""
+        with self._lock:
+            position, active, durable = self._position, self._active, self._durable_size
+        start = position
+        records: list[dict[str, Any]] = []
+        while True:
+            limit = durable if position.segment == active else None
+            position = self._read_segment(position, limit, max_records - len(records), records)
+            if len(records) >= max_records or position.segment >= active:
+                break
+            position = Position(position.segment + 1, 0)  # an older segment, read to its end: next one
+        if position == start:
+            return None
+        return SpoolBatch(records, position)  # may hold no records: it then only skips spent segments
+
+    def _read_segment(self, start: Position, limit: int | None, wanted: int, out: list[dict[str, Any]]) -> Position:
+        """Append up to `wanted` records from one segment to `out`; return where reading stopped."""
+        path = self._path(start.segment)
+        if not path.exists():
+            return start
+        offset = start.offset
+        with open(path, "rb") as stream:
+            stream.seek(offset)
+            while wanted > 0 and (limit is None or offset < limit):
+                line = stream.readline()
+                if not line.endswith(b"\n"):
+                    break  # end of the file (or a torn tail beyond the durable end)
+                record = decode_line(line)
+                if record is None:
+                    self._keep_corrupt(line, start.segment, offset)
+                offset += len(line)
+                if record is None:
+                    continue
+                out.append(record)
+                wanted -= 1
+        return Position(start.segment, offset)
+
+    def commit(self, position: Position) -> None:
+        """Record that everything before `position` was acknowledged; delete fully shipped segments."""
+        tmp = self.dir / (OFFSET_FILE + ".tmp")
+        with open(tmp, "w") as stream:
+            json.dump({"segment": position.segment, "offset": position.offset}, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(tmp, self.dir / OFFSET_FILE)
+        with self._lock:
+            self._position = position
+            stale = [n for n in self._segments() if n < position.segment]
+        for n in stale:
+            self._path(n).unlink(missing_ok=True)
+        fsync_dir(self.dir)
+
+    def pending_bytes(self) -> int:
+        """Bytes appended but not yet acknowledged by the sink."""
+        with self._lock:
+            position, active, durable = self._position, self._active, self._durable_size
+        total = -position.offset
+        for n in self._segments():
+            if n >= position.segment:
+                total += durable if n == active else self._path(n).stat().st_size
+        return max(total, 0)
+
+    def _has_pending(self) -> bool:
+        return self._position != Position(self._active, self._durable_size)
+
+    # -- files ---------------------------------------------------------------------------------------
+    def _path(self, segment: int) -> Path:
+        return self.dir / f"{segment:012d}{SUFFIX}"
+
+    def _segments(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.dir.glob(f"*{SUFFIX}") if p.stem.isdigit())
+
+    def _load_position(self, segments: list[int]) -> Position:
+        try:
+            saved = json.loads((self.dir / OFFSET_FILE).read_text())
+            position = Position(int(saved["segment"]), int(saved["offset"]))
+        except FileNotFoundError:
+            return Position(segments[0] if segments else self._active, 0)
+        if position.segment == self._active:
+            # the tail past the offset may have been lost with the page cache: never point beyond the file
+            position = Position(position.segment, min(position.offset, self._durable_size))
+        return position
+
+    def _keep_corrupt(self, line: bytes, segment: int, offset: int) -> None:
+        """A whole line whose checksum fails (disk corruption): keep its bytes for a human, skip it."""
+        if (segment, offset) in self._corrupt_seen:  # read again after a failed delivery
+            return
+        self._corrupt_seen.add((segment, offset))
+        self.corrupt_lines += 1
+        log.error("spool %s: segment %d has a corrupt line; kept in %s", self.dir, segment, CORRUPT_FILE)
+        with open(self.dir / CORRUPT_FILE, "ab") as stream:
+            stream.write(line)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _truncate_torn_tail(path: Path) -> int:
+    """Cut a partial last line (a crash mid-append; it was never acknowledged). Returns the size kept."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as stream:
+        keep = size
+        chunk = 65536
+        while keep > 0:  # find the last newline
+            start = max(0, keep - chunk)
+            stream.seek(start)
+            data = stream.read(keep - start)
+            index = data.rfind(b"\n")
+            if index >= 0:
+                keep = start + index + 1
+                break
+            keep = start
+        if keep != size:
+            stream.truncate(keep)
+            stream.flush()
+            os.fsync(stream.fileno())
+    return keep

@@ -1,0 +1,145 @@
+"""`kfloop audit pull | verify | explain | sink` handlers."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from kfloop.audit.config import AuditStoreConfig
+from kfloop.config import StrictModel, load_config
+from kfloop.errors import ConfigError, InvalidInput, KfloopError
+
+
+class AuditClientConfig(StrictModel):
+    """A command-line tool reading (and, for explanations, appending to) the audit store."""
+
+    store: AuditStoreConfig = Field(default_factory=AuditStoreConfig)
+    """The audit store (same section as the sink's config)."""
+    explainer: str | None = None
+    """`module:factory` building the explainer for `kfloop audit explain` (called with no arguments)."""
+
+
+def _config(args: argparse.Namespace) -> AuditClientConfig:
+    overrides = {"store.url": getattr(args, "store_url", None), "explainer": getattr(args, "explainer", None)}
+    return load_config(AuditClientConfig, getattr(args, "config", None), overrides)
+
+
+def parse_when(text: str | None, name: str) -> datetime | None:
+    """RFC 3339 with a timezone, or a date (midnight UTC)."""
+    if text is None:
+        return None
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"--{name} {text!r} is not a date or an RFC 3339 timestamp") from None
+    if parsed.tzinfo is None:
+        raise InvalidInput(f"--{name} {text!r} needs a timezone (Z or +hh:mm)")
+    return parsed.astimezone(UTC)
+
+
+def _fail(exc: KfloopError) -> int:
+    print(f"kfloop audit: {exc.message}", file=sys.stderr)
+    return 2
+
+
+def pull(args: argparse.Namespace) -> int:
+    """Export records (ts in [since, until), optionally one model version / user / kinds) with chain hashes."""
+    from kfloop.audit.export import write_export
+    from kfloop.audit.store import RowQuery, open_store
+
+    try:
+        config = _config(args)
+        query = RowQuery(
+            since=parse_when(args.since, "since"),
+            until=parse_when(args.until, "until"),
+            model_version=args.model_version,
+            user_id=args.user,
+            kinds=tuple(args.kind or ()),
+        )
+        output = None if args.output in (None, "-") else Path(args.output)
+        store = open_store(config.store)
+        try:
+            summary = write_export(store.rows(query), output or sys.stdout, args.format)
+        finally:
+            store.close()
+    except KfloopError as exc:
+        return _fail(exc)
+    where = str(output) if output else "stdout"
+    print(
+        f"exported {summary.rows} records (seq {summary.first_seq}..{summary.last_seq}) as {args.format} "
+        f"to {where}"
+        + (f"; {summary.gaps} seq jumps (filtered out): verify it with --allow-gaps" if summary.gaps else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def verify(args: argparse.Namespace) -> int:
+    """Verify the store's whole chain, or an export file; print a JSON report; exit 1 if a record fails."""
+    from kfloop.audit.store import open_store
+    from kfloop.audit.verify import verify_file, verify_store
+
+    try:
+        if args.file:
+            report = verify_file(Path(args.file), fmt=args.format, allow_gaps=args.allow_gaps)
+        else:
+            store = open_store(_config(args).store)
+            try:
+                report = verify_store(store)
+            finally:
+                store.close()
+    except KfloopError as exc:
+        return _fail(exc)
+    except FileNotFoundError as exc:
+        print(f"kfloop audit: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2))
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def explain(args: argparse.Namespace) -> int:
+    """Explain a past decision from its stored inputs and model version; store and print the explanation."""
+    from kfloop.audit.explain import explain_decision
+    from kfloop.audit.store import open_store
+
+    try:
+        config = _config(args)
+        explainer = load_explainer(config.explainer)
+        store = open_store(config.store)
+        try:
+            explanation, appended = explain_decision(store, args.request_id, explainer)
+        finally:
+            store.close()
+    except KfloopError as exc:
+        return _fail(exc)
+    print(json.dumps({"seq": appended.seq, "status": appended.status, **explanation.model_dump(mode="json")}))
+    return 0
+
+
+def load_explainer(spec: str | None) -> Any:
+    if not spec:
+        raise ConfigError("no explainer configured: set `explainer: module:factory` in the config or --explainer")
+    module_name, _, factory_name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), factory_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"explainer {spec!r} cannot be loaded: {exc}") from None
+    return factory()
+
+
+def sink(args: argparse.Namespace) -> int:
+    """Run the audit sink (serving environment)."""
+    from serving.audit.app import load, run
+
+    overrides = {"host": args.host, "port": args.port, "store.url": args.store_url}
+    return run(load(args.config, **overrides))

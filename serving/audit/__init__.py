@@ -1,0 +1,2 @@
+"""The audit sink: receives decision records (from predictors' spools) and KServe logger CloudEvents into
+the hash-chained audit store."""

@@ -1,0 +1,319 @@
+"""The audit sink: FastAPI app factory and its entry point.
+
+Records are validated one by one; the valid ones of a request are chained and committed in one
+transaction before the response, so an acknowledged record is durable. The store is opened in the
+background: /healthz answers at once, /readyz once the store is open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from pydantic import ValidationError
+from starlette.responses import JSONResponse, Response
+
+from kfloop.audit.canonical import parse_rfc3339, rfc3339
+from kfloop.audit.chain import StoredRow
+from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
+from kfloop.audit.store import RowQuery, SqlStore, make_store
+from kfloop.config import load_config
+from kfloop.errors import InvalidInput, MalformedRequest, NotFound, NotReady, PayloadTooLarge, field_errors
+from serving.audit import cloudevents
+from serving.audit.config import AuditSinkConfig
+from serving.audit.metrics import AuditSinkMetrics
+from serving.common.body import parse_json, read_body
+from serving.common.http import install_error_handlers
+from serving.common.metrics import RequestLatencyMiddleware, metrics_response
+
+log = logging.getLogger(__name__)
+
+
+class StoreLifecycle:
+    """Opens the store off the event loop and closes it on shutdown; readiness follows it."""
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+        self.failure: str | None = None
+
+    def open(self) -> None:
+        try:
+            self.store.open()
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"
+            log.exception("opening the audit store failed; the sink stays not ready")
+        else:
+            log.info("audit store open: %r", self.store)
+
+    def require_ready(self) -> None:
+        if self.failure is not None:
+            raise NotReady(f"the audit store failed to open: {self.failure}")
+        if not self.store.ready:
+            raise NotReady("the audit store is still opening; retry shortly")
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        opening = asyncio.create_task(asyncio.to_thread(self.open))
+        try:
+            yield
+        finally:
+            await opening
+            await asyncio.to_thread(self.store.close)
+
+
+def create_app(config: AuditSinkConfig) -> FastAPI:
+    """An audit sink for this config; nothing is opened until the app's lifespan starts."""
+    metrics = AuditSinkMetrics()
+    lifecycle = StoreLifecycle(make_store(config.store))
+    app = FastAPI(
+        title="kfloop audit sink",
+        version=_version(),
+        description="Append-only, hash-chained audit trail of ranking decisions and KServe payloads.",
+        lifespan=lifecycle.lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestLatencyMiddleware, histogram=metrics.request_latency)
+    app.include_router(_ops_routes(lifecycle, metrics))
+    app.include_router(_write_routes(config, lifecycle, metrics))
+    app.include_router(_read_routes(config, lifecycle))
+    return app
+
+
+def _ops_routes(lifecycle: StoreLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz", summary="The audit store is open")
+    async def readyz() -> dict[str, str]:
+        lifecycle.require_ready()
+        return {"status": "ready"}
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return metrics_response(metrics.registry)
+
+    @router.get("/v1/chain/head", summary="Seq and hash of the last record (record it elsewhere to anchor)")
+    async def chain_head() -> dict[str, Any]:
+        lifecycle.require_ready()
+        head = await asyncio.to_thread(lifecycle.store.head)
+        return {"seq": head.seq, "hash": head.hash}
+
+    return router
+
+
+class Ingest:
+    """Validates records and appends the valid ones, counting outcomes."""
+
+    def __init__(self, store: SqlStore, metrics: AuditSinkMetrics) -> None:
+        self.store = store
+        self.metrics = metrics
+
+    async def records(self, items: list[Any]) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in items]
+        valid, where = [], []
+        for i, item in enumerate(items):
+            parsed = _validate(item)
+            if isinstance(parsed, list):
+                results[i] = {"index": i, "status": "rejected", "errors": parsed}
+                self.metrics.count(_kind_of(item), "rejected")
+            else:
+                valid.append(parsed)
+                where.append(i)
+        for i, record, appended in zip(where, valid, await self.append(valid), strict=True):
+            results[i] = {"index": i, "record_id": appended.record_id, "status": appended.status, "seq": appended.seq}
+            self.metrics.count(record.kind, appended.status)
+        return results
+
+    async def append(self, records: list[Any]) -> list[Any]:
+        if not records:
+            return []
+        started = time.perf_counter()
+        appended = await asyncio.to_thread(self.store.append, records)
+        self.metrics.append_seconds.observe(time.perf_counter() - started)
+        self.metrics.head_seq.set(max(a.seq for a in appended))
+        return appended
+
+
+def _validate(item: Any) -> Any:
+    """The parsed record, or the list of [{field, reason}] that is wrong with it."""
+    if not isinstance(item, dict):
+        return [{"field": "(record)", "reason": "must be a JSON object"}]
+    try:
+        return parse_record(item)
+    except ValidationError as exc:
+        return field_errors(exc, union_tags=RECORD_TAGS)
+
+
+def _kind_of(item: Any) -> str:
+    kind = item.get("kind", "decision") if isinstance(item, dict) else None
+    return kind if kind in RECORD_TAGS else "unknown"
+
+
+def _write_routes(config: AuditSinkConfig, lifecycle: StoreLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
+    router = APIRouter(tags=["records"])
+    ingest = Ingest(lifecycle.store, metrics)
+
+    @router.post(
+        "/v1/decisions",
+        summary="Append audit records (decisions, explanations)",
+        description='Body: {"records": [...]} (or a bare list). Each record gets its own result: accepted, '
+        "duplicate (already stored: safe to resend), conflict (same id, different content: not stored) or "
+        "rejected (with the fields at fault). 200 unless every record was rejected (422).",
+    )
+    async def post_records(request: Request) -> Response:
+        lifecycle.require_ready()
+        items = _records_in(parse_json(await read_body(request, config.max_body_bytes)), config.max_batch_records)
+        results = await ingest.records(items)
+        counts = {s: sum(r["status"] == s for r in results) for s in ("accepted", "duplicate", "conflict", "rejected")}
+        if counts["rejected"] == len(results):
+            noun = "the record was" if len(results) == 1 else f"all {len(results)} records were"
+            raise InvalidInput(f"{noun} rejected", details=results)
+        return JSONResponse({"results": results, **counts})
+
+    @router.post(
+        "/v1/cloudevents",
+        summary="Append a KServe payload-logger CloudEvent (binary or structured mode)",
+        description="ce-type org.kubeflow.serving.inference.request or .response; ce-id is the request id.",
+    )
+    async def post_cloudevent(request: Request) -> Response:
+        lifecycle.require_ready()
+        body = await read_body(request, config.max_body_bytes)
+        received_at = rfc3339(utc_now())
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() == cloudevents.STRUCTURED:
+            message = cloudevents.from_structured(parse_json(body), received_at)
+        else:
+            message = cloudevents.from_binary(request.headers, body, received_at)
+        (appended,) = await ingest.append([message])
+        metrics.count(message.kind, appended.status)
+        answer = {"record_id": appended.record_id, "status": appended.status, "seq": appended.seq}
+        return JSONResponse(answer, status_code=409 if appended.status == "conflict" else 200)
+
+    return router
+
+
+def _records_in(payload: Any, limit: int) -> list[Any]:
+    items = payload.get("records") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise MalformedRequest(
+            'send {"records": [...]} or a JSON list of records',
+            details=[{"field": "records", "reason": "must be a list of records"}],
+        )
+    if not items:
+        raise InvalidInput("no records", details=[{"field": "records", "reason": "must not be empty"}])
+    if len(items) > limit:
+        raise PayloadTooLarge(f"{len(items)} records in one request; at most {limit}", details={"limit_records": limit})
+    return items
+
+
+def _read_routes(config: AuditSinkConfig, lifecycle: StoreLifecycle) -> APIRouter:
+    router = APIRouter(tags=["records"])
+
+    @router.get("/v1/decisions", summary="Stored records, in chain order (page on with after_seq)")
+    async def list_records(
+        since: Annotated[str | None, Query(description="RFC 3339; records with ts >= since")] = None,
+        until: Annotated[str | None, Query(description="RFC 3339; records with ts < until")] = None,
+        model_version: Annotated[str | None, Query()] = None,
+        user: Annotated[str | None, Query(description="pseudonymous user id")] = None,
+        kind: Annotated[list[str] | None, Query(description="record kinds (default: all)")] = None,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int | None, Query(ge=1)] = None,
+    ) -> dict[str, Any]:
+        lifecycle.require_ready()
+        query = RowQuery(
+            since=_timestamp_param("since", since),
+            until=_timestamp_param("until", until),
+            model_version=model_version,
+            user_id=user,
+            kinds=_kinds_param(kind),
+            after_seq=after_seq,
+        )
+        page = min(limit or config.max_page_records, config.max_page_records)
+        rows = await asyncio.to_thread(_first_rows, lifecycle.store, query, page)
+        last = rows[-1].seq if len(rows) == page else None
+        return {"records": [_row_json(r) for r in rows], "next_after_seq": last}
+
+    @router.get("/v1/decisions/{request_id}", summary="Everything recorded about one request id")
+    async def get_request(request_id: str) -> dict[str, Any]:
+        lifecycle.require_ready()
+        rows = await asyncio.to_thread(_first_rows, lifecycle.store, RowQuery(request_id=request_id), 10_000)
+        if not rows:
+            raise NotFound(f"nothing recorded for request_id {request_id!r}")
+        return {"records": [_row_json(r) for r in rows]}
+
+    return router
+
+
+def _first_rows(store: SqlStore, query: RowQuery, n: int) -> list[StoredRow]:
+    rows = []
+    for row in store.rows(query, page_size=n):
+        rows.append(row)
+        if len(rows) == n:
+            break
+    return rows
+
+
+def _timestamp_param(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_rfc3339(value)
+    except ValueError as exc:
+        raise InvalidInput(f"bad {name}", details=[{"field": name, "reason": str(exc)}]) from None
+
+
+def _kinds_param(kinds: list[str] | None) -> tuple[str, ...]:
+    unknown = sorted(set(kinds or ()) - RECORD_TAGS)
+    if unknown:
+        reason = f"unknown kind(s) {', '.join(unknown)}; use {', '.join(sorted(RECORD_TAGS))}"
+        raise InvalidInput("bad kind", details=[{"field": "kind", "reason": reason}])
+    return tuple(kinds or ())
+
+
+def _row_json(row: StoredRow) -> dict[str, Any]:
+    out = row.as_dict()
+    out["record"] = json.loads(row.record)
+    return out
+
+
+def _version() -> str:
+    try:
+        return version("kfloop")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def run(config: AuditSinkConfig) -> int:
+    """Serve under uvicorn until SIGTERM/SIGINT."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False, timeout_graceful_shutdown=20)
+    return 0
+
+
+def load(config_path: str | None, **overrides: Any) -> AuditSinkConfig:
+    """The config file with command-line overrides (dotted keys; None means not given)."""
+    return load_config(AuditSinkConfig, config_path, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kfloop audit sink", description="Run the audit sink.")
+    parser.add_argument("--config", help="YAML config file (defaults apply where omitted)")
+    parser.add_argument("--host", help="bind address (overrides the config)")
+    parser.add_argument("--port", type=int, help="port (overrides the config)")
+    parser.add_argument("--store-url", help="sqlite:///path.db or postgresql://... (overrides store.url)")
+    args = parser.parse_args(argv)
+    return run(load(args.config, host=args.host, port=args.port, **{"store.url": args.store_url}))
