@@ -49,6 +49,9 @@ def _features_materialize(p: argparse.ArgumentParser) -> None:
 def _features_follow(p: argparse.ArgumentParser) -> None:
     _config(p)
     p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument("--partition-index", type=int, help="this follower's share of users (a StatefulSet pod index)")
+    p.add_argument("--partition-count", type=int, help="how many followers split the users")
+    p.add_argument("--log-uri", help="where sealed Parquet is, path or URI (overrides event_log.log_uri)")
 
 
 def _features_show(p: argparse.ArgumentParser) -> None:

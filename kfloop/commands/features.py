@@ -14,7 +14,12 @@ from kfloop.features.config import FeaturesConfig
 
 
 def _load(args: argparse.Namespace) -> FeaturesConfig:
-    return load_config(FeaturesConfig, getattr(args, "config", None))
+    overrides = {
+        "follower.partition_index": getattr(args, "partition_index", None),
+        "follower.partition_count": getattr(args, "partition_count", None),
+        "event_log.log_uri": getattr(args, "log_uri", None),
+    }
+    return load_config(FeaturesConfig, getattr(args, "config", None), overrides)
 
 
 def _when(text: str | None) -> datetime | None:
