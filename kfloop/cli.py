@@ -95,6 +95,53 @@ def _audit_sink(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port (overrides the config)")
 
 
+def _registry(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--registry", help="model registry path or URI (overrides the config)")
+
+
+def _pipeline_compile(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--output", default="training.yaml", help="where to write the KFP IR YAML")
+
+
+def _pipeline_run(p: argparse.ArgumentParser) -> None:
+    _registry(p)
+    p.add_argument("--local", action="store_true", help="run every step here with kfp.local")
+    p.add_argument("--force", action="store_true", help="register as deployable even if not blessed (recorded)")
+    p.add_argument("--operator", help="who forces (with --force)")
+    p.add_argument("--reason", help="why (with --force)")
+    p.add_argument("--timings-dir", help="write per-stage import/work timings here")
+
+
+def _pipeline_submit(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
+    p.add_argument("--schedule", help="cron (5 or 6 fields): a recurring run instead of a single run")
+    p.add_argument("--experiment", default="kfloop", help="KFP experiment name")
+
+
+def _pipeline_propose_schema(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--output", default="pipelines/schema/schema.proposed.pbtxt", help="where to write the proposal")
+
+
+def _models_list(p: argparse.ArgumentParser) -> None:
+    _registry(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _models_show(p: argparse.ArgumentParser) -> None:
+    _registry(p)
+    p.add_argument("version", help="a version id from `kfloop models list`")
+
+
+def _models_force(p: argparse.ArgumentParser) -> None:
+    _models_show(p)
+    p.add_argument("--operator", required=True, help="who takes responsibility")
+    p.add_argument("--reason", required=True, help="why an unblessed version may be deployed")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -178,6 +225,49 @@ COMMANDS: tuple[Command, ...] = (
         _audit_explain,
     ),
     Command(("audit", "sink"), Stack.SERVING, "kfloop.commands.audit:sink", "run the audit sink", _audit_sink),
+    Command(
+        ("pipeline", "compile"),
+        Stack.PIPELINE,
+        "kfloop.commands.pipeline:compile_command",
+        "write the training pipeline's KFP IR YAML",
+        _pipeline_compile,
+    ),
+    Command(
+        ("pipeline", "run"),
+        Stack.PIPELINE,
+        "kfloop.commands.pipeline:run_command",
+        "run the training pipeline (--local: kfp.local, here)",
+        _pipeline_run,
+    ),
+    Command(
+        ("pipeline", "submit"),
+        Stack.PIPELINE,
+        "kfloop.commands.pipeline:submit_command",
+        "submit the training pipeline to Kubeflow Pipelines (optionally on a schedule)",
+        _pipeline_submit,
+    ),
+    Command(
+        ("pipeline", "propose-schema"),
+        Stack.PIPELINE,
+        "kfloop.commands.pipeline:propose_schema_command",
+        "propose a schema update from current data, for review",
+        _pipeline_propose_schema,
+    ),
+    Command(("models", "list"), Stack.CORE, "kfloop.commands.models:list_models", "list model versions", _models_list),
+    Command(
+        ("models", "show"),
+        Stack.CORE,
+        "kfloop.commands.models:show_model",
+        "print a version's model card",
+        _models_show,
+    ),
+    Command(
+        ("models", "force"),
+        Stack.CORE,
+        "kfloop.commands.models:force_model",
+        "make an unblessed version deployable (recorded)",
+        _models_force,
+    ),
     Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
 )
 

@@ -17,9 +17,17 @@ def _event_schema() -> str:
     return json.dumps(event_json_schema(), indent=2, sort_keys=True) + "\n"
 
 
+def _training_pipeline() -> str:
+    from pipelines.config import PipelineConfig
+    from pipelines.runner import compiled_yaml
+
+    return compiled_yaml(PipelineConfig())
+
+
 # path relative to the repo root -> function producing its content
 GENERATED: dict[str, Callable[[], str]] = {
     "kfloop/events/event-v1.schema.json": _event_schema,
+    "pipelines/compiled/training.yaml": _training_pipeline,
 }
 
 
@@ -40,6 +48,7 @@ def generate(args: argparse.Namespace) -> int:
             print(f"out of date: {relative} (run `make generate`)", file=sys.stderr)
         return 1 if stale else 0
     for relative, produce in GENERATED.items():
+        (ROOT / relative).parent.mkdir(parents=True, exist_ok=True)
         (ROOT / relative).write_text(produce())
         print(f"wrote {relative}")
     return 0

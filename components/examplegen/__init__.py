@@ -1,0 +1,1 @@
+"""examplegen component: `component.py` is the KFP wrapper, `logic.py` the plain functions."""

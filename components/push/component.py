@@ -1,0 +1,46 @@
+"""KFP component: register the version with its card; the verdict gates deployment (see logic.py)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+
+def push(
+    config_json: str,
+    timings_dir: str,
+    force: bool,
+    operator: str,
+    force_reason: str,
+    pipeline_run: str,
+    examples: Input[Dataset],
+    statistics: Input[Artifact],
+    baseline: Input[Artifact],
+    model: Input[Model],
+    evaluation: Input[Artifact],
+    pushed: Output[Artifact],
+):
+    """Every version is registered; only a blessed (or operator-forced) one is deployable. Idempotent."""
+    from components.runtime import StageTimer, code_version, load_pipeline_config
+
+    timer = StageTimer("push", timings_dir)
+    import json
+    import pathlib
+
+    from components.push import logic
+
+    timer.imports_done()
+    result = logic.push(
+        load_pipeline_config(config_json),
+        examples=pathlib.Path(examples.path),
+        statistics=pathlib.Path(statistics.path),
+        baseline=pathlib.Path(baseline.path),
+        model_dir=pathlib.Path(model.path),
+        evaluation_dir=pathlib.Path(evaluation.path),
+        code_version=code_version(),
+        force=force,
+        operator=operator,
+        force_reason=force_reason,
+        pipeline_run=pipeline_run,
+    )
+    pathlib.Path(pushed.path).write_text(json.dumps(result, indent=2) + "\n")
+    pushed.metadata.update({k: result[k] for k in ("version", "state", "deployable", "created")})
+    print(json.dumps(result, indent=2), flush=True)
+    timer.finish()

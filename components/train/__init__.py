@@ -1,0 +1,1 @@
+"""train component: `component.py` is the KFP wrapper, `logic.py` the plain functions."""
