@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk
 DATA_DIR ?= data
 
-.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate bench demo clean
+.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate schema-proposal bench demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ format: ## apply ruff's fixes and formatting
 
 generate: ## regenerate committed files (event JSON Schema, ...)
 	$(SERVING)/kfloop generate
+
+schema-proposal: ## propose a TFDV schema update from current data (for review; the committed schema is the contract)
+	$(PIPELINE)/kfloop pipeline propose-schema
 
 bench: ## print speed numbers (collector throughput and latency, ...)
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(SERVING)/python $$b || exit 1; done
