@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from kfloop.audit.canonical import canonical_json
 from kfloop.audit.record import Decision, Explanation, KServeMessage, record_json
 from kfloop.errors import KfloopError
+from kfloop.framing import frame, fsync_dir, unframe
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +50,20 @@ class SpoolBatch:
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """`crc32-hex SPACE json NEWLINE`: the event log's WAL framing (not imported: that package is heavy)."""
-    payload = canonical_json(record)
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+    """One checksummed line, framed as the event log's write-ahead segments are."""
+    return frame(canonical_json(record))
 
 
 def decode_line(line: bytes) -> dict[str, Any] | None:
     """The record on a whole line, or None if its checksum or JSON fails."""
-    if len(line) < 10 or not line.endswith(b"\n") or line[8:9] != b" ":
+    payload = unframe(line)
+    if payload is None:
         return None
-    payload = line[9:-1]
     try:
-        if int(line[:8], 16) != zlib.crc32(payload):
-            return None
         record = json.loads(payload)
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:

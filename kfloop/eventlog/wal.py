@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from kfloop.framing import frame, fsync_dir, unframe
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -31,18 +32,15 @@ def encode_line(record: dict[str, Any]) -> bytes:
     flat = dict(record)
     for column in TIMESTAMP_COLUMNS:
         flat[column] = to_micros(flat[column])
-    payload = _ENCODER.encode(flat).encode()
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+    return frame(_ENCODER.encode(flat).encode())
 
 
 def decode_line(line: bytes) -> dict[str, Any] | None:
     """The record on this line, or None if the line is torn or its checksum fails."""
-    if len(line) < 10 or not line.endswith(b"\n") or line[8:9] != b" ":
+    payload = unframe(line)
+    if payload is None:
         return None
-    payload = line[9:-1]
     try:
-        if int(line[:8], 16) != zlib.crc32(payload):
-            return None
         return json.loads(payload)
     except ValueError:
         return None
@@ -69,25 +67,12 @@ def intact_payloads(path: Path) -> tuple[bytes, int]:
     payloads, bad = [], 0
     with open(path, "rb") as handle:
         for line in handle:
-            payload = line[9:-1]
-            intact = len(line) >= 10 and line.endswith(b"\n") and line[8:9] == b" "
-            try:
-                intact = intact and int(line[:8], 16) == zlib.crc32(payload)
-            except ValueError:
-                intact = False
-            if intact:
-                payloads.append(payload)
-            else:
+            payload = unframe(line)
+            if payload is None:
                 bad += 1
+            else:
+                payloads.append(payload)
     return b"\n".join(payloads) + (b"\n" if payloads else b""), bad
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Segment:
