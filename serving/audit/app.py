@@ -12,8 +12,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -27,53 +25,22 @@ from kfloop.audit.chain import StoredRow
 from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
 from kfloop.audit.store import RowQuery, SqlStore, make_store
 from kfloop.config import load_config
-from kfloop.errors import InvalidInput, MalformedRequest, NotFound, NotReady, PayloadTooLarge, field_errors
+from kfloop.errors import InvalidInput, MalformedRequest, NotFound, PayloadTooLarge, field_errors
 from serving.audit import cloudevents
 from serving.audit.config import AuditSinkConfig
 from serving.audit.metrics import AuditSinkMetrics
 from serving.common.body import parse_json, read_body
 from serving.common.http import install_error_handlers
+from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
 
 log = logging.getLogger(__name__)
 
 
-class StoreLifecycle:
-    """Opens the store off the event loop and closes it on shutdown; readiness follows it."""
-
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-        self.failure: str | None = None
-
-    def open(self) -> None:
-        try:
-            self.store.open()
-        except Exception as exc:
-            self.failure = f"{type(exc).__name__}: {exc}"
-            log.exception("opening the audit store failed; the sink stays not ready")
-        else:
-            log.info("audit store open: %r", self.store)
-
-    def require_ready(self) -> None:
-        if self.failure is not None:
-            raise NotReady(f"the audit store failed to open: {self.failure}")
-        if not self.store.ready:
-            raise NotReady("the audit store is still opening; retry shortly")
-
-    @asynccontextmanager
-    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        opening = asyncio.create_task(asyncio.to_thread(self.open))
-        try:
-            yield
-        finally:
-            await opening
-            await asyncio.to_thread(self.store.close)
-
-
 def create_app(config: AuditSinkConfig) -> FastAPI:
     """An audit sink for this config; nothing is opened until the app's lifespan starts."""
     metrics = AuditSinkMetrics()
-    lifecycle = StoreLifecycle(make_store(config.store))
+    lifecycle = ResourceLifecycle(make_store(config.store), name="audit store")
     app = FastAPI(
         title="kfloop audit sink",
         version=_version(),
@@ -88,7 +55,7 @@ def create_app(config: AuditSinkConfig) -> FastAPI:
     return app
 
 
-def _ops_routes(lifecycle: StoreLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
+def _ops_routes(lifecycle: ResourceLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz", summary="The process is up")
@@ -107,7 +74,7 @@ def _ops_routes(lifecycle: StoreLifecycle, metrics: AuditSinkMetrics) -> APIRout
     @router.get("/v1/chain/head", summary="Seq and hash of the last record (record it elsewhere to anchor)")
     async def chain_head() -> dict[str, Any]:
         lifecycle.require_ready()
-        head = await asyncio.to_thread(lifecycle.store.head)
+        head = await asyncio.to_thread(lifecycle.resource.head)
         return {"seq": head.seq, "hash": head.hash}
 
     return router
@@ -161,9 +128,9 @@ def _kind_of(item: Any) -> str:
     return kind if kind in RECORD_TAGS else "unknown"
 
 
-def _write_routes(config: AuditSinkConfig, lifecycle: StoreLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
+def _write_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle, metrics: AuditSinkMetrics) -> APIRouter:
     router = APIRouter(tags=["records"])
-    ingest = Ingest(lifecycle.store, metrics)
+    ingest = Ingest(lifecycle.resource, metrics)
 
     @router.post(
         "/v1/decisions",
@@ -218,7 +185,7 @@ def _records_in(payload: Any, limit: int) -> list[Any]:
     return items
 
 
-def _read_routes(config: AuditSinkConfig, lifecycle: StoreLifecycle) -> APIRouter:
+def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRouter:
     router = APIRouter(tags=["records"])
 
     @router.get("/v1/decisions", summary="Stored records, in chain order (page on with after_seq)")
@@ -241,14 +208,14 @@ def _read_routes(config: AuditSinkConfig, lifecycle: StoreLifecycle) -> APIRoute
             after_seq=after_seq,
         )
         page = min(limit or config.max_page_records, config.max_page_records)
-        rows = await asyncio.to_thread(_first_rows, lifecycle.store, query, page)
+        rows = await asyncio.to_thread(_first_rows, lifecycle.resource, query, page)
         last = rows[-1].seq if len(rows) == page else None
         return {"records": [_row_json(r) for r in rows], "next_after_seq": last}
 
     @router.get("/v1/decisions/{request_id}", summary="Everything recorded about one request id")
     async def get_request(request_id: str) -> dict[str, Any]:
         lifecycle.require_ready()
-        rows = await asyncio.to_thread(_first_rows, lifecycle.store, RowQuery(request_id=request_id), 10_000)
+        rows = await asyncio.to_thread(_first_rows, lifecycle.resource, RowQuery(request_id=request_id), 10_000)
         if not rows:
             raise NotFound(f"nothing recorded for request_id {request_id!r}")
         return {"records": [_row_json(r) for r in rows]}

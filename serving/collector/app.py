@@ -7,10 +7,8 @@ opened (and recovered) in the background so /healthz answers while /readyz waits
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -21,7 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 
 from kfloop.config import load_config
-from kfloop.errors import InvalidInput, NotReady
+from kfloop.errors import InvalidInput
 from kfloop.eventlog import EventLog
 from kfloop.events import event_json_schema
 from serving.collector import openapi
@@ -32,6 +30,7 @@ from serving.collector.native import events_in
 from serving.collector.segment_ingest import SegmentIngest
 from serving.common.body import parse_json, read_body
 from serving.common.http import install_error_handlers
+from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
 
 log = logging.getLogger(__name__)
@@ -56,48 +55,12 @@ SEGMENT_ENDPOINTS: dict[str, str | None] = {
 }
 
 
-class LogLifecycle:
-    """Opens the event log off the event loop (recovery may take a while) and closes it on shutdown."""
-
-    def __init__(self, event_log: EventLog) -> None:
-        self.log = event_log
-        self.failure: str | None = None
-
-    def open(self) -> None:
-        try:
-            self.log.open()
-        except Exception as exc:
-            self.failure = f"{type(exc).__name__}: {exc}"
-            log.exception("opening the event log failed; the collector stays not ready")
-        else:
-            log.info("event log open (writer %s)", self.log.writer_id)
-
-    def close(self) -> None:
-        if self.log.ready:
-            self.log.close()
-            log.info("event log closed and sealed")
-
-    def require_ready(self) -> None:
-        if self.failure is not None:
-            raise NotReady(f"the event log failed to open: {self.failure}")
-        if not self.log.ready:
-            raise NotReady("the event log is still recovering; retry shortly")
-
-    @asynccontextmanager
-    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
-        opening = asyncio.create_task(asyncio.to_thread(self.open))
-        try:
-            yield
-        finally:
-            await opening
-            await asyncio.to_thread(self.close)
-
-
 def create_app(config: CollectorConfig) -> FastAPI:
     """A collector app for this config; nothing is opened until the app's lifespan starts."""
     metrics = CollectorMetrics()
-    lifecycle = LogLifecycle(EventLog(config.event_log, writer_id=config.writer_id))
-    sink = DurableSink(lifecycle.log, metrics)
+    event_log = EventLog(config.event_log, writer_id=config.writer_id)
+    lifecycle = ResourceLifecycle(event_log, name="event log", closed_message="event log closed and sealed")
+    sink = DurableSink(event_log, metrics)
     validator = EventValidator(config.max_future_skew_s)
     app = FastAPI(
         title="kfloop feedback collector",
@@ -123,7 +86,7 @@ def create_app(config: CollectorConfig) -> FastAPI:
     return app
 
 
-def _ops_routes(lifecycle: LogLifecycle, metrics: CollectorMetrics) -> APIRouter:
+def _ops_routes(lifecycle: ResourceLifecycle, metrics: CollectorMetrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
     schema = event_json_schema()
 
@@ -150,7 +113,7 @@ def _ops_routes(lifecycle: LogLifecycle, metrics: CollectorMetrics) -> APIRouter
 
 
 def _event_routes(
-    config: CollectorConfig, lifecycle: LogLifecycle, validator: EventValidator, sink: DurableSink
+    config: CollectorConfig, lifecycle: ResourceLifecycle, validator: EventValidator, sink: DurableSink
 ) -> APIRouter:
     router = APIRouter(tags=["events"])
 
@@ -185,7 +148,7 @@ def _ingest_response(outcomes: list[Outcome]) -> Response:
     return JSONResponse({"results": results, **counts})
 
 
-def _segment_routes(config: CollectorConfig, lifecycle: LogLifecycle, segment: SegmentIngest) -> APIRouter:
+def _segment_routes(config: CollectorConfig, lifecycle: ResourceLifecycle, segment: SegmentIngest) -> APIRouter:
     router = APIRouter(tags=["segment"])
     for path, message_type in SEGMENT_ENDPOINTS.items():
         body = openapi.SEGMENT_BATCH_BODY if message_type is None else openapi.SEGMENT_MESSAGE_BODY
@@ -206,7 +169,7 @@ def _segment_routes(config: CollectorConfig, lifecycle: LogLifecycle, segment: S
 
 
 def _segment_handler(
-    config: CollectorConfig, lifecycle: LogLifecycle, segment: SegmentIngest, message_type: str | None
+    config: CollectorConfig, lifecycle: ResourceLifecycle, segment: SegmentIngest, message_type: str | None
 ) -> Callable[[Request], Any]:
     async def handle(request: Request) -> Response:
         lifecycle.require_ready()
