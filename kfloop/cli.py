@@ -142,6 +142,35 @@ def _models_force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True, help="why an unblessed version may be deployed")
 
 
+def _serving_settings(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    p.add_argument("--state-dir", help="local serving state directory (overrides stack.state_dir)")
+    p.add_argument("--registry-uri", help="the model registry (overrides the config)")
+
+
+def _serve(p: argparse.ArgumentParser) -> None:
+    _serving_settings(p)
+    p.add_argument("--host", help="address the services bind (overrides stack.host)")
+    p.add_argument("--port", type=int, help="the front door's port (overrides stack.transformer_port)")
+
+
+def _cluster(p: argparse.ArgumentParser) -> None:
+    _serving_settings(p)
+    p.add_argument("--operator", help="who makes the change (default: the OS user)")
+    p.add_argument("--cluster", action="store_true", help="also patch the InferenceService on the cluster")
+    p.add_argument("--namespace", help="the InferenceService's namespace (with --cluster)")
+    p.add_argument("--kubeconfig", help="kubeconfig file (with --cluster; default: in-cluster or ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (with --cluster)")
+
+
+def _deploy(p: argparse.ArgumentParser) -> None:
+    _cluster(p)
+    p.add_argument("version", help="a registered model version")
+    p.add_argument("--canary", type=int, help="percent of traffic for the new version (0-100)")
+    p.add_argument("--force", action="store_true", help="deploy an unblessed version (recorded)")
+    p.add_argument("--reason", help="why (recorded; required with --force)")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -267,6 +296,23 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.commands.models:force_model",
         "make an unblessed version deployable (recorded)",
         _models_force,
+    ),
+    Command(
+        ("serve",),
+        Stack.SERVING,
+        "kfloop.commands.serve:serve",
+        "run the local serving stack (transformer, predictors, explainer, router, audit sink)",
+        _serve,
+    ),
+    Command(("deploy",), Stack.SERVING, "kfloop.commands.serve:deploy", "deploy a version as canary", _deploy),
+    Command(("promote",), Stack.SERVING, "kfloop.commands.serve:promote", "make the canary stable", _cluster),
+    Command(("rollback",), Stack.SERVING, "kfloop.commands.serve:rollback", "drop the canary", _cluster),
+    Command(
+        ("serving", "status"),
+        Stack.SERVING,
+        "kfloop.commands.serve:status",
+        "print the serving state (stable, canary, split)",
+        _serving_settings,
     ),
     Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
 )

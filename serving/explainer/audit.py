@@ -1,0 +1,24 @@
+"""The explainer for `kfloop audit explain REQUEST_ID` (config `explainer: serving.explainer.audit:explainer`).
+
+The audit command calls the factory with no arguments; the serving config comes from $KFLOOP_SERVING_CONFIG,
+else manifests/serving/serving.yaml (run from the repository), else the defaults. The explanation is computed
+in-process from the decision's stored inputs with the version that made it (so it needs the serving
+environment: TensorFlow and Alibi).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kfloop.config import load_config
+from serving.explainer.engine import ExplanationEngine
+from serving.stack.config import DEFAULT_CONFIG, ServingConfig
+
+CONFIG_ENV = "KFLOOP_SERVING_CONFIG"
+
+
+def explainer() -> ExplanationEngine:
+    configured = os.environ.get(CONFIG_ENV)
+    path = Path(configured) if configured else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    return ExplanationEngine(load_config(ServingConfig, path).explainer)

@@ -1,0 +1,102 @@
+"""The explainer service: a kserve.Model whose explain() answers V1 `:explain`.
+
+Each instance is either a recorded decision's form (what the predictor records and the audit keeps):
+    {"model_version": "v...", "inputs": {"candidates": [...], "k": 3, "user": {...}, "items": {...}},
+     "slate": ["17", "3", "52"]}
+or the transformer's featured request ({"user_id", "candidates", "k", "features": {"user", "items"}}), which
+explains the top k by score with the default version. The answer is {"explanations": [one per instance]}.
+Explanations run one at a time on a worker thread, so health checks stay answered meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kserve
+
+from kfloop.errors import KfloopError, MalformedRequest
+from serving.explainer.config import ExplainerConfig
+from serving.explainer.engine import ExplanationEngine
+from serving.predictor.modelserver import quiet_model_server
+from serving.predictor.server import to_kserve_error
+
+log = logging.getLogger(__name__)
+
+
+def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[str] | None]:
+    """(model_version, inputs, slate) of one explain instance."""
+    if not isinstance(instance, Mapping):
+        raise MalformedRequest("each instance must be a JSON object")
+    if "inputs" in instance:
+        slate = instance.get("slate")
+        if slate is not None and (not isinstance(slate, list) or not all(isinstance(s, str) for s in slate)):
+            raise MalformedRequest("slate must be a list of item ids")
+        inputs = instance["inputs"]
+        if not isinstance(inputs, Mapping):
+            raise MalformedRequest("inputs must be an object")
+        return instance.get("model_version"), dict(inputs), slate
+    features = instance.get("features")
+    if not isinstance(features, Mapping) or "candidates" not in instance:
+        raise MalformedRequest("an instance needs `inputs` (a recorded decision) or `candidates` and `features`")
+    inputs = {
+        "candidates": instance["candidates"],
+        "k": instance.get("k"),
+        "user": features.get("user") or {},
+        "items": features.get("items") or {},
+    }
+    return instance.get("model_version"), inputs, None
+
+
+class RankerExplainer(kserve.Model):
+    def __init__(self, config: ExplainerConfig, engine: ExplanationEngine) -> None:
+        super().__init__(config.model_name)
+        self.config = config
+        self.engine = engine
+        self.ready = False
+        self._one_at_a_time = threading.Lock()
+
+    def start(self) -> None:
+        """Readiness comes from warm_up()."""
+
+    def warm_up(self) -> None:
+        try:
+            self.engine.models(None)
+        except KfloopError as exc:
+            log.warning("no default version loaded (%s); versions load when first asked for", exc.message)
+        self.ready = True
+
+    async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
+        raise to_kserve_error(MalformedRequest("this is the explainer: POST /v1/models/NAME:explain"))
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        try:
+            if not isinstance(payload, Mapping) or not isinstance(payload.get("instances"), list):
+                raise MalformedRequest("the body must be {'instances': [...]}")
+            instances = payload["instances"]
+            if not instances or len(instances) > self.config.max_instances:
+                raise MalformedRequest(f"send 1 to {self.config.max_instances} instances")
+            arguments = [instance_arguments(i) for i in instances]
+            explanations = [await asyncio.to_thread(self._explain, *a) for a in arguments]
+            return {"explanations": explanations}
+        except KfloopError as exc:
+            raise to_kserve_error(exc) from None
+
+    def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[str] | None) -> dict[str, Any]:
+        with self._one_at_a_time:
+            return self.engine.explain(version, inputs, slate)
+
+
+def serve(config: ExplainerConfig) -> None:
+    from kserve.model_repository import ModelRepository
+
+    # Alibi warns on every anchor below the precision threshold; the explanation reports the precision reached
+    logging.getLogger("alibi.explainers.anchors.anchor_base").setLevel(logging.ERROR)
+    model = RankerExplainer(config, ExplanationEngine(config))
+    repository = ModelRepository()
+    repository.update(model)
+    threading.Thread(target=model.warm_up, name="explainer-warm-up", daemon=True).start()
+    quiet_model_server(config.http_port, repository).start([])

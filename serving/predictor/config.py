@@ -1,0 +1,77 @@
+"""Configuration of the predictor: which model version, the exploration policy, the audit trail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from kfloop.audit.config import ExplanationSamplingConfig, SpoolConfig
+from kfloop.config import StrictModel
+
+MODEL_NAME = "kfloop-ranker"
+
+
+class PolicyConfig(StrictModel):
+    """The exploration policy that turns the model's scores into a shown slate (kfloop.ope.policies)."""
+
+    exploration: Literal["epsilon_greedy", "softmax"] = "epsilon_greedy"
+    """epsilon_greedy (each slot: the best remaining item with probability 1 - epsilon, else a uniformly random
+    remaining one) or softmax (Plackett-Luce over logit / temperature), as the evaluator's OPE assumes."""
+    epsilon: float = Field(default=0.1, ge=0.0, le=1.0)
+    """Exploration rate of epsilon_greedy."""
+    temperature: float = Field(default=1.0, gt=0.0)
+    """Temperature of softmax, over the model's logits (the scale the evaluator uses)."""
+    slate_size: int = Field(default=3, ge=1, le=100)
+    """K, the number of slots filled when a request does not say (the OBD data has 3)."""
+    seed: int | None = None
+    """Seed of the policy's random generator (one per process); None draws it from the OS. Tests set it."""
+
+
+class PredictorAuditConfig(StrictModel):
+    """How the predictor records its decisions."""
+
+    enabled: bool = True
+    """Record every decision through the durable spool before answering. Off only for benchmarks of the model."""
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    """The local spool and its shipper to the audit sink. Each predictor process uses `{dir}/{model_version}`."""
+    ship_linger_s: float = Field(default=0.25, ge=0, le=5)
+    """After shipping a partial batch to the sink, wait this long so the next batch is fuller (each delivery
+    is a POST and an fsynced commit; one per decision would cost more CPU than the decision)."""
+    explanations: ExplanationSamplingConfig = Field(default_factory=ExplanationSamplingConfig)
+    """Which decisions get an explanation computed in the background (by the explainer service)."""
+    drain_on_stop_s: float = Field(default=5.0, ge=0)
+    """On shutdown, how long to keep shipping what the spool holds (the rest ships after the next start)."""
+    explainer_url: str | None = None
+    """Base URL of the explainer service for sampled explanations; None: no background explanations."""
+    explainer_timeout_s: float = Field(default=30.0, gt=0)
+    """Timeout of one background explanation request."""
+
+
+class PredictorConfig(StrictModel):
+    """One predictor process: a model version from the registry, served through kserve.ModelServer."""
+
+    model_name: str = MODEL_NAME
+    """Name in the V1/V2 paths (/v1/models/NAME:predict); the InferenceService's name."""
+    registry_uri: str = ".kfloop/registry"
+    """The model registry (local path or object store URI), as the pipeline writes it."""
+    model_version: str | None = None
+    """Version to serve; None: the latest deployable (blessed or forced) version."""
+    model_dir: Path | None = None
+    """A version's folder already on local disk (on a cluster: /mnt/models, from the storage initializer); it
+    holds model/ and model_card.json. Takes precedence over registry_uri/model_version."""
+    cache_dir: Path = Path(".kfloop/serving/cache")
+    """Where versions from a remote registry are copied to."""
+    variant: str = Field(default="stable", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
+    """Traffic variant reported and recorded when a request does not name one (the router's header does)."""
+    max_candidates: int = Field(default=1000, ge=1, le=1000)
+    """Most candidates one ranking request may carry."""
+    max_instances: int = Field(default=64, ge=1)
+    """Most instances (rankings) in one V1 request."""
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    """The exploration policy."""
+    audit: PredictorAuditConfig = Field(default_factory=PredictorAuditConfig)
+    """The decision record."""
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    """REST port of the model server (V1, V2, /metrics)."""

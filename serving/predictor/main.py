@@ -1,0 +1,54 @@
+"""`python -m serving.predictor`: one model version behind kserve.ModelServer.
+
+Arguments KServe itself passes (--http_port, --model_name, ...) are left to KServe's own parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from kfloop.config import load_config
+from kfloop.errors import KfloopError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.predictor", description="Serve one ranker version.")
+    p.add_argument("--config-file", help="the serving YAML (its `predictor` section)")
+    p.add_argument("--model-version", help="version to serve (default: the latest deployable)")
+    p.add_argument("--model-dir", help="a registry version folder on disk (the storage initializer's /mnt/models)")
+    p.add_argument("--registry-uri", help="the model registry (overrides predictor.registry_uri)")
+    p.add_argument("--variant", help="variant reported when the router names none (default: stable)")
+    p.add_argument("--seed", type=int, help="seed of the exploration policy (tests)")
+    p.add_argument("--spool-dir", help="root of the audit spool (the process uses {root}/{version})")
+    p.add_argument("--host", help="ignored: KServe's model server binds every address")
+    p.add_argument("--port", type=int, help="REST port (overrides predictor.http_port)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serving.predictor.server import serve
+    from serving.predictor.versions import resolve
+    from serving.stack.config import ServingConfig
+
+    args, _ = parser().parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {
+        "predictor.model_version": args.model_version,
+        "predictor.model_dir": args.model_dir,
+        "predictor.registry_uri": args.registry_uri,
+        "predictor.variant": args.variant,
+        "predictor.policy.seed": args.seed,
+        "predictor.audit.spool.dir": args.spool_dir,
+        "predictor.http_port": args.port,
+    }
+    try:
+        config = load_config(ServingConfig, args.config_file, overrides).predictor
+        resolved = resolve(config.registry_uri, config.model_version, config.model_dir, config.cache_dir)
+    except KfloopError as exc:
+        print(f"predictor: {exc.message}", file=sys.stderr)
+        return 2
+    serve(config, resolved, Path(config.audit.spool.dir))
+    return 0

@@ -1,0 +1,38 @@
+"""From scores to a shown slate, with each shown item's exact propensity, through kfloop.ope.policies.
+
+The policies are the ones the off-policy estimators and the evaluator use, applied to the model's logits as
+the evaluator applies them, so what serving logs is exactly what OPE assumes: the propensity of a shown item
+is P[item, position], the probability that the policy puts that item at that position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kfloop.ope.policies import EpsilonGreedy, SlatePolicy, Softmax
+from serving.predictor.config import PolicyConfig
+
+
+def make_policy(config: PolicyConfig) -> SlatePolicy:
+    if config.exploration == "softmax":
+        return Softmax(config.temperature)
+    return EpsilonGreedy(config.epsilon)
+
+
+@dataclass(frozen=True)
+class SlateChoice:
+    indices: list[int]
+    """Candidate indices, slot 1 first."""
+    propensities: list[float]
+    """P(that candidate at that slot) under the policy, per shown slot."""
+
+
+def choose_slate(policy: SlatePolicy, logits: np.ndarray, k: int, rng: np.random.Generator) -> SlateChoice:
+    """Sample a slate of min(k, n) items and look up each shown item's position propensity."""
+    k = min(k, len(logits))
+    slate = policy.sample_slate(logits, k, rng)
+    table = policy.position_propensities(logits, k)
+    propensities = table[slate, np.arange(k)]
+    return SlateChoice([int(i) for i in slate], [float(p) for p in propensities])

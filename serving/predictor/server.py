@@ -1,0 +1,196 @@
+"""The predictor: a kserve.Model that scores the candidates, fills K slots by the exploration policy, records
+the decision durably, and answers V1 JSON and V2 (Open Inference Protocol) through kserve.ModelServer.
+
+The server answers as soon as it starts; the model loads in the background (TensorFlow takes 20-30 s), and
+until it is ready, requests get 503 (KServe's ModelNotReady). Request problems are 400 with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import kserve
+import numpy as np
+from prometheus_client import Counter
+
+from kfloop.errors import KfloopError
+from serving.predictor.api import (
+    VARIANT_HEADER,
+    Ranking,
+    RankResult,
+    input_metadata,
+    output_metadata,
+    parse_v1,
+    parse_v2,
+)
+from serving.predictor.config import PredictorConfig
+from serving.predictor.decisions import DecisionLog, build_decision
+from serving.predictor.modelserver import quiet_model_server
+from serving.predictor.ranking import choose_slate, make_policy
+from serving.predictor.versions import ResolvedVersion
+
+log = logging.getLogger(__name__)
+
+_VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}")
+
+DECISIONS = Counter("kfloop_predictor_decisions_total", "Slates served (and recorded).", ["variant", "model_version"])
+REJECTED = Counter("kfloop_predictor_rejected_total", "Requests answered with an error, by HTTP status.", ["status"])
+
+
+def to_kserve_error(exc: KfloopError) -> Exception:
+    """KServe maps its own exception types to HTTP; ours carry the status, so translate once here."""
+    from kserve.errors import InferenceError, InvalidInput, ModelNotReady
+
+    REJECTED.labels(str(exc.http_status)).inc()
+    if exc.http_status in (400, 413, 422):
+        return InvalidInput(exc.message)
+    if exc.http_status == 503:
+        return ModelNotReady("kfloop-ranker", exc.message)
+    return InferenceError(exc.message, status=str(exc.http_status))
+
+
+class RankerPredictor(kserve.Model):
+    """One model version behind the V1/V2 endpoints."""
+
+    def __init__(self, config: PredictorConfig, resolved: ResolvedVersion, spool_root: Path | None = None) -> None:
+        super().__init__(config.model_name)
+        self.config = config
+        self.resolved = resolved
+        self.version = resolved.version
+        self.ready = False
+        self.ranker: Any = None
+        self.policy = make_policy(config.policy)
+        self.rng = np.random.default_rng(config.policy.seed)
+        self.decisions: DecisionLog | None = None
+        if config.audit.enabled:
+            root = spool_root or config.audit.spool.dir
+            self.decisions = DecisionLog(config.audit, config.model_name, root / resolved.version)
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """KServe calls this when registering; readiness comes from load() only."""
+
+    def load(self) -> bool:
+        from serving.predictor.model_io import SavedRanker
+
+        ranker = SavedRanker(self.resolved.model_path)
+        ranker.warm_up()
+        if self.decisions is not None:
+            self.decisions.open()
+        self.ranker = ranker
+        self.ready = True
+        log.info("model version %s ready (variant %s)", self.version, self.config.variant)
+        return True
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.decisions is not None:
+            self.decisions.close()
+            self.decisions = None
+
+    # -- metadata ----------------------------------------------------------------------------------------
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return input_metadata()
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return output_metadata()
+
+    # -- serving -----------------------------------------------------------------------------------------
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None) -> Any:
+        try:
+            variant = self._variant(headers)
+            if isinstance(payload, dict):
+                rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=True)
+                results = await self._rank_all(rankings, variant)
+                return {"predictions": [r.v1_json() for r in results]}
+            (result,) = await self._rank_all([parse_v2(payload, with_features=True)], variant)
+            return _v2_response(self.name, result)
+        except KfloopError as exc:
+            raise to_kserve_error(exc) from None
+
+    def _variant(self, headers: dict[str, str] | None) -> str:
+        from kfloop.errors import MalformedRequest
+
+        variant = (headers or {}).get(VARIANT_HEADER) or self.config.variant
+        if not _VARIANT.fullmatch(variant):
+            raise MalformedRequest(f"header {VARIANT_HEADER} {variant!r} is not a valid variant name")
+        return variant
+
+    async def _rank_all(self, rankings: list[Ranking], variant: str) -> list[RankResult]:
+        from kfloop.errors import NotReady
+
+        if not self.ready or self.ranker is None:
+            raise NotReady(f"model version {self.version} is still loading")
+        scored = [self._rank(r, variant) for r in rankings]
+        if self.decisions is not None:
+            futures = [self.decisions.submit(decision) for _, decision in scored]
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            for _, decision in scored:
+                self.decisions.after_answer(decision)
+        DECISIONS.labels(variant, self.version).inc(len(scored))
+        return [result for result, _ in scored]
+
+    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any]:
+        from kfloop.errors import MalformedRequest
+
+        candidates = ranking.candidates or []
+        if len(candidates) > self.config.max_candidates:
+            raise MalformedRequest(f"at most {self.config.max_candidates} candidates, got {len(candidates)}")
+        feed = self.ranker.feed(candidates, ranking.user_features, ranking.item_features)
+        scores, logits = self.ranker.score(feed)
+        k = ranking.k or self.config.policy.slate_size
+        choice = choose_slate(self.policy, logits.astype(np.float64), k, self.rng)
+        result = RankResult(
+            request_id=ranking.request_id,
+            model_version=self.version,
+            variant=variant,
+            candidates=candidates,
+            scores=scores,
+            slate=choice.indices,
+            propensities=choice.propensities,
+        )
+        decision = None
+        if self.decisions is not None:
+            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed)
+        return result, decision
+
+
+def _v2_response(model_name: str, result: RankResult) -> Any:
+    from kserve import InferOutput, InferResponse
+
+    outputs = [InferOutput(o["name"], o["shape"], o["datatype"], data=o["data"]) for o in result.v2_outputs()]
+    return InferResponse(
+        response_id=result.request_id,
+        model_name=model_name,
+        model_version=result.model_version,
+        infer_outputs=outputs,
+        parameters=result.v2_parameters(),
+    )
+
+
+def serve(config: PredictorConfig, resolved: ResolvedVersion, spool_root: Path | None = None) -> None:
+    """Run kserve.ModelServer with the model registered while it loads in the background."""
+    import os
+
+    from kserve.model_repository import ModelRepository
+
+    model = RankerPredictor(config, resolved, spool_root)
+    repository = ModelRepository()
+    repository.update(model)
+
+    def load() -> None:
+        try:
+            model.load()
+        except Exception:
+            log.exception("loading model version %s failed; exiting", resolved.version)
+            logging.shutdown()
+            os._exit(3)
+
+    threading.Thread(target=load, name="model-load", daemon=True).start()
+    server = quiet_model_server(config.http_port, repository)
+    server.start([])

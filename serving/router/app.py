@@ -1,0 +1,313 @@
+"""The router: a small FastAPI app that stands where Knative's traffic split stands on a cluster, between the
+transformer and the predictors. Each request is sent to the canary with the canary's percentage (a fresh draw
+per request, as KServe's Serverless mode does), else to stable; the predictor is told its variant in a header.
+If the canary errors (5xx) or is down, the request is retried on stable and the fallback counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from kfloop.config import load_config
+from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from serving.common.http import install_error_handlers
+from serving.common.metrics import LATENCY_BUCKETS, metrics_response
+from serving.predictor.api import VARIANT_HEADER
+from serving.router.config import RouterConfig
+from serving.router.http import Answer, HttpPool, UpstreamUnavailable
+from serving.router.routes import Routes, read_routes
+
+log = logging.getLogger(__name__)
+
+_FORWARDED_HEADERS = ("content-type", "x-request-id", "x-b3-traceid", "x-b3-spanid", "traceparent", "tracestate")
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kfloop_router_requests_total",
+            "Predictor requests by the variant that answered and its status.",
+            ["variant", "status"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "kfloop_router_canary_fallbacks_total",
+            "Requests drawn for the canary that were retried on stable, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kfloop_router_upstream_seconds",
+            "Time of the call to a predictor, by variant.",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+
+class RoutingTable:
+    """The current routes, re-read when the file changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.routes = Routes()
+        self._mtime: float | None = None
+
+    def refresh(self) -> None:
+        try:
+            mtime = self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._mtime:
+            return
+        try:
+            self.routes = read_routes(self.path)
+            self._mtime = mtime
+            log.info("routes: %s", self.routes.model_dump())
+        except Exception:
+            log.exception("routes file %s is unreadable; keeping the previous routes", self.path)
+
+
+class Router:
+    """The split and the fallback, on a raw ASGI path (FastAPI's routing costs more than the split itself)."""
+
+    def __init__(self, config: RouterConfig, metrics: RouterMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.table = RoutingTable(config.routes_file)
+        self.rng = np.random.default_rng(config.seed)
+        self._pools: dict[str, HttpPool] = {}
+
+    def pool(self, url: str) -> HttpPool:
+        pool = self._pools.get(url)
+        if pool is None:
+            pool = self._pools[url] = HttpPool(url, timeout_s=self.config.request_timeout_s)
+        return pool
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """POST of a ranking request: pick the variant, forward, fall back to stable if the canary fails."""
+        try:
+            body = await _read(receive, _content_length(scope), self.config.max_body_bytes)
+            _check_json_object(body)
+            answer = await self.forward(scope["path"], body, _forwarded(scope))
+        except KfloopError as exc:
+            await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), "application/json")
+            return
+        await _respond(send, answer.status, answer.body, answer.content_type)
+
+    async def forward(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+        routes = self.table.routes
+        if routes.stable is None:
+            raise NotReady("no stable predictor is routed yet")
+        variant = routes.pick(float(self.rng.random()))
+        if variant == "canary":
+            answer, reason = await self._try(routes, "canary", path, body, headers)
+            if answer is not None:
+                return answer
+            self.metrics.fallbacks.labels(reason).inc()
+            log.warning("canary failed (%s); retrying on stable", reason)
+        answer, reason = await self._try(routes, "stable", path, body, headers)
+        if answer is None:
+            raise NotReady(f"the stable predictor failed: {reason}")
+        return answer
+
+    async def _try(
+        self, routes: Routes, variant: str, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[Answer | None, str]:
+        route = routes.route(variant)
+        assert route is not None
+        started = time.perf_counter()
+        try:
+            answer = await self.pool(route.url).request("POST", path, body, {**headers, VARIANT_HEADER: variant})
+        except UpstreamUnavailable as exc:
+            self.metrics.requests.labels(variant, "unreachable").inc()
+            return None, "timeout" if "no answer within" in str(exc) else "unreachable"
+        finally:
+            self.metrics.latency.labels(variant).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(variant, str(answer.status)).inc()
+        if answer.status >= 500:
+            return None, f"status_{answer.status}"
+        return answer, ""
+
+    async def get(self, path: str) -> Response:
+        """Metadata and readiness: asked of the stable predictor."""
+        stable = self.table.routes.stable
+        if stable is None:
+            raise NotReady("no stable predictor is routed yet")
+        try:
+            answer = await self.pool(stable.url).request("GET", path)
+        except UpstreamUnavailable as exc:
+            raise NotReady(f"the stable predictor is unreachable: {exc}") from None
+        return Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+
+
+class FastPath:
+    """ASGI: ranking POSTs go straight to the router; everything else to the FastAPI app."""
+
+    def __init__(self, app: FastAPI, router: Router) -> None:
+        self.app, self.router = app, router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _RANKING_PATH.match(scope["path"]):
+            await self.router.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+_RANKING_PATH = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
+
+
+def _forwarded(scope: Scope) -> dict[str, str]:
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope["headers"]
+        if name.decode("latin-1") in _FORWARDED_HEADERS
+    }
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                raise MalformedRequest("Content-Length is not a number") from None
+    return None
+
+
+async def _read(receive: Receive, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedRequest("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _check_json_object(body: bytes) -> None:
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MalformedRequest("the body must be a JSON object")
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
+    headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(config: RouterConfig) -> FastPath:
+    metrics = RouterMetrics()
+    router = Router(config, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router.table.refresh()
+        task = asyncio.create_task(_refresh_loop(router.table, config.reload_interval_s))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await router.close()
+
+    app = FastAPI(title="kfloop router", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_error_handlers(app)
+
+    @app.get("/v1/models/{name}")
+    async def v1_model(name: str) -> Response:
+        return await router.get(f"/v1/models/{name}")
+
+    @app.get("/v2/models/{name}")
+    async def v2_model(name: str) -> Response:
+        return await router.get(f"/v2/models/{name}")
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str) -> Response:
+        return await router.get(f"/v2/models/{name}/ready")
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> Response:
+        return await router.get("/v2/health/ready")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        if router.table.routes.stable is None:
+            raise NotReady("no stable predictor is routed yet")
+        return {"status": "ready"}
+
+    @app.get("/v1/routes")
+    async def routes() -> dict[str, Any]:
+        return router.table.routes.model_dump(mode="json")
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return metrics_response(metrics.registry)
+
+    return FastPath(app, router)
+
+
+async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        table.refresh()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from serving.stack.config import ServingConfig
+
+    parser = argparse.ArgumentParser(prog="python -m serving.router", description="Run the local canary router.")
+    parser.add_argument("--config-file", help="the serving YAML (its `router` section)")
+    parser.add_argument("--routes-file", help="routing table (overrides router.routes_file)")
+    parser.add_argument("--seed", type=int, help="seed of the split (overrides router.seed)")
+    parser.add_argument("--host", help="bind address (overrides router.host)")
+    parser.add_argument("--port", type=int, help="port (overrides router.port)")
+    args = parser.parse_args(argv)
+    overrides = {
+        "router.routes_file": args.routes_file,
+        "router.seed": args.seed,
+        "router.host": args.host,
+        "router.port": args.port,
+    }
+    config = load_config(ServingConfig, args.config_file, overrides).router
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(config), host=config.host, port=config.port, access_log=False, loop="uvloop", http="httptools"
+    )
+    return 0

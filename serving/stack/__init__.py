@@ -1,0 +1,1 @@
+"""`kfloop serve`: the local serving stack (transformer, predictors, explainer, audit sink, router)."""

@@ -1,0 +1,65 @@
+"""One serving config file, one section per role; `kfloop serve` adds the local stack's own section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from kfloop.config import StrictModel
+from serving.explainer.config import ExplainerConfig
+from serving.predictor.config import PredictorConfig
+from serving.router.config import RouterConfig
+from serving.transformer.config import TransformerConfig
+
+DEFAULT_CONFIG = Path("manifests/serving/serving.yaml")
+DEFAULT_MANIFEST = Path("manifests/serving/inferenceservice.yaml")
+
+
+class StackConfig(StrictModel):
+    """`kfloop serve`: every role as a local process, wired together on loopback ports."""
+
+    state_dir: Path = Path(".kfloop/serving")
+    """The canary state (state.json), the routing table, logs and the effective config of the running stack."""
+    manifest: Path = DEFAULT_MANIFEST
+    """The InferenceService the state is seeded from (its model version and canaryTrafficPercent)."""
+    host: str = "127.0.0.1"
+    """Address the router and audit sink bind (KServe model servers bind every address)."""
+    transformer_port: int = Field(default=8080, ge=0, le=65535)
+    """The stack's front door (V1 and V2 ranking, :explain); 0: any free port."""
+    router_port: int = Field(default=8086, ge=0, le=65535)
+    """The router between the transformer and the predictors; 0: any free port."""
+    explainer_port: int = Field(default=8087, ge=0, le=65535)
+    """The explainer service; 0: any free port."""
+    audit_sink_port: int = Field(default=8095, ge=0, le=65535)
+    """The audit sink; 0: any free port."""
+    run_audit_sink: bool = True
+    """Start an audit sink; False: predictors ship to predictor.audit.spool.sink_url."""
+    audit_store_url: str = "sqlite:///.kfloop/audit/audit.db"
+    """The sink's store (same as `kfloop audit` reads)."""
+    run_explainer: bool = True
+    """Start the explainer service (:explain and background explanations)."""
+    background_nice: int = Field(default=10, ge=0, le=19)
+    """CPU priority increment of the explainer and the audit sink: their work is off the ranking path (the
+    decision is durable in the predictor's spool), so on a small machine they yield the CPU to rankings."""
+    start_timeout_s: float = Field(default=180.0, gt=0)
+    """How long a process may take to become ready (a predictor imports TensorFlow: 20-30 s)."""
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    """How often the state file and the processes are checked."""
+    restart_backoff_s: float = Field(default=2.0, ge=0)
+    """Wait before restarting a process that died (doubling per consecutive failure, up to a minute)."""
+
+
+class ServingConfig(StrictModel):
+    """Every serving role's configuration (manifests/serving/serving.yaml)."""
+
+    predictor: PredictorConfig = Field(default_factory=PredictorConfig)
+    """The predictor (one process per served version)."""
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
+    """The transformer."""
+    explainer: ExplainerConfig = Field(default_factory=ExplainerConfig)
+    """The explainer."""
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    """The local router (Knative's split, on a cluster)."""
+    stack: StackConfig = Field(default_factory=StackConfig)
+    """The local stack of `kfloop serve`."""

@@ -1,0 +1,71 @@
+"""`python -m serving.stack` (what `kfloop serve` runs): the local serving stack until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from kfloop.config import load_config
+from kfloop.errors import KfloopError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.stack", description="Run the local serving stack.")
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config-file", help="the serving YAML (default: manifests/serving/serving.yaml)")
+    p.add_argument("--state-dir", help="state directory (overrides stack.state_dir)")
+    p.add_argument("--registry-uri", help="the model registry (overrides predictor and explainer registry_uri)")
+    p.add_argument("--host", help="address the router and audit sink bind (overrides stack.host)")
+    p.add_argument("--port", type=int, help="the front door's (transformer's) port (overrides stack.transformer_port)")
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    return {
+        "stack.state_dir": args.state_dir,
+        "stack.host": args.host,
+        "stack.transformer_port": args.port,
+        "predictor.registry_uri": args.registry_uri,
+        "explainer.registry_uri": args.registry_uri,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from serving.stack.config import DEFAULT_CONFIG, ServingConfig
+    from serving.stack.supervisor import Stack
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = args.config_file or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    try:
+        config = load_config(ServingConfig, path, overrides(args))
+    except KfloopError as exc:
+        print(f"kfloop serve: {exc.message}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(config)
+    try:
+        stack.start()
+        print(
+            f"kfloop serve: ranking at {stack.url('transformer')}/v1/models/{config.predictor.model_name}:predict "
+            f"(V2: /v2/models/{config.predictor.model_name}/infer); state in {stack.state_dir}",
+            flush=True,
+        )
+        stack.run(stop)
+    except KfloopError as exc:
+        print(f"kfloop serve: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        stack.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parser().parse_args(argv))

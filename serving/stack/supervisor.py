@@ -1,0 +1,306 @@
+"""`kfloop serve`: every serving role as a local process, kept in line with the canary state.
+
+    client -> transformer (front door: V1/V2 ranking, :explain)
+                 -> router (the per-request stable/canary split Knative does on a cluster)
+                       -> predictor of the stable version | predictor of the canary version
+           predictors -> audit sink (decisions through each predictor's durable spool)
+                      -> explainer (background explanations of a sample)
+
+The supervisor seeds `state.json` from the InferenceService manifest, starts a predictor per version the
+state names, and writes the router's table only with predictors that answer ready. It then watches the
+state file (changed by `kfloop deploy | promote | rollback`) and the processes: a new canary is started
+and routed once ready; a version no longer named is unrouted, then stopped; a process that dies is taken
+out of the routes and restarted (with backoff), so a crashing canary leaves stable serving. After a promotion
+the previous stable version keeps its process, unrouted, so a rollback is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfloop.deploy import load_or_seed, read_state
+from kfloop.errors import NotFound
+from kfloop.registry import ModelRegistry
+from serving.common.process import ServiceProcess, free_port
+from serving.router.routes import CanaryRoute, Route, Routes, write_routes
+from serving.stack.config import ServingConfig
+
+log = logging.getLogger(__name__)
+
+EFFECTIVE_CONFIG = "serving.effective.yaml"
+ROUTES_FILE = "routes.json"
+ENDPOINTS_FILE = "endpoints.json"
+_MAX_BACKOFF_S = 60.0
+
+
+@dataclass
+class Managed:
+    """A child process, started in the background; `ready` once it answered its ready path."""
+
+    name: str
+    process: ServiceProcess
+    ready_path: str
+    timeout_s: float
+    nice: int = 0
+    """CPU priority increment once it runs (background work must not slow rankings on a small machine)."""
+    ready: bool = False
+    failed: str | None = None
+    failures: int = 0
+    next_start: float = 0.0
+    thread: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        self.ready, self.failed = False, None
+
+        def run() -> None:
+            try:
+                self.process.start(ready_path=self.ready_path, timeout_s=self.timeout_s)
+                if self.nice:
+                    os.setpriority(os.PRIO_PROCESS, self.process.pid, self.nice)
+                self.ready = True
+                self.failures = 0
+            except Exception as exc:
+                self.failed = str(exc).splitlines()[0]
+                log.error("%s did not start: %s (log: %s)", self.name, self.failed, self.process.log_path)
+
+        self.thread = threading.Thread(target=run, name=f"start-{self.name}", daemon=True)
+        self.thread.start()
+
+    @property
+    def starting(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        popen = self.process._process
+        return popen is not None and popen.poll() is None
+
+    def wait_ready(self) -> bool:
+        if self.thread is not None:
+            self.thread.join()
+        return self.ready
+
+    def stop(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            self.thread.join(self.timeout_s)
+        self.process.stop(timeout_s=20)
+        self.ready = False
+
+
+class Stack:
+    """The local serving stack of one config."""
+
+    def __init__(self, config: ServingConfig) -> None:
+        self.config = config
+        self.stack = config.stack
+        self.state_dir = self.stack.state_dir
+        self.logs = self.state_dir / "logs"
+        self.host = self.stack.host
+        self.ports = {
+            "transformer": self.stack.transformer_port or free_port(),
+            "router": self.stack.router_port or free_port(),
+            "explainer": self.stack.explainer_port or free_port(),
+            "audit_sink": self.stack.audit_sink_port or free_port(),
+        }
+        self.registry = ModelRegistry(config.predictor.registry_uri)
+        self.services: dict[str, Managed] = {}
+        self.predictors: dict[str, Managed] = {}
+        self._routes: Routes | None = None
+        self._state_mtime: int | None = None
+
+    # -- urls and the effective config ----------------------------------------------------------------------
+    def url(self, role: str) -> str:
+        return f"http://{self.host}:{self.ports[role]}"
+
+    @property
+    def sink_url(self) -> str:
+        return self.url("audit_sink") if self.stack.run_audit_sink else self.config.predictor.audit.spool.sink_url
+
+    def effective_config(self) -> ServingConfig:
+        """The config with the stack's wiring: who talks to whom, on which port, and where state lives."""
+        c = self.config
+        explainer = self.url("explainer") if self.stack.run_explainer else None
+        spool = c.predictor.audit.spool.model_copy(update={"sink_url": self.sink_url})
+        audit = c.predictor.audit.model_copy(update={"spool": spool, "explainer_url": explainer})
+        return c.model_copy(
+            update={
+                "predictor": c.predictor.model_copy(update={"audit": audit}),
+                "transformer": c.transformer.model_copy(
+                    update={"predictor_url": self.url("router"), "explainer_url": explainer}
+                ),
+                "router": c.router.model_copy(
+                    update={
+                        "routes_file": self.state_dir / ROUTES_FILE,
+                        "host": self.host,
+                        "port": self.ports["router"],
+                    }
+                ),
+            }
+        )
+
+    def _write_effective_config(self) -> Path:
+        path = self.state_dir / EFFECTIVE_CONFIG
+        path.write_text(yaml.safe_dump(self.effective_config().model_dump(mode="json"), sort_keys=False))
+        return path
+
+    # -- processes ---------------------------------------------------------------------------------------------
+    def _managed(self, name: str, module: str, args: list[str], port: int, ready_path: str) -> Managed:
+        process = ServiceProcess(module, args, log_path=self.logs / f"{name}.log", host=self.host, port=port)
+        return Managed(name, process, ready_path, self.stack.start_timeout_s)
+
+    def _model_ready_path(self) -> str:
+        return f"/v2/models/{self.config.predictor.model_name}/ready"
+
+    def _predictor(self, version: str) -> Managed:
+        args = ["--config-file", str(self.config_path), "--model-version", version]
+        return self._managed(f"predictor-{version}", "serving.predictor", args, free_port(), self._model_ready_path())
+
+    def start(self) -> None:
+        """Seed the state, start every process, route the ready predictors; returns once stable serves."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        state = load_or_seed(self.state_dir, self.stack.manifest, self.registry)
+        if state.stable is None:
+            raise NotFound(
+                f"no deployable model version in {self.registry.uri}: train one, or `kfloop deploy VERSION --force`"
+            )
+        write_routes(self.state_dir / ROUTES_FILE, Routes())
+        self.config_path = self._write_effective_config()
+        cfg = ["--config-file", str(self.config_path)]
+        if self.stack.run_audit_sink:
+            sink_args = ["--store-url", self.stack.audit_store_url]
+            self.services["audit_sink"] = self._managed(
+                "audit-sink", "serving.audit", sink_args, self.ports["audit_sink"], "/readyz"
+            )
+            self.services["audit_sink"].nice = self.stack.background_nice
+        if self.stack.run_explainer:
+            self.services["explainer"] = self._managed(
+                "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
+            )
+            self.services["explainer"].nice = self.stack.background_nice
+        self.services["router"] = self._managed("router", "serving.router", cfg, self.ports["router"], "/readyz")
+        self.services["transformer"] = self._managed(
+            "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()
+        )
+        for managed in self.services.values():
+            managed.start()
+        self.reconcile()
+        stable = self.predictors[state.stable.version]
+        if not stable.wait_ready():
+            raise RuntimeError(f"the stable predictor did not start; see {stable.process.log_path}")
+        self.reconcile()
+        # the router is ready once a stable predictor is routed: wait for it after routing
+        for name in ("audit_sink", "router", "transformer"):
+            if name in self.services and not self.services[name].wait_ready():
+                raise RuntimeError(f"{name} did not start; see {self.services[name].process.log_path}")
+        self._write_endpoints()
+
+    def reconcile(self) -> None:
+        """One pass: predictors for the versions the state names, routes for the ready ones, restarts."""
+        state = read_state(self.state_dir)
+        if state is None or state.stable is None:
+            return
+        wanted = {state.stable.version} | ({state.canary.version} if state.canary else set())
+        # the stable version before the last promotion keeps its process (unrouted), so a rollback is instant,
+        # as KServe keeps the previous revision
+        if state.previous_stable and not state.canary:
+            wanted.add(state.previous_stable)
+        now = time.monotonic()
+        for version in wanted:
+            managed = self.predictors.get(version)
+            if managed is None:
+                managed = self.predictors[version] = self._predictor(version)
+                managed.start()
+            elif not managed.starting and not managed.alive and now >= managed.next_start:
+                self._restart(managed, now)
+        for name, managed in self.services.items():
+            if not managed.starting and not managed.alive and now >= managed.next_start:
+                log.error("%s exited; restarting", name)
+                self._restart(managed, now)
+        self._route(state)
+        for version in [v for v in self.predictors if v not in wanted]:
+            log.info("stopping the predictor of %s (no longer in the state)", version)
+            self.predictors.pop(version).stop()
+        self._write_endpoints()
+
+    def _restart(self, managed: Managed, now: float) -> None:
+        managed.failures += 1
+        managed.next_start = now + min(self.stack.restart_backoff_s * 2 ** (managed.failures - 1), _MAX_BACKOFF_S)
+        log.error(
+            "%s is down (exit %s); restarting",
+            managed.name,
+            managed.process._process.poll() if managed.process._process else None,
+        )
+        managed.process.stop(timeout_s=1)
+        managed.start()
+
+    def _usable(self, version: str) -> Managed | None:
+        managed = self.predictors.get(version)
+        return managed if managed is not None and managed.ready and managed.alive else None
+
+    def _route(self, state: Any) -> None:
+        stable = self._usable(state.stable.version)
+        stable_route = Route(url=stable.process.url, version=state.stable.version) if stable else None
+        if stable_route is None and self._routes is not None:
+            stable_route = self._routes.stable  # e.g. a rollback target still starting: keep serving meanwhile
+        canary_route = None
+        if state.canary is not None:
+            canary = self._usable(state.canary.version)
+            if canary is not None:
+                canary_route = CanaryRoute(
+                    url=canary.process.url, version=state.canary.version, percent=state.canary.percent
+                )
+        routes = Routes(stable=stable_route, canary=canary_route)
+        if routes != self._routes:
+            write_routes(self.state_dir / ROUTES_FILE, routes)
+            log.info("routes: %s", routes.model_dump())
+            self._routes = routes
+
+    def _write_endpoints(self) -> None:
+        body = {
+            "transformer": self.url("transformer"),
+            "router": self.url("router"),
+            "explainer": self.url("explainer") if self.stack.run_explainer else None,
+            "audit_sink": self.sink_url,
+            "predictors": {
+                version: {"url": m.process.url, "ready": m.ready, "pid": m.process._process.pid}
+                for version, m in self.predictors.items()
+                if m.process._process is not None
+            },
+            "services": {
+                name: {"url": m.process.url, "ready": m.ready, "pid": m.process._process.pid}
+                for name, m in self.services.items()
+                if m.process._process is not None
+            },
+        }
+        path = self.state_dir / ENDPOINTS_FILE
+        temp = path.with_suffix(".tmp")
+        temp.write_text(json.dumps(body, indent=2) + "\n")
+        temp.replace(path)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.stack.poll_interval_s):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("reconciling the stack failed; retrying")
+
+    def stop(self) -> None:
+        """Stop the front door first, the audit sink last (the predictors drain their spools into it)."""
+        order = ["transformer", "router", "explainer"]
+        for name in order:
+            if name in self.services:
+                self.services[name].stop()
+        for managed in self.predictors.values():
+            managed.stop()
+        if "audit_sink" in self.services:
+            self.services["audit_sink"].stop()

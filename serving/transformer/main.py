@@ -1,0 +1,52 @@
+"""`python -m serving.transformer`: feature lookup in front of the predictor, behind kserve.ModelServer.
+
+On a cluster the InferenceService controller passes --model_name, --predictor_host and --http_port; they are
+honoured (the predictor host becomes http://HOST).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from kfloop.config import load_config
+from kfloop.errors import ConfigError, KfloopError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.transformer", description="Run the transformer.")
+    p.add_argument("--config-file", help="the serving YAML (its `transformer` section)")
+    p.add_argument("--predictor-url", help="base URL of the predictor (overrides transformer.predictor_url)")
+    p.add_argument("--explainer-url", help="base URL of the explainer (overrides transformer.explainer_url)")
+    p.add_argument("--host", help="ignored: KServe's model server binds every address")
+    p.add_argument("--port", type=int, help="REST port (overrides transformer.http_port)")
+    # What KServe's controller passes a transformer container:
+    p.add_argument("--predictor_host", help=argparse.SUPPRESS)
+    p.add_argument("--http_port", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--model_name", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from serving.stack.config import ServingConfig
+    from serving.transformer.server import serve
+
+    args, _ = parser().parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {
+        "transformer.predictor_url": args.predictor_url,
+        "transformer.explainer_url": args.explainer_url,
+        "transformer.http_port": args.port or args.http_port,
+        "transformer.model_name": args.model_name,
+    }
+    try:
+        config = load_config(ServingConfig, args.config_file, overrides).transformer
+        predictor_url = config.predictor_url or (f"http://{args.predictor_host}" if args.predictor_host else None)
+        if predictor_url is None:
+            raise ConfigError("no predictor: set transformer.predictor_url or pass --predictor-url")
+    except KfloopError as exc:
+        print(f"transformer: {exc.message}", file=sys.stderr)
+        return 2
+    serve(config, predictor_url)
+    return 0

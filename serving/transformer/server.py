@@ -1,0 +1,173 @@
+"""The transformer: a version-agnostic kserve.Model in front of the predictor.
+
+preprocess: parse the V1 or V2 request (400 with the reason), read the user's and the candidates' features
+through the fast online reader (cold start: defaults), default candidates = the whole catalog.
+predict:    forward to the predictor in the protocol the client used (locally the router, which splits between
+            the stable and the canary predictor as Knative does on a cluster) and pass its answer through.
+explain:    forward the featured request to the explainer service.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import kserve
+import orjson
+from prometheus_client import Histogram
+
+from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from serving.predictor.api import (
+    Ranking,
+    feature_json,
+    input_metadata,
+    output_metadata,
+    parse_v1,
+    parse_v2,
+    v2_request_json,
+)
+from serving.predictor.modelserver import quiet_model_server
+from serving.predictor.server import to_kserve_error
+from serving.router.http import Answer, HttpPool, UpstreamUnavailable
+from serving.transformer.config import TransformerConfig
+
+log = logging.getLogger(__name__)
+
+_FORWARDED_HEADERS = ("x-request-id", "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "traceparent", "tracestate")
+UPSTREAM_SECONDS = Histogram(
+    "kfloop_transformer_upstream_seconds",
+    "Time of the call to the predictor or explainer, by target and outcome.",
+    ["target", "outcome"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A featured request, ready to go to the predictor or the explainer."""
+
+    v2: bool
+    body: dict[str, Any]
+
+
+class UpstreamError(KfloopError):
+    """The predictor or explainer failed or could not be reached."""
+
+    http_status = 502
+
+
+class RankerTransformer(kserve.Model):
+    def __init__(self, config: TransformerConfig, features: Any, predictor_url: str) -> None:
+        super().__init__(config.model_name)
+        self.config = config
+        self.features = features
+        self.predictor_url = predictor_url.rstrip("/")
+        self.explainer_url = config.explainer_url.rstrip("/") if config.explainer_url else None
+        self._pools: dict[str, HttpPool] = {}
+        self.ready = True
+
+    def start(self) -> None:
+        self.ready = True
+
+    def stop(self) -> None:
+        self.ready = False
+        self.features.close()
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return input_metadata()
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return output_metadata()
+
+    def pool(self, base_url: str) -> HttpPool:
+        pool = self._pools.get(base_url)
+        if pool is None:
+            pool = self._pools[base_url] = HttpPool(base_url, timeout_s=self.config.request_timeout_s)
+        return pool
+
+    # -- preprocess ----------------------------------------------------------------------------------------
+    async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Forward:
+        try:
+            if isinstance(payload, dict):
+                rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=False)
+                return Forward(False, {"instances": [feature_json(self._featurize(r)) for r in rankings]})
+            ranking = self._featurize(parse_v2(payload, with_features=False))
+            return Forward(True, v2_request_json(ranking, include_features=True))
+        except KfloopError as exc:
+            raise to_kserve_error(exc) from None
+
+    def _featurize(self, ranking: Ranking) -> Ranking:
+        if ranking.candidates is not None and len(ranking.candidates) > self.config.max_candidates:
+            raise MalformedRequest(f"at most {self.config.max_candidates} candidates, got {len(ranking.candidates)}")
+        ranking = self.features.featurize(ranking)
+        if not ranking.candidates:
+            raise NotReady("no candidates: the request names none and the catalog is empty (materialize features)")
+        return ranking
+
+    # -- predict / explain ---------------------------------------------------------------------------------
+    async def predict(
+        self, payload: Forward, headers: dict[str, str] | None = None, response_headers: Any = None
+    ) -> Any:
+        path = f"/v2/models/{self.name}/infer" if payload.v2 else f"/v1/models/{self.name}:predict"
+        return await self._call("predictor", self.predictor_url, path, payload.body, headers)
+
+    async def explain(self, payload: Forward, headers: dict[str, str] | None = None) -> Any:
+        if self.explainer_url is None:
+            raise to_kserve_error(NotReady("no explainer is configured for this transformer"))
+        if payload.v2:
+            raise to_kserve_error(MalformedRequest(":explain takes V1 JSON (KServe's explain protocol)"))
+        path = f"/v1/models/{self.name}:explain"
+        return await self._call(
+            "explainer", self.explainer_url, path, payload.body, headers, timeout=self.config.explain_timeout_s
+        )
+
+    async def _call(
+        self,
+        target: str,
+        base_url: str,
+        path: str,
+        body: dict[str, Any],
+        headers: dict[str, str] | None,
+        timeout: float | None = None,
+    ) -> Any:
+        forward = {"content-type": "application/json"}
+        forward.update({h: v for h, v in (headers or {}).items() if h in _FORWARDED_HEADERS})
+        started = time.perf_counter()
+        outcome = "unreachable"
+        try:
+            answer = await self.pool(base_url).request("POST", path, orjson.dumps(body), forward, timeout_s=timeout)
+            outcome = str(answer.status)
+        except UpstreamUnavailable as exc:
+            raise to_kserve_error(NotReady(f"{target} unreachable: {exc}")) from None
+        finally:
+            UPSTREAM_SECONDS.labels(target, outcome).observe(time.perf_counter() - started)
+        if answer.status == 200:
+            return orjson.loads(answer.body)
+        raise to_kserve_error(_upstream_error(target, answer))
+
+
+def _upstream_error(target: str, answer: Answer) -> KfloopError:
+    text = answer.body.decode("utf-8", "replace")
+    try:
+        payload = orjson.loads(answer.body)
+        reason = (payload.get("message") or payload.get("error")) if isinstance(payload, dict) else None
+    except orjson.JSONDecodeError:
+        reason = None
+    reason = reason or text[:500]
+    if answer.status in (400, 413, 422):
+        return MalformedRequest(reason)
+    if answer.status == 503:
+        return NotReady(f"{target}: {reason}")
+    return UpstreamError(f"{target} answered {answer.status}: {reason}")
+
+
+def serve(config: TransformerConfig, predictor_url: str) -> None:
+    from serving.transformer.features import OnlineFeatures
+
+    features = OnlineFeatures(config.features)
+    features.start_reloading(config.item_reload_interval_s)
+    log.info("transformer: %d catalog items; predictor %s", len(features.catalog), predictor_url)
+    model = RankerTransformer(config, features, predictor_url)
+    quiet_model_server(config.http_port).start([model])

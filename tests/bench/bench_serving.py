@@ -1,0 +1,283 @@
+"""Ranking latency through the local serving stack, at fixed request rates; explainer latency separately.
+
+Path of a ranking request: client -> transformer (features from the online store) -> router (the stable/
+canary split) -> predictor (80 candidates scored through the SavedModel signature, epsilon-greedy slate,
+decision fsynced to the audit spool before the answer) and back. The stack is the one `kfloop serve` runs,
+on a testbed (the OBD sample's 80 items when `data/` has it, the contract model, a SQLite feature store).
+
+Open loop: requests are sent on a fixed schedule whatever the answers do, and each latency is measured from
+its scheduled time, so a slow stack is not hidden by the client waiting for it (coordinated omission).
+
+    .venvs/serving/bin/python tests/bench/bench_serving.py [--rates 100,200,300] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from serving.stack import testbed
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "kfloop-ranker"
+TARGET_RATE, TARGET_P99_MS, CEILING_P99_MS = 200, 25.0, 50.0
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; a minimal client so the load generator costs little CPU."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, host: str, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(host, port))
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Pool:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[Connection] = []
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        pooled = bool(self.idle)
+        connection = self.idle.pop() if pooled else await Connection.open(self.host, self.port)
+        try:
+            result = await connection.post(path, body)
+        except (IndexError, ConnectionError, asyncio.IncompleteReadError):
+            connection.close()
+            if not pooled:
+                raise
+            # the server closed an idle keep-alive connection: once more on a new one
+            connection = await Connection.open(self.host, self.port)
+            result = await connection.post(path, body)
+        self.idle.append(connection)
+        return result
+
+
+def bodies(users: list[str], n: int = 64) -> list[bytes]:
+    return [json.dumps({"instances": [{"user_id": users[i % len(users)]}]}).encode() for i in range(n)]
+
+
+async def fixed_rate(pool: Pool, rate: float, seconds: float, payloads: list[bytes]) -> tuple[list[float], int]:
+    """Latencies (ms, from each request's scheduled time) and the number of errors."""
+    path = f"/v1/models/{MODEL}:predict"
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter() + 0.05
+    total = int(rate * seconds)
+
+    async def one(i: int) -> None:
+        nonlocal errors
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            status, body = await pool.post(path, payloads[i % len(payloads)])
+        except Exception as exc:
+            status, body = 0, repr(exc).encode()
+        if status != 200:
+            errors += 1
+            if errors <= 3:
+                print(f"    error: {status} {body[:200]!r}", flush=True)
+        latencies.append((time.perf_counter() - scheduled) * 1000)
+
+    await asyncio.gather(*(one(i) for i in range(total)))
+    return latencies, errors
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    return float(np.percentile(values, 50)), float(np.percentile(values, 99))
+
+
+def in_process_p50(root: Path, version: str, registry_uri: str, items: list[str], features_config) -> float:
+    """The model alone: features already read, 80 candidates through the SavedModel signature."""
+    from kfloop.registry import ModelRegistry
+    from serving.predictor.api import Ranking
+    from serving.predictor.model_io import SavedRanker
+    from serving.transformer.features import OnlineFeatures
+
+    ranker = SavedRanker(ModelRegistry(registry_uri).local_copy(version, "model", root / "cache"))
+    ranking = OnlineFeatures(features_config).featurize(Ranking(testbed.CLICKER, "bench", None, None))
+    times = []
+    for _ in range(500):
+        started = time.perf_counter()
+        ranker.score(ranker.feed(ranking.candidates, ranking.user_features, ranking.item_features))
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times[50:])
+
+
+def wait_ready(url: str, timeout_s: float, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the stack exited while starting")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s}s")
+
+
+def explain_latencies(url: str, users: list[str], n: int) -> list[float]:
+    times = []
+    for i in range(n):
+        body = json.dumps({"instances": [{"user_id": users[i % len(users)]}]}).encode()
+        request = urllib.request.Request(
+            f"{url}/v1/models/{MODEL}:explain", data=body, headers={"Content-Type": "application/json"}
+        )
+        started = time.perf_counter()
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def cpu_seconds(endpoints: dict) -> dict[str, float]:
+    """CPU time (user + system) of each process of the stack, by role."""
+    import psutil
+
+    pids = {name: s["pid"] for name, s in endpoints["services"].items()}
+    for version, predictor in endpoints["predictors"].items():
+        pids[f"predictor-{version[-8:]}"] = predictor["pid"]
+    out = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        out[name] = times.user + times.system
+    return out
+
+
+async def load_runs(
+    port: int, rates: list[int], seconds: float, users: list[str], endpoints: dict
+) -> list[tuple[int, float, float, int]]:
+    pool = Pool("127.0.0.1", port)
+    payloads = bodies(users)
+    await fixed_rate(pool, 50, 2, payloads)  # warm-up
+    rows = []
+    for rate in rates:
+        before = cpu_seconds(endpoints)
+        latencies, errors = await fixed_rate(pool, rate, seconds, payloads)
+        after = cpu_seconds(endpoints)
+        p50, p99 = percentiles(latencies)
+        rows.append((rate, p50, p99, errors))
+        cpu = "  ".join(f"{k} {(after[k] - before[k]) / len(latencies) * 1000:.1f}" for k in sorted(after))
+        print(f"  {rate:>5} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   errors {errors}", flush=True)
+        print(f"          CPU ms per request: {cpu}", flush=True)
+        if p99 > 4 * CEILING_P99_MS:
+            break
+        await asyncio.sleep(1.0)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="50,100,150,200,250,300", help="request rates to try, req/s")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
+    parser.add_argument("--explanations", type=int, default=10, help="explain requests to time")
+    args = parser.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    os.chdir(REPO)
+    with tempfile.TemporaryDirectory(prefix="kfloop-bench-serving-") as tmp:
+        root = Path(tmp)
+        print("building the testbed (feature store, contract model) ...", flush=True)
+        bed = testbed.build(root, versions=1, n_items=80, use_obd_sample=True)
+        model_p50 = in_process_p50(root, bed.versions[0], bed.registry_uri, bed.items, bed.features)
+        config = testbed.stack_config(bed, manifest=REPO / "manifests" / "serving" / "inferenceservice.yaml")
+        (root / "serving.yaml").write_text(yaml.safe_dump(config))
+        log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed below)
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "serving.stack", "--config-file", str(root / "serving.yaml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            print("starting the stack (TensorFlow in each model server: about a minute) ...", flush=True)
+            endpoints_file = root / "state" / "endpoints.json"
+            deadline = time.monotonic() + 300
+            while not endpoints_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            endpoints = json.loads(endpoints_file.read_text())
+            front = endpoints["transformer"]
+            wait_ready(f"{endpoints['router']}/readyz", 300, stack)
+            wait_ready(f"{front}/v2/models/{MODEL}/ready", 300, stack)
+            endpoints = json.loads(endpoints_file.read_text())
+            # the explainer loads TensorFlow and Alibi for a while after the rest is up: not during the runs
+            wait_ready(f"{endpoints['explainer']}/v2/models/{MODEL}/ready", 300, stack)
+            port = int(front.rsplit(":", 1)[1])
+            users = [testbed.CLICKER, testbed.BROWSER, "u-cold-1", "u-cold-2"]
+            print(
+                f"\nranking, {len(bed.items)} candidates, transformer -> router -> predictor "
+                f"(audited), fixed rate, {args.seconds:.0f} s per rate:"
+            )
+            rows = asyncio.run(load_runs(port, rates, args.seconds, users, endpoints))
+            passing = [r for r in rows if r[2] < CEILING_P99_MS and r[3] == 0]
+            best = max(r[0] for r in passing) if passing else "none"
+            print(f"\nhighest rate with p99 under {CEILING_P99_MS:.0f} ms: {best} req/s")
+            at_target = next((r for r in rows if r[0] == TARGET_RATE), None)
+            verdict = (
+                "not reached"
+                if at_target is None
+                else ("met" if at_target[2] <= TARGET_P99_MS and at_target[3] == 0 else "NOT met")
+            )
+            detail = "" if at_target is None else f" (p99 {at_target[2]:.2f} ms)"
+            print(
+                f"target p99 <= {TARGET_P99_MS:.0f} ms at {TARGET_RATE} req/s on {os.cpu_count()} cores: "
+                f"{verdict}{detail}"
+            )
+            print(
+                f"in-process model call (features in hand, {len(bed.items)} candidates, SavedModel signature): "
+                f"p50 {model_p50:.2f} ms"
+            )
+            for rate, p50, _, _ in rows:
+                print(f"  stack p50 at {rate} req/s: {p50 / model_p50:.1f}x the in-process call")
+            explain = explain_latencies(front, users, args.explanations)
+            p50, p99 = percentiles(explain)
+            print(
+                f"\nexplainer (:explain through the transformer, IG + anchors for 3 items, {len(bed.items)} "
+                f"candidates, sequential): p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(explain)}"
+            )
+        finally:
+            stack.terminate()
+            try:
+                stack.wait(60)
+            except subprocess.TimeoutExpired:
+                stack.kill()
+            log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""manifests/serving: the InferenceService (predictor + transformer + explainer, Serverless for the canary split)
+validates against KServe v0.15.2's CRD; the serving configs load; the local state is seeded from it."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonschema
+import pytest
+import yaml
+
+from kfloop.config import load_config
+from kfloop.deploy import read_manifest
+from serving.stack.config import ServingConfig
+from tests.manifests import CRD_DIR, REPO, render, validate
+
+pytestmark = pytest.mark.serving
+SERVING = REPO / "manifests" / "serving"
+needs_crds = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="needs ../shared/crds beside the clone")
+
+
+@pytest.fixture(scope="module")
+def rendered() -> list[dict]:
+    return render(SERVING)
+
+
+def isvc_of(docs: list[dict]) -> dict:
+    (isvc,) = [d for d in docs if d["kind"] == "InferenceService"]
+    return isvc
+
+
+@needs_crds
+def test_every_object_validates_and_a_bad_field_would_be_caught(rendered):
+    for doc in rendered:
+        validate(doc)
+    broken = copy.deepcopy(isvc_of(rendered))
+    broken["spec"]["predictor"]["canaryTrafficPercentage"] = 10
+    with pytest.raises(jsonschema.ValidationError):
+        validate(broken)
+
+
+def test_the_inference_service_has_the_three_roles_in_serverless_mode(rendered):
+    isvc = isvc_of(rendered)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    commands = {
+        role: isvc["spec"][role]["containers"][0]["command"] for role in ("predictor", "transformer", "explainer")
+    }
+    assert commands == {
+        "predictor": ["python", "-m", "serving.predictor"],
+        "transformer": ["python", "-m", "serving.transformer"],
+        "explainer": ["python", "-m", "serving.explainer"],
+    }
+    predictor = isvc["spec"]["predictor"]["containers"][0]
+    assert predictor["name"] == "kserve-container"
+    assert {e["name"] for e in predictor["env"]} == {"STORAGE_URI", "KFLOOP_VARIANT"}
+    assert "--variant=$(KFLOOP_VARIANT)" in predictor["args"] and "--model-dir=/mnt/models" in predictor["args"]
+    assert isvc["spec"]["predictor"]["logger"]["url"].endswith("/v1/cloudevents")
+
+
+def test_the_pods_config_and_the_local_config_load(rendered):
+    (config_map,) = [d for d in rendered if d["kind"] == "ConfigMap"]
+    assert config_map["metadata"]["name"].startswith("kfloop-serving-config")
+    cluster = ServingConfig.model_validate(yaml.safe_load(config_map["data"]["serving.yaml"]))
+    assert cluster.predictor.audit.spool.dir.as_posix() == "/var/lib/kfloop/spool"
+    assert cluster.transformer.features.store.online_store == "redis"
+    local = load_config(ServingConfig, SERVING / "serving.yaml")
+    assert local.stack.manifest.as_posix() == "manifests/serving/inferenceservice.yaml"
+    assert local.predictor.policy.epsilon == 0.1 and local.predictor.policy.slate_size == 3
+
+
+def test_the_local_state_is_seeded_from_this_manifest():
+    facts = read_manifest(SERVING / "inferenceservice.yaml")
+    assert (facts.name, facts.namespace, facts.canary_percent) == ("kfloop-ranker", "kfloop", None)
+    assert facts.storage_uri.startswith("s3://mlpipeline/kfloop/registry/")

@@ -1,0 +1,227 @@
+"""The predictor in-process (its HTTP side is in the integration test): the SavedModel through its signature,
+requests checked against the model's inputs, decisions recorded exactly (and compactly) before the answer,
+V1 and V2, errors mapped to KServe's HTTP statuses, versions resolved with clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
+from kserve import InferRequest
+from kserve.errors import InvalidInput, ModelNotReady
+
+from kfloop.audit.spool import decode_line
+from kfloop.errors import InvalidInput as KfloopInvalidInput
+from kfloop.errors import MalformedRequest, NotFound
+from serving.common.process import free_port
+from serving.predictor import main as predictor_main
+from serving.predictor.api import v2_request_json
+from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
+from serving.predictor.decisions import decision_inputs
+from serving.predictor.model_io import SavedRanker, expand_mostly, import_tensorflow
+from serving.predictor.server import RankerPredictor
+from serving.predictor.versions import resolve
+from tests.unit.test_serving_support import STRONG, contract_registry, features
+
+pytestmark = pytest.mark.serving
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return contract_registry()
+
+
+@pytest.fixture(scope="module")
+def ranker(registry) -> SavedRanker:
+    uri, versions, root = registry
+    return SavedRanker(resolve(uri, versions[0], None, root / "cache").model_path)
+
+
+def test_the_packed_call_gives_what_the_signature_gives_feature_by_feature(registry, ranker):
+    uri, versions, root = registry
+    candidates, user, items = features(10, strong_item=4)
+    scores, logits = ranker.score(ranker.feed(candidates, user, items))
+    tf = import_tensorflow()
+    signature = tf.saved_model.load(str(resolve(uri, versions[0], None, root / "cache").model_path)).signatures[
+        "serving_default"
+    ]
+    columns = {**{n: [v] * 10 for n, v in user.items()}, **items, "item_id": candidates}
+    specs = signature.structured_input_signature[1]
+    reference = signature(**{n: tf.constant(columns[n], spec.dtype) for n, spec in specs.items()})
+    np.testing.assert_allclose(scores, reference["score"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(logits, reference["logit"].numpy(), rtol=1e-6)
+    assert int(np.argmax(scores)) == 4  # the contract model weighs the user's clicks on an item
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda user, items: items.pop(STRONG), f"feature {STRONG} is missing"),
+        (lambda user, items: items.__setitem__(STRONG, ["a"] * 5), f"feature {STRONG} must be numbers"),
+        (lambda user, items: items.__setitem__(STRONG, [0.5] * 5), f"feature {STRONG} must be whole numbers"),
+        (lambda user, items: items.__setitem__(STRONG, [1] * 4), f"feature {STRONG}: 4 values for 5 candidates"),
+        (lambda user, items: items.__setitem__("ui_ctr_7d", [float("nan")] * 5), "ui_ctr_7d must be finite"),
+        (lambda user, items: user.__setitem__("user_feature_0", 7), "user_feature_0 must be a string"),
+        (lambda user, items: user.__setitem__("u_clicks_1h", True), "u_clicks_1h must be a finite number"),
+    ],
+)
+def test_a_missing_or_mistyped_feature_is_a_400_that_names_it(ranker, change, reason):
+    candidates, user, items = features(5)
+    change(user, items)
+    with pytest.raises(MalformedRequest) as caught:
+        ranker.feed(candidates, user, items)
+    assert reason in caught.value.message and caught.value.http_status == 400
+
+
+def test_recorded_inputs_are_exact_and_columns_of_mostly_one_value_are_recorded_once(ranker):
+    candidates, user, items = features(40, strong_item=7)
+    feed = ranker.feed(candidates, user, items)
+    recorded = decision_inputs(candidates, 3, feed)
+    assert recorded["items_mostly"][STRONG] == {"value": 0, "except": [[7, 6]]}
+    assert "item_feature_0" in recorded["items"]  # varies: recorded per candidate
+    rebuilt = dict(recorded["items"])
+    rebuilt.update({n: expand_mostly(m, 40) for n, m in recorded["items_mostly"].items()})
+    for name in rebuilt:
+        assert rebuilt[name] == items[name], name
+    assert {n: recorded["user"][n] for n in user} == user
+
+
+@pytest.fixture(scope="module")
+def predictor(registry, tmp_path_factory):
+    uri, versions, root = registry
+    spool_dir = tmp_path_factory.mktemp("spool")
+    # a sink nobody listens on: records stay in the spool, where the test reads them
+    audit = PredictorAuditConfig.model_validate(
+        {
+            "spool": {"dir": str(spool_dir), "sink_url": f"http://127.0.0.1:{free_port()}", "retry_initial_s": 30},
+            "drain_on_stop_s": 0,
+        }
+    )
+    config = PredictorConfig(registry_uri=uri, cache_dir=root / "cache", policy=PolicyConfig(seed=7), audit=audit)
+    model = RankerPredictor(config, resolve(uri, versions[0], None, config.cache_dir))
+    model.load()
+    yield model, spool_dir / versions[0]
+    model.stop()
+
+
+def spooled(spool_dir: Path) -> dict[str, dict]:
+    records = {}
+    for segment in sorted(spool_dir.glob("*.spool")):
+        for line in segment.read_bytes().splitlines(keepends=True):
+            record = decode_line(line)
+            if record is not None:
+                records[record["request_id"]] = record
+    return records
+
+
+def v1_body(request_id: str, n: int = 12, **extra):
+    candidates, user, items = features(n, strong_item=2)
+    instance = {"user_id": "u-7", "request_id": request_id, "candidates": candidates}
+    return {"instances": [instance | {"features": {"user": user, "items": items}} | extra]}
+
+
+def test_a_ranking_is_recorded_exactly_before_it_is_answered(predictor):
+    model, spool_dir = predictor
+    response = asyncio.run(model.predict(v1_body("req-a", k=3), {"x-kfloop-variant": "canary"}))
+    (answer,) = response["predictions"]
+    assert answer["request_id"] == "req-a" and answer["variant"] == "canary"
+    assert answer["model_version"] == model.version and len(answer["slate"]) == 3 and len(answer["scores"]) == 12
+    assert [s["position"] for s in answer["slate"]] == [1, 2, 3]
+    record = spooled(spool_dir)["req-a"]  # durable before predict() returned
+    assert record["kind"] == "decision" and record["variant"] == "canary" and record["user_id"] == "u-7"
+    assert record["policy"] == {"name": "epsilon_greedy", "epsilon": 0.1}
+    assert [(c["item_id"], c["position"], c["propensity"]) for c in record["candidates"]] == [
+        (s["item_id"], s["position"], s["propensity"]) for s in answer["slate"]
+    ]
+    assert record["inputs"]["candidates"] == [str(i) for i in range(12)] and record["inputs"]["k"] == 3
+    assert record["inputs"]["items_mostly"][STRONG] == {"value": 0, "except": [[2, 6]]}
+
+
+def test_v2_tensors_in_and_out(predictor):
+    model, _ = predictor
+    from kserve.protocol.rest.v2_datamodels import InferenceRequest
+
+    body = v1_body("req-v2")["instances"][0]
+    from serving.predictor.api import Ranking
+
+    ranking = Ranking("u-7", "req-v2", body["candidates"], 2, body["features"]["user"], body["features"]["items"])
+    request = InferRequest.from_inference_request(
+        InferenceRequest.model_validate(v2_request_json(ranking, include_features=True)), "kfloop-ranker"
+    )
+    response = asyncio.run(model.predict(request, {}))
+    outputs = {o.name: o for o in response.outputs}
+    assert response.id == "req-v2" and response.model_version == model.version
+    assert outputs["position"].data == [1, 2] and len(outputs["candidate_score"].data) == 12
+    assert response.parameters == {"model_version": model.version, "variant": "stable", "request_id": "req-v2"}
+
+
+def test_request_problems_are_kserves_400_and_a_loading_model_is_503(predictor, registry):
+    model, _ = predictor
+    with pytest.raises(InvalidInput, match=r"instances\[0\].user_id"):
+        asyncio.run(model.predict({"instances": [{"user_id": "a@b.c"}]}, {}))
+    body = v1_body("req-bad")
+    del body["instances"][0]["features"]["items"][STRONG]
+    with pytest.raises(InvalidInput, match=f"feature {STRONG} is missing"):
+        asyncio.run(model.predict(body, {}))
+    with pytest.raises(InvalidInput, match=r"x-kfloop-variant"):
+        asyncio.run(model.predict(v1_body("req-h"), {"x-kfloop-variant": "no spaces allowed"}))
+    uri, versions, root = registry
+    loading = RankerPredictor(
+        PredictorConfig(registry_uri=uri, audit=PredictorAuditConfig(enabled=False)),
+        resolve(uri, versions[0], None, root / "cache"),
+    )
+    with pytest.raises(ModelNotReady):
+        asyncio.run(loading.predict(v1_body("req-early"), {}))
+
+
+def test_softmax_propensities_match_observed_frequencies_for_a_fixed_user(registry):
+    uri, versions, root = registry
+    config = PredictorConfig(
+        registry_uri=uri,
+        policy=PolicyConfig(exploration="softmax", temperature=0.5, seed=1),
+        audit=PredictorAuditConfig(enabled=False),
+    )
+    model = RankerPredictor(config, resolve(uri, versions[0], None, root / "cache"))
+    model.load()
+    body = v1_body("ignored", n=6)
+    instance = body["instances"][0]
+    del instance["request_id"]
+    batch = {"instances": [instance] * 50}
+    counts: dict[tuple[str, int], int] = {}
+    logged: dict[tuple[str, int], float] = {}
+    draws = 0
+    for _ in range(60):
+        for answer in asyncio.run(model.predict(batch, {}))["predictions"]:
+            draws += 1
+            for shown in answer["slate"]:
+                key = (shown["item_id"], shown["position"])
+                counts[key] = counts.get(key, 0) + 1
+                assert logged.setdefault(key, shown["propensity"]) == pytest.approx(shown["propensity"])
+    for key, propensity in logged.items():
+        tolerance = 4.5 * np.sqrt(propensity * (1 - propensity) / draws) + 1 / draws
+        assert abs(counts[key] / draws - propensity) <= tolerance, key
+
+
+def test_an_unknown_version_is_refused_with_the_deployable_ones_named(registry, capsys):
+    uri, versions, root = registry
+    with pytest.raises(NotFound) as caught:
+        resolve(uri, "v20991231T000000Z-deadbeef", None, root / "cache")
+    assert versions[0] in caught.value.message and versions[1] in caught.value.message
+    with pytest.raises(KfloopInvalidInput, match="unblessed, not deployable"):
+        resolve(uri, versions[2], None, root / "cache")
+    assert resolve(uri, None, None, root / "cache").version == versions[1]  # latest deployable
+    assert predictor_main.main(["--registry-uri", uri, "--model-version", "v20991231T000000Z-deadbeef"]) == 2
+    assert "is not in the registry" in capsys.readouterr().err
+
+
+def test_a_version_folder_on_disk_is_served_as_the_storage_initializer_leaves_it(registry):
+    uri, versions, root = registry
+    folder = Path(uri) / versions[1]
+    resolved = resolve("unused", None, folder, root / "cache")
+    assert resolved.version == versions[1] and resolved.model_path == folder / "model"
+    with pytest.raises(NotFound, match=r"model_card\.json"):
+        resolve("unused", None, root, root / "cache")

@@ -1,0 +1,76 @@
+"""The transformer's preprocessing on a real (SQLite) Feast store: the user's and candidates' features through
+the fast online reader, the whole catalog by default, cold start for unknown users and items."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
+from kserve import InferInput, InferRequest
+from kserve.errors import InvalidInput, ModelNotReady
+
+from serving.predictor.api import Ranking
+from serving.stack import testbed
+from serving.transformer.config import TransformerConfig
+from serving.transformer.features import OnlineFeatures
+from serving.transformer.server import RankerTransformer
+
+pytestmark = pytest.mark.serving
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    config, items = testbed.build_features(tmp_path_factory.mktemp("testbed"), n_items=12)
+    features = OnlineFeatures(config)
+    yield config, items, features
+    features.close()
+
+
+def test_a_known_user_gets_their_aggregates_and_every_catalog_item_its_context(store):
+    _, items, features = store
+    assert features.catalog == items == [str(i) for i in range(12)]
+    ranking = features.featurize(Ranking(testbed.CLICKER, "r", None, None))
+    assert ranking.candidates == items
+    clicks = dict(zip(ranking.candidates, ranking.item_features["ui_clicks_7d"], strict=True))
+    assert clicks[testbed.CLICKED_ITEM] == 4 and sum(clicks.values()) == 4
+    assert ranking.user_features["u_clicks_7d"] == 4
+    assert ranking.item_features["item_feature_1"][:3] == ["h0", "h1", "h2"]
+
+
+def test_unknown_users_and_items_get_the_cold_start_defaults(store):
+    _, _, features = store
+    ranking = features.featurize(Ranking("u-never-seen", "r", ["1", "no-such-item"], None))
+    assert ranking.user_features["u_clicks_7d"] == 0 and ranking.user_features["u_ctr_7d"] == pytest.approx(0.02)
+    assert ranking.user_features["user_feature_0"] == "__unknown__"
+    assert ranking.item_features["item_feature_1"] == ["h1", "__unknown__"]
+
+
+def test_preprocess_adds_features_in_the_protocol_the_client_used(store):
+    config, items, features = store
+    model = RankerTransformer(TransformerConfig(features=config, max_candidates=20), features, "http://unused")
+    forward = asyncio.run(model.preprocess({"instances": [{"user_id": testbed.BROWSER, "k": 2}]}, {}))
+    (instance,) = forward.body["instances"]
+    assert not forward.v2 and instance["candidates"] == items and instance["k"] == 2
+    assert set(instance["features"]) == {"user", "items"} and len(instance["features"]["items"]["ui_clicks_7d"]) == 12
+    request = InferRequest("kfloop-ranker", [InferInput("user_id", [1], "BYTES", ["u-x"])], request_id="r-1")
+    forward = asyncio.run(model.preprocess(request, {}))
+    assert forward.v2 and forward.body["id"] == "r-1"
+    shapes = {i["name"]: i["shape"] for i in forward.body["inputs"]}
+    assert shapes["candidates"] == [12] and shapes["u_clicks_1h"] == [1] and shapes["ui_ctr_7d"] == [12]
+
+
+def test_bad_requests_are_400_and_an_empty_catalog_is_not_ready(store):
+    config, _, features = store
+    model = RankerTransformer(TransformerConfig(features=config, max_candidates=3), features, "http://unused")
+    with pytest.raises(InvalidInput, match="at most 3 candidates"):
+        asyncio.run(model.preprocess({"instances": [{"user_id": "u", "candidates": ["1", "2", "3", "4"]}]}, {}))
+    with pytest.raises(InvalidInput, match="user_id"):
+        asyncio.run(model.preprocess({"instances": [{"candidates": ["1"]}]}, {}))
+    catalog, features.catalog = features.catalog, []
+    try:
+        with pytest.raises(ModelNotReady):
+            asyncio.run(model.preprocess({"instances": [{"user_id": "u"}]}, {}))
+    finally:
+        features.catalog = catalog
