@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from kfloop.config import load_config
 from kfloop.errors import KfloopError
@@ -50,5 +49,5 @@ def main(argv: list[str] | None = None) -> int:
     except KfloopError as exc:
         print(f"predictor: {exc.message}", file=sys.stderr)
         return 2
-    serve(config, resolved, Path(config.audit.spool.dir))
+    serve(config, resolved)
     return 0

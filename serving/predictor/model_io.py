@@ -101,7 +101,8 @@ class SavedRanker:
                         raise MalformedRequest(f"feature {name}: {len(values)} values for {n} candidates")
                     column = _column(name, values, kind)
                     matrix[:, j] = column
-                    mostly = _mostly_one_value(column)
+                    # user x item aggregates (numbers) are mostly defaults; item context (strings) varies
+                    mostly = _mostly_one_value(column) if kind != "string" else None
                     if mostly is None:
                         recorded_items[name] = column.tolist()
                     else:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import threading
-from pathlib import Path
 from typing import Any
 
 import kserve
@@ -28,7 +27,7 @@ from serving.predictor.api import (
     parse_v1,
     parse_v2,
 )
-from serving.predictor.config import PredictorConfig
+from serving.predictor.config import MODEL_NAME, PredictorConfig
 from serving.predictor.decisions import DecisionLog, build_decision
 from serving.predictor.modelserver import quiet_model_server
 from serving.predictor.ranking import choose_slate, make_policy
@@ -50,14 +49,14 @@ def to_kserve_error(exc: KfloopError) -> Exception:
     if exc.http_status in (400, 413, 422):
         return InvalidInput(exc.message)
     if exc.http_status == 503:
-        return ModelNotReady("kfloop-ranker", exc.message)
+        return ModelNotReady(MODEL_NAME, exc.message)
     return InferenceError(exc.message, status=str(exc.http_status))
 
 
 class RankerPredictor(kserve.Model):
     """One model version behind the V1/V2 endpoints."""
 
-    def __init__(self, config: PredictorConfig, resolved: ResolvedVersion, spool_root: Path | None = None) -> None:
+    def __init__(self, config: PredictorConfig, resolved: ResolvedVersion) -> None:
         super().__init__(config.model_name)
         self.config = config
         self.resolved = resolved
@@ -68,8 +67,9 @@ class RankerPredictor(kserve.Model):
         self.rng = np.random.default_rng(config.policy.seed)
         self.decisions: DecisionLog | None = None
         if config.audit.enabled:
-            root = spool_root or config.audit.spool.dir
-            self.decisions = DecisionLog(config.audit, config.model_name, root / resolved.version)
+            # one spool per version: a restarted process resumes shipping what its predecessor spooled
+            spool_dir = config.audit.spool.dir / resolved.version
+            self.decisions = DecisionLog(config.audit, config.model_name, spool_dir)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -173,13 +173,13 @@ def _v2_response(model_name: str, result: RankResult) -> Any:
     )
 
 
-def serve(config: PredictorConfig, resolved: ResolvedVersion, spool_root: Path | None = None) -> None:
+def serve(config: PredictorConfig, resolved: ResolvedVersion) -> None:
     """Run kserve.ModelServer with the model registered while it loads in the background."""
     import os
 
     from kserve.model_repository import ModelRepository
 
-    model = RankerPredictor(config, resolved, spool_root)
+    model = RankerPredictor(config, resolved)
     repository = ModelRepository()
     repository.update(model)
 

@@ -46,6 +46,7 @@ class FakePredictor(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: FakePredictor
     protocol_version = "HTTP/1.1"
+    wbufsize = 65536  # one send per answer: headers and body apart would meet Nagle's 40 ms delayed ACK
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -1,0 +1,338 @@
+"""The local serving stack as `kfloop serve` runs it: transformer -> router -> predictor(s), explainer, audit sink,
+each a real process (kserve.ModelServer for the model servers) on a testbed (SQLite Feast store, contract-model
+versions in a registry). One stack for the whole module: TensorFlow makes every model server take 20-30 s.
+
+The tests run in order: ranking (V1, a standard V2 client, bad input, cold start), logged propensities against
+observed frequencies, the audit trail (every decision, background and on-demand explanations), then the canary:
+deploy, a split per request, a canary crash that leaves stable serving, promote, rollback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+
+from kfloop.audit import is_sampled
+from kfloop.commands import audit as audit_commands
+from kfloop.commands import serve as serve_commands
+from serving.stack import testbed
+
+pytestmark = [pytest.mark.serving, pytest.mark.integration]
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "kfloop-ranker"
+SAMPLE_RATE = 0.05
+START_TIMEOUT_S = 300
+
+
+@dataclass
+class Stack:
+    root: Path
+    config: Path
+    bed: testbed.Testbed
+    process: subprocess.Popen
+    endpoints: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return self.endpoints["transformer"]
+
+    def refresh(self) -> dict[str, Any]:
+        self.endpoints = json.loads((self.root / "state" / "endpoints.json").read_text())
+        return self.endpoints
+
+    def routes(self) -> dict[str, Any]:
+        return httpx.get(f"{self.endpoints['router']}/v1/routes").json()
+
+    def rank(self, client: httpx.Client, user: str, **extra: Any) -> dict[str, Any]:
+        response = client.post(
+            f"{self.url}/v1/models/{MODEL}:predict", json={"instances": [{"user_id": user, **extra}]}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()["predictions"][0]
+
+    def cli_args(self, **extra: Any) -> argparse.Namespace:
+        base = {
+            "config": str(self.config),
+            "state_dir": None,
+            "registry_uri": None,
+            "operator": "tester",
+            "cluster": False,
+            "kubeconfig": None,
+            "context": None,
+            "namespace": None,
+            "force": False,
+            "reason": None,
+            "canary": None,
+        }
+        return argparse.Namespace(**(base | extra))
+
+
+def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (httpx.HTTPError, OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f}s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Stack:
+    root = tmp_path_factory.mktemp("serving-stack")
+    bed = testbed.build(root, versions=2, n_items=12)
+    manifest = yaml.safe_load((REPO / "manifests" / "serving" / "inferenceservice.yaml").read_text())
+    for env in manifest["spec"]["predictor"]["containers"][0]["env"]:
+        if env["name"] == "STORAGE_URI":
+            env["value"] = f"s3://bucket/registry/{bed.versions[0]}"
+    (root / "isvc.yaml").write_text(yaml.safe_dump(manifest))
+    config = testbed.stack_config(bed, manifest=root / "isvc.yaml", explanation_rate=SAMPLE_RATE)
+    config["predictor"]["policy"] = {"seed": 5}
+    config["router"] = {"seed": 9}
+    config["stack"].update(start_timeout_s=START_TIMEOUT_S, restart_backoff_s=0.5, poll_interval_s=0.25)
+    path = root / "serving.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed at teardown)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving.stack", "--config-file", str(path)], stdout=log, stderr=subprocess.STDOUT
+    )
+    running = Stack(root, path, bed, process, {})
+    try:
+        wait_for(
+            lambda: (root / "state" / "endpoints.json").exists() and running.refresh(),
+            START_TIMEOUT_S,
+            "the stack's endpoints",
+        )
+        wait_for(
+            lambda: httpx.get(f"{running.endpoints['router']}/readyz").status_code == 200,
+            START_TIMEOUT_S,
+            "a routed stable predictor",
+        )
+        wait_for(
+            lambda: httpx.get(f"{running.url}/v2/models/{MODEL}/ready").status_code == 200,
+            START_TIMEOUT_S,
+            "the transformer",
+        )
+    except Exception:
+        process.terminate()
+        log.close()
+        raise AssertionError((root / "stack.log").read_text()[-5000:]) from None
+    yield running
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(90)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with httpx.Client(timeout=60) as c:
+        yield c
+
+
+def test_a_known_user_gets_a_slate_with_propensities(stack, client):
+    answer = stack.rank(client, testbed.CLICKER, request_id="it-req-1")
+    assert answer["request_id"] == "it-req-1" and answer["variant"] == "stable"
+    assert answer["model_version"] == stack.bed.versions[0]
+    assert [s["position"] for s in answer["slate"]] == [1, 2, 3]
+    assert len({s["item_id"] for s in answer["slate"]}) == 3 and all(0 < s["propensity"] <= 1 for s in answer["slate"])
+    assert set(answer["scores"]) == set(stack.bed.items)  # default candidates: the whole catalog
+    assert max(answer["scores"], key=answer["scores"].get) == testbed.CLICKED_ITEM  # clicked 4 times this week
+
+
+def test_a_standard_open_inference_protocol_client_works_unchanged(stack):
+    import asyncio
+
+    from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
+
+    async def call():
+        client = InferenceRESTClient(RESTConfig(protocol="v2", timeout=60))
+        try:
+            ready = await client.is_model_ready(stack.url, MODEL)
+            request = InferRequest(
+                MODEL,
+                [InferInput("user_id", [1], "BYTES", [testbed.CLICKER]), InferInput("k", [1], "INT32", [2])],
+                request_id="it-v2-1",
+            )
+            return ready, await client.infer(stack.url, request, model_name=MODEL)
+        finally:
+            await client.close()
+
+    ready, response = asyncio.run(call())
+    assert ready
+    outputs = {o.name: o for o in response.outputs}
+    assert set(outputs) == {"item_id", "position", "propensity", "score", "candidate_id", "candidate_score"}
+    assert response.id == "it-v2-1" and list(outputs["position"].as_numpy()) == [1, 2]
+    assert outputs["propensity"].datatype == "FP64" and outputs["item_id"].datatype == "BYTES"
+    assert response.parameters["model_version"] == stack.bed.versions[0]
+    metadata = httpx.get(f"{stack.url}/v2/models/{MODEL}").json()
+    assert [i["name"] for i in metadata["inputs"]] == ["user_id", "candidates", "k"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "reason"),
+    [
+        (f"/v1/models/{MODEL}:predict", b"{not json", "Unrecognized request format"),
+        (f"/v1/models/{MODEL}:predict", b'{"instances": [{"user_id": "jane@example.com"}]}', "email"),
+        (f"/v1/models/{MODEL}:predict", b'{"instances": [{"user_id": "u", "k": 0}]}', "instances[0].k"),
+        (f"/v1/models/{MODEL}:predict", b'{"instances": [{"user_id": "u", "colour": 1}]}', "colour"),
+        (
+            f"/v2/models/{MODEL}/infer",
+            b'{"inputs": [{"name": "k", "shape": [1], "datatype": "INT32", "data": [2]}]}',
+            "user_id",
+        ),
+    ],
+)
+def test_malformed_requests_are_400_with_the_reason(stack, client, path, body, reason):
+    response = client.post(stack.url + path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and reason in response.json()["error"]
+
+
+def test_unknown_users_and_items_are_served_from_cold_start_defaults(stack, client):
+    answer = stack.rank(client, "u-brand-new", candidates=["1", "2", "not-in-catalog"], k=3)
+    assert {s["item_id"] for s in answer["slate"]} == {"1", "2", "not-in-catalog"}
+
+
+def test_logged_propensities_match_observed_frequencies_at_each_position(stack, client):
+    """Acceptance: for a fixed user, each shown item's logged propensity is how often it is shown there."""
+    # request ids outside the explanation sample: 2,000 background explanations would only slow the rest down
+    ids = (rid for rid in (f"it-p-{i}" for i in range(10_000)) if not is_sampled(rid, SAMPLE_RATE))
+    counts: Counter[tuple[str, int]] = Counter()
+    logged: dict[tuple[str, int], float] = {}
+    slates = 0
+    for _ in range(40):
+        instances = [{"user_id": testbed.BROWSER, "request_id": next(ids)} for _ in range(50)]
+        response = client.post(f"{stack.url}/v1/models/{MODEL}:predict", json={"instances": instances})
+        for answer in response.json()["predictions"]:
+            slates += 1
+            for shown in answer["slate"]:
+                key = (shown["item_id"], shown["position"])
+                counts[key] += 1
+                assert logged.setdefault(key, shown["propensity"]) == pytest.approx(shown["propensity"])
+    assert slates == 2000 and len(logged) > 12  # exploration put items elsewhere than their greedy slot
+    for key, propensity in logged.items():
+        tolerance = 4.5 * np.sqrt(propensity * (1 - propensity) / slates) + 1 / slates
+        assert abs(counts[key] / slates - propensity) <= tolerance, (key, counts[key] / slates, propensity)
+
+
+def sink_records(stack: Stack, request_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{stack.endpoints['audit_sink']}/v1/decisions/{request_id}")
+    return [row["record"] for row in response.json()["records"]] if response.status_code == 200 else []
+
+
+def test_every_decision_reaches_the_audit_sink_with_its_exact_inputs(stack):
+    (decision,) = wait_for(lambda: sink_records(stack, "it-req-1"), 60, "the decision in the audit sink")
+    assert decision["kind"] == "decision" and decision["model_version"] == stack.bed.versions[0]
+    assert decision["variant"] == "stable" and decision["user_id"] == testbed.CLICKER
+    assert decision["inputs"]["candidates"] == stack.bed.items
+    assert decision["inputs"]["items_mostly"]["ui_clicks_7d"] == {"value": 0, "except": [[3, 4]]}
+    assert [c["position"] for c in decision["candidates"]] == [1, 2, 3]
+
+
+def test_a_sample_of_decisions_is_explained_in_the_background(stack, client):
+    sampled = [f"it-sampled-{i}" for i in range(400) if is_sampled(f"it-sampled-{i}", SAMPLE_RATE)][:2]
+    for request_id in sampled:
+        stack.rank(client, testbed.CLICKER, request_id=request_id)
+
+    def explained() -> list[dict[str, Any]]:
+        found = [r for rid in sampled for r in sink_records(stack, rid) if r["kind"] == "explanation"]
+        return found if len(found) == len(sampled) else []
+
+    for explanation in wait_for(explained, 180, "background explanations in the audit sink"):
+        assert explanation["trigger"] == "sampled"
+        assert [i["position"] for i in explanation["explanation"]["items"]] == [1, 2, 3]
+
+
+def test_explain_through_the_transformer(stack, client):
+    response = client.post(f"{stack.url}/v1/models/{MODEL}:explain", json={"instances": [{"user_id": testbed.CLICKER}]})
+    assert response.status_code == 200, response.text
+    (explanation,) = response.json()["explanations"]
+    top = explanation["items"][0]
+    assert top["item_id"] == testbed.CLICKED_ITEM
+    assert top["integrated_gradients"]["top"][0]["feature"] == "ui_clicks_7d"
+    assert top["anchor"]["readable"].startswith("shown because")
+
+
+def test_any_past_decision_is_explained_on_demand_and_kept(stack, monkeypatch, tmp_path, capsys):
+    config = tmp_path / "audit.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"store": {"url": f"sqlite:///{stack.root / 'audit.db'}"}, "explainer": "serving.explainer.audit:explainer"}
+        )
+    )
+    monkeypatch.setenv("KFLOOP_SERVING_CONFIG", str(stack.root / "state" / "serving.effective.yaml"))
+    args = argparse.Namespace(request_id="it-req-1", config=str(config), store_url=None, explainer=None)
+    assert audit_commands.explain(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["trigger"] == "on_demand" and printed["request_id"] == "it-req-1" and printed["decision_hash"]
+    kept = wait_for(
+        lambda: [r for r in sink_records(stack, "it-req-1") if r.get("trigger") == "on_demand"], 30, "the explanation"
+    )
+    assert kept[0]["explanation"]["model_version"] == stack.bed.versions[0]
+
+
+def test_a_canary_gets_its_share_of_requests(stack, client):
+    stable, canary = stack.bed.versions
+    assert serve_commands.deploy(stack.cli_args(version=canary, canary=50)) == 0
+    # while the canary's model loads, it answers 503 and is not routed
+    url = wait_for(lambda: stack.refresh()["predictors"][canary]["url"], 30, "the canary process")
+    early = wait_for(
+        lambda: httpx.post(f"{url}/v1/models/{MODEL}:predict", json={}).status_code, 60, "an answer", interval_s=0.1
+    )
+    assert early == 503  # the model takes seconds to load; the server answers (503) from the start
+    assert stack.routes()["canary"] is None
+    wait_for(lambda: (stack.routes().get("canary") or {}).get("version") == canary, START_TIMEOUT_S, "the canary route")
+    answers = [stack.rank(client, testbed.BROWSER) for _ in range(300)]
+    by_variant = Counter((a["variant"], a["model_version"]) for a in answers)
+    assert set(by_variant) == {("stable", stable), ("canary", canary)}
+    assert abs(by_variant[("canary", canary)] / 300 - 0.5) <= 4.5 * np.sqrt(0.25 / 300)
+
+
+def test_a_crashing_canary_leaves_stable_serving(stack, client):
+    stable, canary = stack.bed.versions
+    os.kill(stack.refresh()["predictors"][canary]["pid"], signal.SIGKILL)
+    answers = [stack.rank(client, testbed.BROWSER) for _ in range(100)]  # every one answered
+    assert {a["model_version"] for a in answers[-20:]} == {stable}
+    wait_for(
+        lambda: (stack.routes().get("canary") or {}).get("version") == canary,
+        START_TIMEOUT_S,
+        "the restarted canary's route",
+    )
+
+
+def test_promote_then_rollback(stack, client):
+    stable, canary = stack.bed.versions
+    assert serve_commands.promote(stack.cli_args()) == 0
+    wait_for(
+        lambda: stack.routes()["stable"]["version"] == canary and stack.routes()["canary"] is None,
+        60,
+        "the promoted route",
+    )
+    answers = [stack.rank(client, testbed.BROWSER) for _ in range(30)]
+    assert {(a["variant"], a["model_version"]) for a in answers} == {("stable", canary)}
+    assert serve_commands.rollback(stack.cli_args()) == 0
+    # the previous stable version kept its process: the rollback only re-routes
+    wait_for(lambda: stack.routes()["stable"]["version"] == stable, 10, "the rolled-back route", interval_s=0.1)
+    answers = [stack.rank(client, testbed.BROWSER) for _ in range(30)]
+    assert {(a["variant"], a["model_version"]) for a in answers} == {("stable", stable)}
