@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+from urllib.parse import urlsplit
+
 import pytest
+import yaml
 
 from tests.manifests import CRD_DIR, REPO, render, validate
 
@@ -49,8 +55,6 @@ def test_collectors_write_and_followers_read_the_same_write_ahead_volume(rendere
 
 def test_configmaps_carry_configs_the_code_accepts(rendered):
     """The files mounted from ConfigMaps validate against the deployables' typed configs."""
-    import yaml
-
     from kfloop.features.config import FeaturesConfig
 
     (features,) = [d for d in rendered if d["kind"] == "ConfigMap" and "features-config" in d["metadata"]["name"]]
@@ -83,3 +87,160 @@ def test_a_bad_field_is_caught_by_the_validator(rendered):
     sts["spec"]["replicaz"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(sts)
+
+
+IMAGE = "ghcr.io/kfloop/kfloop-serving:0.1.0"
+
+
+def one(rendered: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [d for d in rendered if d["kind"] == kind and d["metadata"]["name"] == name]
+    return obj
+
+
+def pod_specs(rendered: list[dict]) -> dict[str, dict]:
+    """Every pod spec that will run: workloads' templates and the InferenceService's roles."""
+    specs = {}
+    for doc in rendered:
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            specs[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "InferenceService":
+            for role in ("predictor", "transformer", "explainer"):
+                specs[f"{doc['metadata']['name']}/{role}"] = doc["spec"][role]
+    return specs
+
+
+def test_the_inference_service_and_the_audit_sink_are_deployed(rendered):
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in rendered}
+    assert {
+        ("InferenceService", "kfloop-ranker"),
+        ("Deployment", "kfloop-audit-sink"),
+        ("Service", "kfloop-audit-sink"),
+        ("ServiceMonitor", "kfloop-audit-sink"),
+        ("PersistentVolumeClaim", "kfloop-audit-sqlite"),
+    } <= kinds
+
+
+def test_the_image_rewrite_reaches_every_kfloop_container(rendered):
+    """The top-level `images:` entry applies to the InferenceService's containers too, not only core kinds."""
+    specs = pod_specs(rendered)
+    assert {"kfloop-ranker/predictor", "kfloop-ranker/transformer", "kfloop-ranker/explainer"} <= specs.keys()
+    images = {name: [c["image"] for c in spec["containers"]] for name, spec in specs.items()}
+    for name, found in images.items():
+        if name != "kfloop-redis":
+            assert found == [IMAGE], name
+
+
+def test_every_configmap_reference_names_a_rendered_configmap(rendered):
+    """Generated ConfigMaps get a content hash in their name; every reference must follow it (volumes of the
+    InferenceService through manifests/serving/kustomizeconfig.yaml, env through kustomize's defaults)."""
+    config_maps = {d["metadata"]["name"] for d in rendered if d["kind"] == "ConfigMap"}
+    referenced = set()
+    for name, spec in pod_specs(rendered).items():
+        for volume in spec.get("volumes", []):
+            if "configMap" in volume:
+                referenced.add((name, volume["configMap"]["name"]))
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("configMapKeyRef")
+                if ref:
+                    referenced.add((name, ref["name"]))
+    assert referenced
+    for name, config_map in referenced:
+        assert config_map in config_maps, f"{name} refers to {config_map}, which is not rendered"
+
+
+def test_every_service_selects_pods_that_have_its_target_port(rendered):
+    workloads = [d for d in rendered if d["kind"] in ("Deployment", "StatefulSet")]
+    for service in [d for d in rendered if d["kind"] == "Service"]:
+        selector = service["spec"]["selector"]
+        selected = [w for w in workloads if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(selected) == 1, service["metadata"]["name"]
+        (workload,) = selected
+        assert workload["spec"]["selector"]["matchLabels"].items() <= selector.items()
+        ports = {
+            p["name"]: p["containerPort"]
+            for c in workload["spec"]["template"]["spec"]["containers"]
+            for p in c["ports"]
+        }
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in ports, (service["metadata"]["name"], port)
+
+
+def _audit_container(rendered: list[dict]) -> tuple[dict, dict, dict[str, dict]]:
+    deployment = one(rendered, "Deployment", "kfloop-audit-sink")
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    return deployment, container, {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+
+
+def _audit_config_file(rendered: list[dict], mounts: dict[str, dict]) -> dict:
+    config_map = one(rendered, "ConfigMap", mounts["/etc/kfloop"]["configMap"]["name"])
+    return yaml.safe_load(config_map["data"]["audit-sink.yaml"])
+
+
+def test_the_audit_sink_runs_one_writer_on_its_own_volume(rendered):
+    from serving.audit.config import AuditSinkConfig
+
+    deployment, container, mounts = _audit_container(rendered)
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # never two SQLite writers, RWO volume
+    config = AuditSinkConfig.model_validate(_audit_config_file(rendered, mounts))
+    assert (config.host, config.port) == ("0.0.0.0", 8095)
+    assert config.store.is_sqlite
+    store_dir = config.store.sqlite_path.parent.as_posix()
+    claim = mounts[store_dir]["persistentVolumeClaim"]["claimName"]
+    assert one(rendered, "PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": config.port}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and not security["allowPrivilegeEscalation"]
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"]
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys() and "memory" in container["resources"][
+        "limits"
+    ]
+    (env,) = container["env"]
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "kfloop-audit-store", "key": "url", "optional": True}
+
+
+def test_the_audit_sink_command_takes_the_store_url_only_from_the_secret(rendered, tmp_path):
+    """The container's shell line run with a stand-in `python` that prints its arguments: without the Secret,
+    the config file alone; with it, --store-url too, as one argument however odd the URL; both load."""
+    from serving.audit.app import load
+
+    _, container, mounts = _audit_container(rendered)
+    assert container["command"] == ["/bin/sh", "-c"]
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+
+    def argv(**env: str) -> list[str]:
+        environment = {"PATH": f"{tmp_path}:{os.environ['PATH']}", **env}
+        run = subprocess.run(["/bin/sh", "-c", *container["args"]], env=environment, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.splitlines()
+
+    config_path = tmp_path / "audit-sink.yaml"
+    config_path.write_text(yaml.safe_dump(_audit_config_file(rendered, mounts)))
+    assert argv() == ["-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml"]
+    assert "/etc/kfloop" in mounts and load(str(config_path)).store.is_sqlite
+    url = "postgresql://kfloop_audit:p%40ss word$x@db.example:5432/audit?sslmode=require&application=x"
+    args = argv(KFLOOP_AUDIT_STORE_URL=url)
+    assert args == ["-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml", f"--store-url={url}"]
+    assert load(str(config_path), **{"store.url": url}).store.url == url
+
+
+def test_decisions_and_kserve_payloads_ship_to_the_audit_service(rendered):
+    """The predictors' spool and the InferenceService's logger name the audit Service's DNS name and port."""
+    service = one(rendered, "Service", "kfloop-audit-sink")
+    (port,) = service["spec"]["ports"]
+    expected = (f"kfloop-audit-sink.{service['metadata']['namespace']}.svc.cluster.local", port["port"])
+    serving_config = next(d for d in rendered if d["metadata"]["name"].startswith("kfloop-serving-config-"))
+    spool_url = yaml.safe_load(serving_config["data"]["serving.yaml"])["predictor"]["audit"]["spool"]["sink_url"]
+    logger_url = one(rendered, "InferenceService", "kfloop-ranker")["spec"]["predictor"]["logger"]["url"]
+    for url in (spool_url, logger_url):
+        parts = urlsplit(url)
+        assert (parts.hostname, parts.port) == expected, url
+    assert urlsplit(logger_url).path == "/v1/cloudevents"
