@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 from kfloop.audit.config import SpoolConfig
@@ -58,20 +59,20 @@ class HttpSink:
         self.timeout_s = timeout_s
 
     def __call__(self, records: list[dict[str, Any]]) -> list[Receipt]:
-        body = json.dumps({"records": records}, separators=(",", ":")).encode()
+        body = _batch_body(records)
         request = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                payload = json.load(response)
+                payload = orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             payload = self._error_payload(exc)
             results = payload.get("details") if exc.code == 422 else None
             if not isinstance(results, list):
                 raise DeliveryFailed(f"sink answered {exc.code}: {payload.get('message', '')}") from None
             return _receipts(results, len(records))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise DeliveryFailed(f"sink {self.url} unreachable: {exc}") from None
         return _receipts(payload.get("results"), len(records))
 
@@ -84,6 +85,15 @@ class HttpSink:
         except ValueError:
             payload = {}
         return payload if isinstance(payload, dict) else {}
+
+
+def _batch_body(records: list[dict[str, Any]]) -> bytes:
+    """The POST body; orjson is ~10x faster than json here (records are JSON already, read from the spool),
+    json only for what orjson refuses (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps({"records": records})
+    except TypeError:
+        return json.dumps({"records": records}, separators=(",", ":")).encode()
 
 
 def _receipts(results: Any, expected: int) -> list[Receipt]:

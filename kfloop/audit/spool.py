@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from kfloop.audit.canonical import canonical_json
 from kfloop.audit.record import Decision, Explanation, KServeMessage, record_json
 from kfloop.errors import KfloopError
@@ -60,9 +62,12 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     if payload is None:
         return None
     try:
-        record = json.loads(payload)
-    except ValueError:
-        return None
+        record = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        try:  # orjson refuses integers beyond 64 bits, which Python's json (and the spool's writer) allow
+            record = json.loads(payload)
+        except ValueError:
+            return None
     return record if isinstance(record, dict) else None
 
 

@@ -22,8 +22,9 @@ class AuditClientConfig(StrictModel):
 
     store: AuditStoreConfig = Field(default_factory=AuditStoreConfig)
     """The audit store (same section as the sink's config)."""
-    explainer: str | None = None
-    """`module:factory` building the explainer for `kfloop audit explain` (called with no arguments)."""
+    explainer: str | None = "serving.explainer.audit:explainer"
+    """`module:factory` building the explainer for `kfloop audit explain` (called with no arguments); the default
+    is the serving stack's Alibi explainer, run in the serving environment."""
 
 
 def _config(args: argparse.Namespace) -> AuditClientConfig:

@@ -50,6 +50,19 @@ def test_invalid_decisions_name_the_field(change, field):
     assert field in [e["field"] for e in errors_of(data)]
 
 
+@pytest.mark.parametrize(
+    ("inputs", "path"),
+    [
+        ({"items": {"aff": [0.5, float("inf")]}}, "items.aff[1] is inf"),
+        ({"user": {"age": float("nan")}}, "user.age is nan"),
+        ({"items": [{"when": object()}]}, "items[0].when: object is not a JSON value"),
+    ],
+)
+def test_non_json_inputs_are_refused_naming_the_path(inputs, path):
+    (error,) = errors_of({**decision_json(1), "inputs": inputs})
+    assert error["field"] == "inputs" and path in error["reason"]
+
+
 def test_candidate_errors_name_the_candidate():
     data = decision_json(1)
     data["candidates"][1]["propensity"] = 0

@@ -113,6 +113,10 @@ def test_cli_explain_uses_the_configured_explainer(store, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["request_id"] == "req-000011" and printed["explainer"] == FeatureEchoExplainer.name
     assert printed["seq"] == 21
-    args.explainer = None
+    args.explainer = "no_such_module:factory"
     assert audit_cli.explain(args) == 2
-    assert "no explainer configured" in capsys.readouterr().err
+    assert "explainer 'no_such_module:factory' cannot be loaded" in capsys.readouterr().err
+
+
+def test_the_default_explainer_is_the_serving_stacks_alibi_explainer():
+    assert audit_cli.AuditClientConfig().explainer == "serving.explainer.audit:explainer"

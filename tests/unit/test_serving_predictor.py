@@ -65,6 +65,9 @@ def test_the_packed_call_gives_what_the_signature_gives_feature_by_feature(regis
         (lambda user, items: items.__setitem__(STRONG, [0.5] * 5), f"feature {STRONG} must be whole numbers"),
         (lambda user, items: items.__setitem__(STRONG, [1] * 4), f"feature {STRONG}: 4 values for 5 candidates"),
         (lambda user, items: items.__setitem__("ui_ctr_7d", [float("nan")] * 5), "ui_ctr_7d must be finite"),
+        (lambda user, items: items.__setitem__(STRONG, [[1]] * 5), f"feature {STRONG} must be numbers"),
+        (lambda user, items: items.__setitem__(STRONG, [1, 2, "3", 4, 5]), f"feature {STRONG} must be numbers"),
+        (lambda user, items: items.__setitem__(STRONG, "12345"), f"feature {STRONG}: not a list of values"),
         (lambda user, items: user.__setitem__("user_feature_0", 7), "user_feature_0 must be a string"),
         (lambda user, items: user.__setitem__("u_clicks_1h", True), "u_clicks_1h must be a finite number"),
     ],
@@ -75,6 +78,13 @@ def test_a_missing_or_mistyped_feature_is_a_400_that_names_it(ranker, change, re
     with pytest.raises(MalformedRequest) as caught:
         ranker.feed(candidates, user, items)
     assert reason in caught.value.message and caught.value.http_status == 400
+
+
+def test_whole_numbers_for_a_float_feature_are_taken_as_floats(ranker):
+    candidates, user, items = features(5)
+    items["ui_ctr_7d"] = [0, 1, 0, 0, 2]
+    column = ranker._groups["float"].index("ui_ctr_7d")
+    assert ranker.feed(candidates, user, items).tensors["float"][:, column].tolist() == [0.0, 1.0, 0.0, 0.0, 2.0]
 
 
 def test_recorded_inputs_are_exact_and_columns_of_mostly_one_value_are_recorded_once(ranker):
