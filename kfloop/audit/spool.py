@@ -52,8 +52,13 @@ class SpoolBatch:
 
 
 def encode(record: dict[str, Any]) -> bytes:
-    """One checksummed line, framed as the event log's write-ahead segments are."""
-    return frame(canonical_json(record))
+    """One checksummed line, framed as the event log's write-ahead segments are. The line needs no canonical
+    form (the sink hashes its own canonical bytes): orjson, ~10x faster than json with sorted keys; json (which
+    refuses NaN, as validation did before) for what orjson refuses, integers beyond 64 bits."""
+    try:
+        return frame(orjson.dumps(record))
+    except TypeError:
+        return frame(canonical_json(record))
 
 
 def decode_line(line: bytes) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ from serving.audit import cloudevents
 from serving.audit.config import AuditSinkConfig
 from serving.audit.metrics import AuditSinkMetrics
 from serving.common.body import parse_json, read_body
+from serving.common.heap import freeze_loaded_heap
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
@@ -267,7 +268,9 @@ def run(config: AuditSinkConfig) -> int:
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(config), host=config.host, port=config.port, access_log=False, timeout_graceful_shutdown=20)
+    app = create_app(config)
+    freeze_loaded_heap()
+    uvicorn.run(app, host=config.host, port=config.port, access_log=False, timeout_graceful_shutdown=20)
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from kfloop.errors import KfloopError
+from serving.common.heap import freeze_loaded_heap
 from serving.predictor.api import (
     VARIANT_HEADER,
     Ranking,
@@ -83,6 +84,8 @@ class RankerPredictor(kserve.Model):
         if self.decisions is not None:
             self.decisions.open()
         self.ranker = ranker
+        frozen = freeze_loaded_heap()  # TensorFlow's objects stay out of every later collection
+        log.debug("%d objects frozen after loading", frozen)
         self.ready = True
         log.info("model version %s ready (variant %s)", self.version, self.config.variant)
         return True

@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_config
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from serving.common.heap import freeze_loaded_heap
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
 from serving.predictor.api import VARIANT_HEADER
@@ -307,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     config = load_config(ServingConfig, args.config_file, overrides).router
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(config), host=config.host, port=config.port, access_log=False, loop="uvloop", http="httptools"
-    )
+    app = create_app(config)
+    freeze_loaded_heap()
+    uvicorn.run(app, host=config.host, port=config.port, access_log=False, loop="uvloop", http="httptools")
     return 0

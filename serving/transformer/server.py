@@ -19,6 +19,7 @@ import orjson
 from prometheus_client import Histogram
 
 from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from serving.common.heap import freeze_loaded_heap
 from serving.predictor.api import (
     Ranking,
     feature_json,
@@ -170,4 +171,5 @@ def serve(config: TransformerConfig, predictor_url: str) -> None:
     features.start_reloading(config.item_reload_interval_s)
     log.info("transformer: %d catalog items; predictor %s", len(features.catalog), predictor_url)
     model = RankerTransformer(config, features, predictor_url)
+    freeze_loaded_heap()
     quiet_model_server(config.http_port).start([model])
