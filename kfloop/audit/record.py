@@ -35,31 +35,20 @@ KSERVE_RESPONSE = "kserve_response"
 RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE})
 
 
-def _finite(value: Any, path: str = "") -> Any:
-    """JSON has no NaN or Infinity, and a hash over them would not be reproducible elsewhere."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path or 'value'} is {value}; only finite numbers can be recorded")
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _finite(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _finite(item, f"{path}[{i}]")
-    return value
-
-
 def _json_value(value: Any, path: str = "") -> Any:
-    """Only JSON: objects, arrays, strings, finite numbers, booleans, null; the error names the first
-    offending path."""
+    """Only JSON: objects, arrays, strings, finite numbers (JSON has no NaN or Infinity, and a hash over them would
+    not be reproducible elsewhere), booleans, null; the error names the first offending path."""
     if isinstance(value, Mapping):
         for key, item in value.items():
             _json_value(item, f"{path}.{key}" if path else str(key))
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _json_value(item, f"{path}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path or 'value'} is {value}; only finite numbers can be recorded")
     elif not (value is None or isinstance(value, str | bool | int | float)):
         raise ValueError(f"{path or 'value'}: {type(value).__name__} is not a JSON value")
-    return _finite(value, path) if isinstance(value, float) else value
+    return value
 
 
 def _json_object(value: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +191,7 @@ class KServeMessage(_AuditModel):
     def _one_body(self) -> Self:
         if self.body is not None and self.body_base64 is not None:
             raise ValueError("body and body_base64 are exclusive")
-        _finite(self.body, "body")
+        _json_value(self.body, "body")
         return self
 
 

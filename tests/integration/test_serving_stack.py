@@ -30,6 +30,7 @@ from kfloop.audit import is_sampled
 from kfloop.commands import audit as audit_commands
 from kfloop.commands import serve as serve_commands
 from serving.stack import testbed
+from tests.unit.test_deploy import deploy_command_args
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
@@ -66,20 +67,7 @@ class Stack:
         return response.json()["predictions"][0]
 
     def cli_args(self, **extra: Any) -> argparse.Namespace:
-        base = {
-            "config": str(self.config),
-            "state_dir": None,
-            "registry_uri": None,
-            "operator": "tester",
-            "cluster": False,
-            "kubeconfig": None,
-            "context": None,
-            "namespace": None,
-            "force": False,
-            "reason": None,
-            "canary": None,
-        }
-        return argparse.Namespace(**(base | extra))
+        return deploy_command_args(self.config, operator="tester", **extra)
 
 
 def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.5) -> Any:

@@ -7,6 +7,7 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -187,11 +188,16 @@ def cli_args(tmp_path: Path, manifest: Path, registry: ModelRegistry, **extra) -
             }
         )
     )
+    return deploy_command_args(config, operator="ana", **extra)
+
+
+def deploy_command_args(config: Path, *, operator: str, **extra: Any) -> argparse.Namespace:
+    """What `kfloop deploy | promote | rollback | serving status` parse to, locally, with `extra` on top."""
     base = {
         "config": str(config),
         "state_dir": None,
         "registry_uri": None,
-        "operator": "ana",
+        "operator": operator,
         "cluster": False,
         "kubeconfig": None,
         "context": None,
