@@ -13,7 +13,6 @@ import json
 import logging
 import time
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -30,10 +29,10 @@ from serving.audit import cloudevents
 from serving.audit.config import AuditSinkConfig
 from serving.audit.metrics import AuditSinkMetrics
 from serving.common.body import parse_json, read_body
-from serving.common.heap import freeze_loaded_heap
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
+from serving.common.service import serve_app, service_version
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +43,7 @@ def create_app(config: AuditSinkConfig) -> FastAPI:
     lifecycle = ResourceLifecycle(make_store(config.store), name="audit store")
     app = FastAPI(
         title="kfloop audit sink",
-        version=_version(),
+        version=service_version(),
         description="Append-only, hash-chained audit trail of ranking decisions and KServe payloads.",
         lifespan=lifecycle.lifespan,
     )
@@ -256,21 +255,9 @@ def _row_json(row: StoredRow) -> dict[str, Any]:
     return out
 
 
-def _version() -> str:
-    try:
-        return version("kfloop")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def run(config: AuditSinkConfig) -> int:
     """Serve under uvicorn until SIGTERM/SIGINT."""
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(config)
-    freeze_loaded_heap()
-    uvicorn.run(app, host=config.host, port=config.port, access_log=False, timeout_graceful_shutdown=20)
+    serve_app(create_app(config), config.host, config.port)
     return 0
 
 

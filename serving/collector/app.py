@@ -10,7 +10,6 @@ import argparse
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -32,6 +31,7 @@ from serving.common.body import parse_json, read_body
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
+from serving.common.service import serve_app, service_version
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def create_app(config: CollectorConfig) -> FastAPI:
     validator = EventValidator(config.max_future_skew_s)
     app = FastAPI(
         title="kfloop feedback collector",
-        version=_version(),
+        version=service_version(),
         description="Receives feedback events (native or via Segment's HTTP Tracking API) into the event log.",
         lifespan=lifecycle.lifespan,
     )
@@ -192,25 +192,9 @@ def _openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def _version() -> str:
-    try:
-        return version("kfloop")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def run(config: CollectorConfig) -> int:
     """Run the collector under uvicorn until SIGTERM/SIGINT (graceful: in-flight requests finish, log sealed)."""
-    import uvicorn
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(
-        create_app(config),
-        host=config.host,
-        port=config.port,
-        access_log=False,  # per-request lines cost throughput; /metrics has the request latency
-        timeout_graceful_shutdown=20,
-    )
+    serve_app(create_app(config), config.host, config.port)
     return 0
 
 

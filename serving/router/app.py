@@ -25,9 +25,9 @@ from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_config
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
-from serving.common.heap import freeze_loaded_heap
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
+from serving.common.service import serve_app
 from serving.predictor.api import VARIANT_HEADER
 from serving.router.config import RouterConfig
 from serving.router.http import Answer, HttpPool, UpstreamUnavailable
@@ -289,8 +289,6 @@ async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
-
     from serving.stack.config import ServingConfig
 
     parser = argparse.ArgumentParser(prog="python -m serving.router", description="Run the local canary router.")
@@ -307,8 +305,5 @@ def main(argv: list[str] | None = None) -> int:
         "router.port": args.port,
     }
     config = load_config(ServingConfig, args.config_file, overrides).router
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(config)
-    freeze_loaded_heap()
-    uvicorn.run(app, host=config.host, port=config.port, access_log=False, loop="uvloop", http="httptools")
+    serve_app(create_app(config), config.host, config.port)
     return 0
