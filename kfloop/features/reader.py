@@ -94,7 +94,47 @@ class _Decoder(dict):
         return value
 
 
-@dataclass
+@dataclass(frozen=True)
+class UserItemValues:
+    """The candidates' user x item aggregates: the cold-start default for almost every candidate (a user has
+    touched few of them), so kept as the defaults and the values the store had."""
+
+    names: tuple[str, ...]
+    defaults: np.ndarray
+    """Per feature, in `names` order (float64)."""
+    kinds: tuple[Any, ...]
+    """Per feature, the numpy dtype it is served as."""
+    n: int
+    """Number of candidates."""
+    hits: tuple[list[int], list[int], list[Any]]
+    """(candidate index, feature column, value) of every value read."""
+
+    def dense(self) -> dict[str, np.ndarray]:
+        """{feature: one value per candidate}."""
+        matrix = np.tile(self.defaults, (self.n, 1))
+        found = [(r, c, v) for r, c, v in zip(*self.hits, strict=True) if v is not None]
+        if found:
+            rows, columns, values = zip(*found, strict=True)
+            matrix[list(rows), list(columns)] = values
+        return {name: matrix[:, j].astype(self.kinds[j]) for j, name in enumerate(self.names)}
+
+    def mostly(self) -> dict[str, dict[str, Any]]:
+        """{feature: {"value": default, "except": [[candidate index, value], ...]}}: the predictor's compact
+        form (serving.predictor.api), a few values instead of one per candidate."""
+        exceptions: list[list[list[Any]]] = [[] for _ in self.names]
+        for row, column, value in zip(*self.hits, strict=True):
+            if value is not None:
+                exceptions[column].append([row, self._plain(column, value)])
+        return {
+            name: {"value": self._plain(j, self.defaults[j]), "except": exceptions[j]}
+            for j, name in enumerate(self.names)
+        }
+
+    def _plain(self, column: int, value: Any) -> Any:
+        return int(value) if self.kinds[column] is np.int64 else float(value)
+
+
+@dataclass(frozen=True)
 class OnlineFeatures:
     """Features of one ranking request, ready for the transformer."""
 
@@ -102,12 +142,19 @@ class OnlineFeatures:
     item_ids: list[str]
     user: dict[str, Any]
     """Every user feature (context and aggregates) -> one value."""
-    items: dict[str, np.ndarray]
-    """Every item feature (item context, user x item aggregates) -> one value per candidate, in order."""
+    item_context: dict[str, np.ndarray]
+    """Every item context feature -> one value per candidate, in order."""
+    user_items: UserItemValues
+    """The user x item aggregates of the candidates."""
     user_known: bool
     """False: the store had no row of this user (all user features are cold-start defaults)."""
     items_known: np.ndarray
     """Per candidate: whether the store had its item context."""
+
+    @property
+    def items(self) -> dict[str, np.ndarray]:
+        """Every item feature (item context, user x item aggregates) -> one value per candidate, in order."""
+        return {**self.item_context, **self.user_items.dense()}
 
 
 class FeatureReader:
@@ -131,6 +178,7 @@ class FeatureReader:
         self._user_defaults = {n: self.defaults[n] for n in self.features.user_features}
         self._item_defaults = tuple(self.defaults[n] for n in names.ITEM_CONTEXT_FEATURES)
         self._kinds = {n: _DTYPES[self.features.kind(n)] for n in self.features.all_features}
+        self._pair_kinds = tuple(self._kinds[n] for n in self._user_item_names)
         self._items: dict[str, tuple[Any, ...]] = {}
         self._items_end_time: Any = None
         self.reload_items()
@@ -187,25 +235,21 @@ class FeatureReader:
             user_id=user_id,
             item_ids=list(item_ids),
             user=user,
-            items=self._item_arrays(item_ids, hits),
+            item_context=self._item_context(item_ids),
+            user_items=UserItemValues(
+                self._user_item_names, self._pair_defaults, self._pair_kinds, len(item_ids), hits
+            ),
             user_known=bool(user_values),
             items_known=np.array([i in self._items for i in item_ids], dtype=bool),
         )
 
-    def _item_arrays(self, item_ids: list[str], hits: tuple[list[int], list[int], list[Any]]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+    def _item_context(self, item_ids: list[str]) -> dict[str, np.ndarray]:
         default_context = self._item_defaults
         contexts = [self._items.get(i, default_context) for i in item_ids]
-        for index, name in enumerate(names.ITEM_CONTEXT_FEATURES):
-            out[name] = np.array([c[index] for c in contexts], dtype=self._kinds[name])
-        # User x item aggregates are all numeric: one matrix, defaults first, then every value read.
-        matrix = np.tile(self._pair_defaults, (len(item_ids), 1))
-        rows, columns, values = hits
-        if rows:
-            matrix[rows, columns] = values
-        for column, name in enumerate(self._user_item_names):
-            out[name] = matrix[:, column].astype(self._kinds[name])
-        return out
+        return {
+            name: np.array([c[index] for c in contexts], dtype=self._kinds[name])
+            for index, name in enumerate(names.ITEM_CONTEXT_FEATURES)
+        }
 
     def close(self) -> None:
         self._backend.close()

@@ -114,11 +114,12 @@ class Ingest:
 
 
 def _validate(item: Any) -> Any:
-    """The parsed record, or the list of [{field, reason}] that is wrong with it."""
+    """The parsed record, or the list of [{field, reason}] that is wrong with it. Items come from
+    `parse_json` (which refuses NaN and Infinity): their values are JSON already."""
     if not isinstance(item, dict):
         return [{"field": "(record)", "reason": "must be a JSON object"}]
     try:
-        return parse_record(item)
+        return parse_record(item, parsed_json=True)
     except ValidationError as exc:
         return field_errors(exc, union_tags=RECORD_TAGS)
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
@@ -18,6 +19,36 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Background:
+    """A lower CPU priority for a process whose work is off the request path (explanations, the audit sink)."""
+
+    nice: int = 10
+    """Nice value (used when `idle` is off or unavailable)."""
+    idle: bool = True
+    """Linux SCHED_IDLE: the process runs only on CPU time no normal process wants, so a burst of its work
+    (an explanation is ~1-2 s of CPU) cannot take a core from rankings on a 2-core machine."""
+
+    def apply(self, pid: int) -> None:
+        """To every thread of `pid`: on Linux a thread's priority is its own, and new threads take their
+        creator's, so applying it while the process starts (one thread) covers every later thread."""
+        for tid in _threads(pid):
+            try:
+                if self.idle and hasattr(os, "SCHED_IDLE"):
+                    os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+                else:
+                    os.setpriority(os.PRIO_PROCESS, tid, self.nice)
+            except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
+                continue
+
+
+def _threads(pid: int) -> list[int]:
+    try:
+        return [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except FileNotFoundError:  # no /proc (not Linux): the process's main thread only
+        return [pid]
 
 
 class ServiceProcess:
@@ -40,9 +71,13 @@ class ServiceProcess:
         assert self._process is not None, "not started"
         return self._process.pid
 
-    def start(self, *, ready_path: str = "/readyz", timeout_s: float = 60.0) -> Self:
+    def start(
+        self, *, ready_path: str = "/readyz", timeout_s: float = 60.0, background: Background | None = None
+    ) -> Self:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        if background is not None:
+            background.apply(self._process.pid)  # the interpreter is just starting: one thread
         deadline = time.monotonic() + timeout_s
         while not self._answers(ready_path):
             if self._process.poll() is not None:
@@ -51,6 +86,8 @@ class ServiceProcess:
                 self.kill()
                 raise TimeoutError(f"{self.url}{ready_path} not ready after {timeout_s}s:\n{self.output()}")
             time.sleep(0.05)
+        if background is not None:
+            background.apply(self._process.pid)  # and any thread started before the first call reached it
         return self
 
     def _answers(self, path: str) -> bool:

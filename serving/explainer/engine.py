@@ -28,7 +28,7 @@ import numpy as np
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
 from serving.explainer.config import EXPLAINER_NAME, ExplainerConfig
-from serving.predictor.model_io import expand_mostly
+from serving.predictor.api import expand_mostly
 from serving.predictor.versions import resolve
 
 # -- one version's models ---------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def unpack_inputs(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any], di
         user = dict(inputs.get("user") or {})
         items = dict(inputs.get("items") or {})
         for name, mostly in (inputs.get("items_mostly") or {}).items():
-            items[name] = expand_mostly(mostly, len(candidates))
+            items[name] = expand_mostly(name, mostly, len(candidates))
     except (KeyError, TypeError, ValueError):
         raise MalformedRequest("inputs must hold candidates, user and items (as the predictor records them)") from None
     if not candidates:

@@ -3,9 +3,10 @@
 Each instance is either a recorded decision's form (what the predictor records and the audit keeps):
     {"model_version": "v...", "inputs": {"candidates": [...], "k": 3, "user": {...}, "items": {...}},
      "slate": ["17", "3", "52"]}
-or the transformer's featured request ({"user_id", "candidates", "k", "features": {"user", "items"}}), which
-explains the top k by score with the default version. The answer is {"explanations": [one per instance]}.
-Explanations run one at a time on a worker thread, so health checks stay answered meanwhile.
+or the transformer's featured request ({"user_id", "candidates", "k", "features": {"user", "items",
+"items_mostly"}}), which explains the top k by score with the default version. The answer is
+{"explanations": [one per instance]}. Explanations run one at a time on a worker thread, so health checks
+stay answered meanwhile.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[
         "k": instance.get("k"),
         "user": features.get("user") or {},
         "items": features.get("items") or {},
+        "items_mostly": features.get("items_mostly") or {},
     }
     return instance.get("model_version"), inputs, None
 

@@ -5,7 +5,11 @@ No TensorFlow here: the transformer and the router use it too.
 V1, client -> transformer:  {"instances": [{"user_id": "u-1", "candidates": ["3", "17"], "k": 3,
                                             "request_id": "r-1"}]}       (candidates, k, request_id optional)
 V1, transformer -> predictor: the same instance plus "features": {"user": {name: value},
-                                                                   "items": {name: [value per candidate]}}
+                                                                   "items": {name: [value per candidate]},
+                                                                   "items_mostly": {name: {"value": v,
+                                                                     "except": [[candidate index, value]]}}}
+                            (items_mostly, optional: a per-candidate feature that is v for every candidate but
+                            the listed ones; the transformer sends the user x item aggregates so)
 V1 response, per instance:  {"request_id", "model_version", "variant",
                              "slate": [{"item_id", "position", "score", "propensity"}], "scores": {item_id: score}}
 
@@ -72,10 +76,12 @@ class Ranking:
     k: int | None
     user_features: dict[str, Any] = field(default_factory=dict)
     item_features: dict[str, Any] = field(default_factory=dict)
+    item_features_mostly: dict[str, Any] = field(default_factory=dict)
+    """Per-candidate features in the compact form: {name: {"value": v, "except": [[index, value], ...]}}."""
 
     @property
     def featured(self) -> bool:
-        return bool(self.user_features or self.item_features)
+        return bool(self.user_features or self.item_features or self.item_features_mostly)
 
 
 def new_request_id() -> str:
@@ -123,7 +129,8 @@ def parse_v1(payload: Any, *, max_instances: int, with_features: bool) -> list[R
         instance = _instance(raw, where)
         ranking = _ranking(instance)
         if with_features:
-            ranking.user_features, ranking.item_features = _feature_block(features, f"{where}.features")
+            block = _feature_block(features, f"{where}.features")
+            ranking.user_features, ranking.item_features, ranking.item_features_mostly = block
             if ranking.candidates is None:
                 raise MalformedRequest(f"{where}.candidates: required when features are given")
         rankings.append(ranking)
@@ -139,16 +146,20 @@ def _ranking(instance: RankInstance) -> Ranking:
     )
 
 
-def _feature_block(block: Any, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not isinstance(block, Mapping) or set(block) - {"user", "items"}:
-        raise MalformedRequest(f"{where} must be an object with `user` and `items`")
+def _feature_block(block: Any, where: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    if not isinstance(block, Mapping) or set(block) - {"user", "items", "items_mostly"}:
+        raise MalformedRequest(f"{where} must be an object with `user`, `items` and optionally `items_mostly`")
     user, items = block.get("user") or {}, block.get("items") or {}
-    if not isinstance(user, Mapping) or not isinstance(items, Mapping):
-        raise MalformedRequest(f"{where}.user and {where}.items must be objects")
+    mostly = block.get("items_mostly") or {}
+    if not all(isinstance(part, Mapping) for part in (user, items, mostly)):
+        raise MalformedRequest(f"{where}.user, {where}.items and {where}.items_mostly must be objects")
     for name, column in items.items():
         if not isinstance(column, list):
             raise MalformedRequest(f"{where}.items.{name} must be a list (one value per candidate)")
-    return dict(user), dict(items)
+    twice = sorted(set(items) & set(mostly))
+    if twice:
+        raise MalformedRequest(f"{where}: feature(s) {', '.join(twice)} in both items and items_mostly")
+    return dict(user), dict(items), dict(mostly)
 
 
 # -- V2 ----------------------------------------------------------------------------------------------
@@ -218,10 +229,33 @@ def v2_feature_inputs(ranking: Ranking) -> list[dict[str, Any]]:
     out = []
     for name, value in ranking.user_features.items():
         out.append({"name": name, "shape": [1], "datatype": _datatype([value]), "data": [value]})
-    for name, column in ranking.item_features.items():
+    columns = dict(ranking.item_features)
+    n = len(ranking.candidates or ())
+    columns.update({name: expand_mostly(name, m, n) for name, m in ranking.item_features_mostly.items()})
+    for name, column in columns.items():
         column = list(column)
         out.append({"name": name, "shape": [len(column)], "datatype": _datatype(column), "data": column})
     return out
+
+
+def expand_mostly(name: str, mostly: Any, n: int) -> list[Any]:
+    """The per-candidate column of an `items_mostly` entry (values unchecked: the model's feed checks them)."""
+    value, exceptions = mostly_parts(name, mostly, n)
+    column = [value] * n
+    for index, item_value in exceptions:
+        column[index] = item_value
+    return column
+
+
+def mostly_parts(name: str, mostly: Any, n: int) -> tuple[Any, list[list[Any]]]:
+    """(value, [[index, value], ...]) of an `items_mostly` entry; a 400 naming the feature if it is not
+    {"value": v, "except": [[candidate index below n, value], ...]}."""
+    if not isinstance(mostly, Mapping) or set(mostly) != {"value", "except"} or not isinstance(mostly["except"], list):
+        raise MalformedRequest(f'feature {name}: items_mostly entries are {{"value": v, "except": [[index, value]]}}')
+    for pair in mostly["except"]:
+        if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int and 0 <= pair[0] < n):
+            raise MalformedRequest(f"feature {name}: {pair!r} is not [candidate index below {n}, value]")
+    return mostly["value"], mostly["except"]
 
 
 def _datatype(values: list[Any]) -> str:
@@ -257,6 +291,8 @@ def feature_json(ranking: Ranking) -> dict[str, Any]:
         "candidates": ranking.candidates,
         "features": {"user": ranking.user_features, "items": ranking.item_features},
     }
+    if ranking.item_features_mostly:
+        body["features"]["items_mostly"] = ranking.item_features_mostly
     if ranking.k is not None:
         body["k"] = ranking.k
     return body

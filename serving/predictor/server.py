@@ -144,7 +144,7 @@ class RankerPredictor(kserve.Model):
         candidates = ranking.candidates or []
         if len(candidates) > self.config.max_candidates:
             raise MalformedRequest(f"at most {self.config.max_candidates} candidates, got {len(candidates)}")
-        feed = self.ranker.feed(candidates, ranking.user_features, ranking.item_features)
+        feed = self.ranker.feed(candidates, ranking.user_features, ranking.item_features, ranking.item_features_mostly)
         scores, logits = self.ranker.score(feed)
         k = ranking.k or self.config.policy.slate_size
         choice = choose_slate(self.policy, logits.astype(np.float64), k, self.rng)

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from kfloop.config import StrictModel
+from serving.common.process import Background
 from serving.explainer.config import ExplainerConfig
 from serving.predictor.config import PredictorConfig
 from serving.router.config import RouterConfig
@@ -39,15 +40,22 @@ class StackConfig(StrictModel):
     """The sink's store (same as `kfloop audit` reads)."""
     run_explainer: bool = True
     """Start the explainer service (:explain and background explanations)."""
+    background_idle: bool = True
+    """Run the explainer and the audit sink under Linux SCHED_IDLE: their work is off the ranking path (the
+    decision is durable in the predictor's spool), so they take only CPU time rankings leave. Under a load
+    that leaves none, explanations and shipping wait (nothing is lost); off: `background_nice` instead."""
     background_nice: int = Field(default=10, ge=0, le=19)
-    """CPU priority increment of the explainer and the audit sink: their work is off the ranking path (the
-    decision is durable in the predictor's spool), so on a small machine they yield the CPU to rankings."""
+    """CPU priority increment of the explainer and the audit sink when `background_idle` is off."""
     start_timeout_s: float = Field(default=180.0, gt=0)
     """How long a process may take to become ready (a predictor imports TensorFlow: 20-30 s)."""
     poll_interval_s: float = Field(default=0.5, gt=0)
     """How often the state file and the processes are checked."""
     restart_backoff_s: float = Field(default=2.0, ge=0)
     """Wait before restarting a process that died (doubling per consecutive failure, up to a minute)."""
+
+    def background(self) -> Background:
+        """The priority of the explainer and the audit sink."""
+        return Background(nice=self.background_nice, idle=self.background_idle)
 
 
 class ServingConfig(StrictModel):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import yaml
 from kfloop.deploy import load_or_seed, read_state
 from kfloop.errors import NotFound
 from kfloop.registry import ModelRegistry
-from serving.common.process import ServiceProcess, free_port
+from serving.common.process import Background, ServiceProcess, free_port
 from serving.router.routes import CanaryRoute, Route, Routes, write_routes
 from serving.stack.config import ServingConfig
 
@@ -50,8 +49,8 @@ class Managed:
     process: ServiceProcess
     ready_path: str
     timeout_s: float
-    nice: int = 0
-    """CPU priority increment once it runs (background work must not slow rankings on a small machine)."""
+    background: Background | None = None
+    """A lower CPU priority (background work must not slow rankings on a small machine)."""
     ready: bool = False
     failed: str | None = None
     failures: int = 0
@@ -63,9 +62,7 @@ class Managed:
 
         def run() -> None:
             try:
-                self.process.start(ready_path=self.ready_path, timeout_s=self.timeout_s)
-                if self.nice:
-                    os.setpriority(os.PRIO_PROCESS, self.process.pid, self.nice)
+                self.process.start(ready_path=self.ready_path, timeout_s=self.timeout_s, background=self.background)
                 self.ready = True
                 self.failures = 0
             except Exception as exc:
@@ -181,12 +178,12 @@ class Stack:
             self.services["audit_sink"] = self._managed(
                 "audit-sink", "serving.audit", sink_args, self.ports["audit_sink"], "/readyz"
             )
-            self.services["audit_sink"].nice = self.stack.background_nice
+            self.services["audit_sink"].background = self.stack.background()
         if self.stack.run_explainer:
             self.services["explainer"] = self._managed(
                 "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
             )
-            self.services["explainer"].nice = self.stack.background_nice
+            self.services["explainer"].background = self.stack.background()
         self.services["router"] = self._managed("router", "serving.router", cfg, self.ports["router"], "/readyz")
         self.services["transformer"] = self._managed(
             "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()

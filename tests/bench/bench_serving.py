@@ -132,7 +132,9 @@ def in_process_p50(root: Path, version: str, registry_uri: str, items: list[str]
     times = []
     for _ in range(500):
         started = time.perf_counter()
-        ranker.score(ranker.feed(ranking.candidates, ranking.user_features, ranking.item_features))
+        ranker.score(
+            ranker.feed(ranking.candidates, ranking.user_features, ranking.item_features, ranking.item_features_mostly)
+        )
         times.append((time.perf_counter() - started) * 1000)
     return statistics.median(times[50:])
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kfloop.audit import GENESIS, RECORD_TAGS, Explanation, canonical_json, parse_record, record_id_of
-from kfloop.audit.chain import entry_bytes, link_hash
+from kfloop.audit.chain import entry_bytes, entry_bytes_of_text, link_hash
 from kfloop.audit.record import KServeMessage, index_of, record_json
 from kfloop.errors import field_errors
 from tests.unit.test_audit_support import decision, decision_json
@@ -110,6 +110,14 @@ def test_hash_is_sha256_of_previous_hash_and_canonical_entry():
     entry = entry_bytes(1, "2026-11-23T10:00:00.000000Z", record)
     assert json.loads(entry) == {"seq": 1, "received_at": "2026-11-23T10:00:00.000000Z", "record": record}
     assert link_hash(GENESIS, entry) == hashlib.sha256(bytes(32) + entry).hexdigest()
+
+
+@pytest.mark.parametrize("seq", [1, 10**6, 2**70])
+def test_entry_of_a_records_canonical_text_is_byte_for_byte_the_entry_of_the_record(seq):
+    record = {**record_json(decision(1)), "inputs": {"é": [1.5, -0.0, 2**70, None, True, "\ud800"], "a": {}}}
+    text = canonical_json(record).decode()
+    received = "2026-11-23T10:00:00.000000Z"
+    assert entry_bytes_of_text(seq, received, text) == entry_bytes(seq, received, record)
 
 
 def test_every_part_of_an_entry_changes_the_hash():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -109,3 +110,22 @@ def test_cached_pair_keys_equal_the_plain_serialization() -> None:
     for user in ("u-1", "obd-u-ffff", "ü"):
         expected = [entity_key_bytes({names.USER_ID: user, names.ITEM_ID: i}) for i in ("1", "79", "x")]
         assert pair_keys(user, ["1", "79", "x"]) == expected
+
+
+def test_user_item_values_compact_and_dense_forms_agree():
+    from kfloop.features.reader import UserItemValues
+
+    values = UserItemValues(
+        names=("ui_clicks_7d", "ui_ctr_7d"),
+        defaults=np.array([0.0, 0.02]),
+        kinds=(np.int64, np.float64),
+        n=4,
+        hits=([2, 0, 2], [0, 1, 1], [3, 0.5, None]),  # a value the store could not decode counts as missing
+    )
+    assert values.mostly() == {
+        "ui_clicks_7d": {"value": 0, "except": [[2, 3]]},
+        "ui_ctr_7d": {"value": 0.02, "except": [[0, 0.5]]},
+    }
+    dense = values.dense()
+    assert dense["ui_clicks_7d"].tolist() == [0, 0, 3, 0] and dense["ui_clicks_7d"].dtype == np.int64
+    assert dense["ui_ctr_7d"].tolist() == [0.5, 0.02, 0.02, 0.02]

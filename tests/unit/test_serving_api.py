@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,15 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 from kserve import InferInput, InferRequest
 
 from kfloop.errors import MalformedRequest
-from serving.predictor.api import OUTPUT_TENSORS, RankResult, feature_json, parse_v1, parse_v2, v2_request_json
+from serving.predictor.api import (
+    OUTPUT_TENSORS,
+    RankResult,
+    expand_mostly,
+    feature_json,
+    parse_v1,
+    parse_v2,
+    v2_request_json,
+)
 
 pytestmark = pytest.mark.serving
 
@@ -69,6 +79,43 @@ def test_the_transformers_form_carries_features_and_needs_candidates():
         parse_v1(
             {"instances": [{"user_id": "u", "candidates": ["1"], "features": {"user": {}, "items": {"a": 1}}}]},
             max_instances=4,
+            with_features=True,
+        )
+
+
+def test_per_candidate_features_can_come_as_one_value_and_the_exceptions():
+    mostly = {"ui_clicks_7d": {"value": 0, "except": [[1, 3]]}}
+    instance = {"user_id": "u", "candidates": ["1", "2", "3"], "features": {"user": {}, "items": {}}}
+    instance["features"]["items_mostly"] = mostly
+    (ranking,) = parse_v1({"instances": [instance]}, max_instances=1, with_features=True)
+    assert ranking.item_features_mostly == mostly and feature_json(ranking)["features"]["items_mostly"] == mostly
+    assert expand_mostly("ui_clicks_7d", mostly["ui_clicks_7d"], 3) == [0, 3, 0]
+    tensors = {i["name"]: i["data"] for i in v2_request_json(ranking, include_features=True)["inputs"]}
+    assert tensors["ui_clicks_7d"] == [0, 3, 0]  # V2 carries tensors: expanded
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ([0, 0, 0], "items_mostly entries are"),
+        ({"value": 0}, "items_mostly entries are"),
+        ({"value": 0, "except": [[3, 1]]}, "not [candidate index below 3, value]"),
+        ({"value": 0, "except": [[-1, 1]]}, "not [candidate index below 3, value]"),
+        ({"value": 0, "except": [[True, 1]]}, "not [candidate index below 3, value]"),
+        ({"value": 0, "except": [[0, 1, 2]]}, "not [candidate index below 3, value]"),
+    ],
+)
+def test_a_bad_compact_feature_is_a_400_naming_it(entry, reason):
+    with pytest.raises(MalformedRequest, match=r"feature ui_clicks_7d: .*" + re.escape(reason)):
+        expand_mostly("ui_clicks_7d", entry, 3)
+
+
+def test_a_feature_in_both_forms_is_refused():
+    features = {"user": {}, "items": {"a": [1]}, "items_mostly": {"a": {"value": 0, "except": []}}}
+    with pytest.raises(MalformedRequest, match="a in both items and items_mostly"):
+        parse_v1(
+            {"instances": [{"user_id": "u", "candidates": ["1"], "features": features}]},
+            max_instances=1,
             with_features=True,
         )
 

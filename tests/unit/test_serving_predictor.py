@@ -19,10 +19,10 @@ from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import MalformedRequest, NotFound
 from serving.common.process import free_port
 from serving.predictor import main as predictor_main
-from serving.predictor.api import v2_request_json
+from serving.predictor.api import expand_mostly, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.decisions import decision_inputs
-from serving.predictor.model_io import SavedRanker, expand_mostly, import_tensorflow
+from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
 from serving.predictor.versions import resolve
 from tests.unit.test_serving_support import STRONG, contract_registry, features
@@ -94,10 +94,39 @@ def test_recorded_inputs_are_exact_and_columns_of_mostly_one_value_are_recorded_
     assert recorded["items_mostly"][STRONG] == {"value": 0, "except": [[7, 6]]}
     assert "item_feature_0" in recorded["items"]  # varies: recorded per candidate
     rebuilt = dict(recorded["items"])
-    rebuilt.update({n: expand_mostly(m, 40) for n, m in recorded["items_mostly"].items()})
+    rebuilt.update({n: expand_mostly(n, m, 40) for n, m in recorded["items_mostly"].items()})
     for name in rebuilt:
         assert rebuilt[name] == items[name], name
     assert {n: recorded["user"][n] for n in user} == user
+
+
+def test_the_compact_form_feeds_the_model_as_the_columns_do_and_is_recorded_as_sent(ranker):
+    candidates, user, items = features(40, strong_item=7)
+    dense = ranker.feed(candidates, user, items)
+    compact_items = {n: v for n, v in items.items() if n != STRONG}
+    mostly = {STRONG: {"value": 0, "except": [[7, 6.0]]}}
+    compact = ranker.feed(candidates, user, compact_items, mostly)
+    for kind in dense.tensors:
+        np.testing.assert_array_equal(compact.tensors[kind], dense.tensors[kind])
+    assert compact.recorded_mostly[STRONG] == {"value": 0, "except": [[7, 6]]}  # typed as the model takes it
+    np.testing.assert_array_equal(ranker.score(compact)[0], ranker.score(dense)[0])
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        ({"value": "zero", "except": []}, f"feature {STRONG} must be a finite number"),
+        ({"value": 0, "except": [[1, 0.5]]}, f"feature {STRONG} must be a whole number"),
+        ({"value": 0, "except": [[9, 1]]}, "not [candidate index below 5, value]"),
+        ({"value": 2**64, "except": []}, f"feature {STRONG} is beyond the 64-bit integer range"),
+    ],
+)
+def test_a_bad_compact_feature_is_a_400_that_names_it(ranker, entry, reason):
+    candidates, user, items = features(5)
+    del items[STRONG]
+    with pytest.raises(MalformedRequest) as caught:
+        ranker.feed(candidates, user, items, {STRONG: entry})
+    assert reason in caught.value.message and caught.value.http_status == 400
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
-from serving.predictor.api import Ranking
+from serving.predictor.api import Ranking, expand_mostly
 from serving.stack import testbed
 from serving.transformer.config import TransformerConfig
 from serving.transformer.features import OnlineFeatures
@@ -33,8 +33,11 @@ def test_a_known_user_gets_their_aggregates_and_every_catalog_item_its_context(s
     assert features.catalog == items == [str(i) for i in range(12)]
     ranking = features.featurize(Ranking(testbed.CLICKER, "r", None, None))
     assert ranking.candidates == items
-    clicks = dict(zip(ranking.candidates, ranking.item_features["ui_clicks_7d"], strict=True))
+    sent = ranking.item_features_mostly["ui_clicks_7d"]
+    assert sent == {"value": 0, "except": [[items.index(testbed.CLICKED_ITEM), 4]]}  # the default and what was read
+    clicks = dict(zip(ranking.candidates, expand_mostly("ui_clicks_7d", sent, len(items)), strict=True))
     assert clicks[testbed.CLICKED_ITEM] == 4 and sum(clicks.values()) == 4
+    assert "ui_clicks_7d" not in ranking.item_features
     assert ranking.user_features["u_clicks_7d"] == 4
     assert ranking.item_features["item_feature_1"][:3] == ["h0", "h1", "h2"]
 
@@ -53,7 +56,9 @@ def test_preprocess_adds_features_in_the_protocol_the_client_used(store):
     forward = asyncio.run(model.preprocess({"instances": [{"user_id": testbed.BROWSER, "k": 2}]}, {}))
     (instance,) = forward.body["instances"]
     assert not forward.v2 and instance["candidates"] == items and instance["k"] == 2
-    assert set(instance["features"]) == {"user", "items"} and len(instance["features"]["items"]["ui_clicks_7d"]) == 12
+    assert set(instance["features"]) == {"user", "items", "items_mostly"}
+    assert len(instance["features"]["items"]["item_feature_1"]) == 12
+    assert instance["features"]["items_mostly"]["ui_clicks_7d"]["value"] == 0
     request = InferRequest("kfloop-ranker", [InferInput("user_id", [1], "BYTES", ["u-x"])], request_id="r-1")
     forward = asyncio.run(model.preprocess(request, {}))
     assert forward.v2 and forward.body["id"] == "r-1"

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from kfloop.audit.canonical import canonical_json, rfc3339
-from kfloop.audit.chain import COLUMNS, ChainHead, StoredRow, entry_bytes, link_hash
+from kfloop.audit.chain import COLUMNS, ChainHead, StoredRow, entry_bytes_of_text, link_hash
 from kfloop.audit.record import Decision, Explanation, KServeMessage, index_of, record_json, utc_now
 from kfloop.errors import DataIntegrityError, NotReady
 
@@ -166,19 +166,19 @@ class SqlStore(ABC):
         return results
 
     def _link(
-        self, prepared: list[tuple[dict[str, Any], str, dict[str, Any]]], head: ChainHead, received_at: str
+        self, prepared: list[tuple[dict[str, Any], str]], head: ChainHead, received_at: str
     ) -> tuple[list[Appended], list[StoredRow]]:
-        stored = self._existing([index["record_id"] for index, _, _ in prepared])
+        stored = self._existing([index["record_id"] for index, _ in prepared])
         results, rows = [], []
         seq, prev = head.seq, head.hash
-        for index, text, data in prepared:
+        for index, text in prepared:
             rid = index["record_id"]
             if rid in stored:
                 known_seq, known_text = stored[rid]
                 results.append(Appended(rid, DUPLICATE if known_text == text else CONFLICT, known_seq))
                 continue
             seq += 1
-            digest = link_hash(prev, entry_bytes(seq, received_at, data))
+            digest = link_hash(prev, entry_bytes_of_text(seq, received_at, text))
             rows.append(StoredRow(seq=seq, received_at=received_at, record=text, prev_hash=prev, hash=digest, **index))
             stored[rid] = (seq, text)
             results.append(Appended(rid, ACCEPTED, seq))
@@ -234,6 +234,7 @@ def head_from_rows(rows: Sequence[Sequence[Any]]) -> ChainHead:
     return ChainHead(int(rows[0][0]), rows[0][1])
 
 
-def _prepare(record: AnyRecord) -> tuple[dict[str, Any], str, dict[str, Any]]:
+def _prepare(record: AnyRecord) -> tuple[dict[str, Any], str]:
+    """The index columns and the canonical text (encoded once: the chain hash is computed from it)."""
     data = record_json(record)
-    return index_of(data), canonical_json(data).decode(), data
+    return index_of(data), canonical_json(data).decode()

@@ -1,0 +1,50 @@
+"""Background priority of the stack's off-path processes (explainer, audit sink): every thread, including the
+ones started after it was applied, runs under SCHED_IDLE."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from serving.common.process import Background
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+
+_CHILD = """
+import threading, time
+time.sleep(0.5)  # threads start after the parent applied the priority, as a service's do
+for _ in range(3):
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+print("started", flush=True)
+time.sleep(30)
+"""
+
+
+def test_every_thread_of_a_background_process_runs_idle_and_rankings_keep_their_priority():
+    child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE)
+    try:
+        Background().apply(child.pid)
+        assert child.stdout is not None and child.stdout.readline() == b"started\n"
+        threads = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+        assert len(threads) == 4
+        assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller is untouched
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_without_idle_the_threads_are_niced():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.1)
+        Background(nice=7, idle=False).apply(child.pid)
+        threads = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
+        assert {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {7}
+    finally:
+        child.kill()
+        child.wait()
