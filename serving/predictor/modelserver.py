@@ -1,9 +1,11 @@
-"""kserve.ModelServer as every role here runs it: REST only, quiet, on uvloop."""
+"""kserve.ModelServer as every role here runs it: REST only, quiet, on uvloop, V1 predict on a short path."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 
@@ -21,6 +23,73 @@ class JsonByDefault:
         await self.app(scope, receive, send)
 
 
+class V1PredictFastPath:
+    """`POST /v1/models/{name}:predict` run by KServe's own DataPlane (decode, infer, encode: what KServe's V1
+    endpoint does) without FastAPI's routing, dependency and telemetry layers, which cost ~0.8 ms of CPU a
+    request here (measured: a trivial model, 12 KB body, 1.3 ms through FastAPI, 0.55 ms on a bare ASGI app);
+    with two model servers on the ranking path that is a fifth of its CPU. Errors get KServe's own handlers
+    (the same status and body); every other route is KServe's app unchanged."""
+
+    def __init__(self, app: Any, *, dataplane: Any, kserve_app: Any) -> None:
+        self.app, self.dataplane, self.kserve_app = app, dataplane, kserve_app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        match = _V1_PREDICT.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import Request
+
+        request = Request(scope, receive)
+        try:
+            response = await self._predict(match.group(1), request)
+        except Exception as exc:
+            response = await self._error_response(request, exc)
+        await response(scope, receive, send)
+
+    async def _predict(self, model_name: str, request: Any) -> Any:
+        """kserve.protocol.rest.v1_endpoints.V1Endpoints.predict, step for step."""
+        from fastapi.responses import ORJSONResponse
+        from kserve.errors import ModelNotReady
+        from starlette.responses import Response, StreamingResponse
+
+        if not await self.dataplane.model_ready(model_name, True):
+            raise ModelNotReady(model_name)
+        body = await request.body()
+        headers = dict(request.headers.items())
+        infer_request, attributes = self.dataplane.decode(body=body, headers=headers)
+        response, response_headers = await self.dataplane.infer(
+            model_name=model_name, request=infer_request, headers=headers
+        )
+        response, encoded_headers = self.dataplane.encode(
+            model_name=model_name, response=response, headers=headers, req_attributes=attributes
+        )
+        response_headers.update(encoded_headers)
+        response_headers.pop("content-length", None)
+        if isinstance(response, bytes | str):
+            return Response(content=response, headers=response_headers)
+        if isinstance(response, AsyncIterator):
+            return StreamingResponse(content=response)
+        return ORJSONResponse(content=response, headers=response_headers)
+
+    async def _error_response(self, request: Any, exc: Exception) -> Any:
+        for cls in type(exc).__mro__:
+            handler = self.kserve_app.exception_handlers.get(cls)
+            if handler is not None:
+                return await handler(request, exc)
+        raise exc
+
+
+_V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
+
+
+def _add_middlewares(rest_server: Any, app: Any) -> None:
+    """In place of KServe's: its timing middleware's only output is two log lines per request (silenced
+    anyway) and its metric naming costs more than the router hop; its Prometheus histograms stay."""
+    app.add_middleware(V1PredictFastPath, dataplane=rest_server.dataplane, kserve_app=app)
+    app.add_middleware(JsonByDefault)  # added last: the outermost, so the fast path sees the content type
+
+
 def quiet_model_server(http_port: int, repository: Any = None) -> Any:
     """A ModelServer without gRPC and without a log line per request (at 200 requests/s they cost CPU;
     KServe's Prometheus histograms at /metrics keep the timings). Started on uvloop: KServe runs its server
@@ -29,9 +98,7 @@ def quiet_model_server(http_port: int, repository: Any = None) -> Any:
     import uvloop
     from kserve.protocol.rest import server as rest_server
 
-    # KServe wraps every request in a timing middleware whose only output is two log lines (silenced below);
-    # its metric naming and formatting cost more than the router hop. Its Prometheus histograms stay.
-    rest_server.RESTServer._add_middlewares = lambda self, app: app.add_middleware(JsonByDefault)
+    rest_server.RESTServer._add_middlewares = _add_middlewares
 
     server = kserve.ModelServer(
         http_port=http_port, enable_grpc=False, enable_latency_logging=False, registered_models=repository
