@@ -32,8 +32,8 @@ class Background:
     (an explanation is ~1-2 s of CPU) cannot take a core from rankings on a 2-core machine."""
 
     def apply(self, pid: int) -> None:
-        """To every thread of `pid`: on Linux a thread's priority is its own, and new threads take their
-        creator's, so applying it while the process starts (one thread) covers every later thread."""
+        """To every thread of `pid`: on Linux a thread's priority is its own (setting the process's reaches
+        only its main thread), and a new thread takes its creator's, so later threads follow."""
         for tid in _threads(pid):
             try:
                 if self.idle and hasattr(os, "SCHED_IDLE"):
@@ -76,8 +76,6 @@ class ServiceProcess:
     ) -> Self:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
-        if background is not None:
-            background.apply(self._process.pid)  # the interpreter is just starting: one thread
         deadline = time.monotonic() + timeout_s
         while not self._answers(ready_path):
             if self._process.poll() is not None:
@@ -86,8 +84,8 @@ class ServiceProcess:
                 self.kill()
                 raise TimeoutError(f"{self.url}{ready_path} not ready after {timeout_s}s:\n{self.output()}")
             time.sleep(0.05)
-        if background is not None:
-            background.apply(self._process.pid)  # and any thread started before the first call reached it
+        if background is not None:  # once it is ready: starting at full speed, then yielding to rankings
+            background.apply(self._process.pid)
         return self
 
     def _answers(self, path: str) -> bool:

@@ -113,13 +113,14 @@ class SavedRanker:
                             recorded_items[name] = block[:, i].tolist()
                         else:
                             recorded_mostly[name] = mostly
+            compact = [(j, name) for j, name in enumerate(group) if name in mostly_in and name not in items]
+            if compact:
+                recorded_mostly.update(_fill_mostly(matrix, compact, mostly_in, kind))
             for j, name in enumerate(group):
                 if name == names.ITEM_ID:
                     matrix[:, j] = candidates
-                elif name in items:
+                elif name in items or name in mostly_in:
                     continue
-                elif name in mostly_in:
-                    matrix[:, j], recorded_mostly[name] = _mostly_column(name, mostly_in[name], n, kind)
                 elif name in user:
                     value = _scalar(name, user[name], kind)
                     matrix[:, j] = value
@@ -216,15 +217,24 @@ def _mostly_one_value(block: np.ndarray) -> list[dict[str, Any] | None]:
     return out
 
 
-def _mostly_column(name: str, mostly: Any, n: int, kind: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """The column of an `items_mostly` entry, and the entry as recorded (values checked and typed)."""
-    value, exceptions = mostly_parts(name, mostly, n)
-    value = _scalar(name, value, kind)
-    checked = [[index, _scalar(name, item_value, kind)] for index, item_value in exceptions]
-    column = np.full(n, value, dtype=_NUMPY[kind])
-    for index, item_value in checked:
-        column[index] = item_value
-    return column, {"value": value, "except": checked}
+def _fill_mostly(
+    matrix: np.ndarray, columns: list[tuple[int, str]], mostly: dict[str, Any], kind: str
+) -> dict[str, dict[str, Any]]:
+    """Fill the matrix's columns given in the compact form (one assignment for all, one for every exception);
+    returns them as recorded, values checked and typed."""
+    n = matrix.shape[0]
+    recorded, rows, cols, values = {}, [], [], []
+    for j, name in columns:
+        value, exceptions = mostly_parts(name, mostly[name], n)
+        checked = [[index, _scalar(name, item_value, kind)] for index, item_value in exceptions]
+        recorded[name] = {"value": _scalar(name, value, kind), "except": checked}
+        rows += [index for index, _ in checked]
+        cols += [j] * len(checked)
+        values += [item_value for _, item_value in checked]
+    matrix[:, [j for j, _ in columns]] = [recorded[name]["value"] for _, name in columns]
+    if rows:
+        matrix[rows, cols] = values
+    return recorded
 
 
 def _scalar(name: str, value: Any, kind: str) -> Any:

@@ -41,11 +41,13 @@ class StackConfig(StrictModel):
     run_explainer: bool = True
     """Start the explainer service (:explain and background explanations)."""
     background_idle: bool = True
-    """Run the explainer and the audit sink under Linux SCHED_IDLE: their work is off the ranking path (the
-    decision is durable in the predictor's spool), so they take only CPU time rankings leave. Under a load
-    that leaves none, explanations and shipping wait (nothing is lost); off: `background_nice` instead."""
+    """Run the explainer under Linux SCHED_IDLE: explanations (~1-2 s of CPU each) are off the ranking path,
+    so they take only CPU time rankings leave; under a load that leaves none, sampled explanations wait (or
+    are dropped when their queue is full). Off: the explainer is niced by `background_nice` instead."""
     background_nice: int = Field(default=10, ge=0, le=19)
-    """CPU priority increment of the explainer and the audit sink when `background_idle` is off."""
+    """Nice value of the audit sink (and of the explainer when `background_idle` is off): its work is off the
+    ranking path (decisions are durable in the predictors' spools), but it must keep up, so it is niced,
+    never idle-only."""
     start_timeout_s: float = Field(default=180.0, gt=0)
     """How long a process may take to become ready (a predictor imports TensorFlow: 20-30 s)."""
     poll_interval_s: float = Field(default=0.5, gt=0)
@@ -53,9 +55,9 @@ class StackConfig(StrictModel):
     restart_backoff_s: float = Field(default=2.0, ge=0)
     """Wait before restarting a process that died (doubling per consecutive failure, up to a minute)."""
 
-    def background(self) -> Background:
-        """The priority of the explainer and the audit sink."""
-        return Background(nice=self.background_nice, idle=self.background_idle)
+    def background(self, *, may_idle: bool) -> Background:
+        """The priority of a background process (`may_idle`: the explainer; the audit sink must keep up)."""
+        return Background(nice=self.background_nice, idle=may_idle and self.background_idle)
 
 
 class ServingConfig(StrictModel):

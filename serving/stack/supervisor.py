@@ -178,12 +178,12 @@ class Stack:
             self.services["audit_sink"] = self._managed(
                 "audit-sink", "serving.audit", sink_args, self.ports["audit_sink"], "/readyz"
             )
-            self.services["audit_sink"].background = self.stack.background()
+            self.services["audit_sink"].background = self.stack.background(may_idle=False)
         if self.stack.run_explainer:
             self.services["explainer"] = self._managed(
                 "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
             )
-            self.services["explainer"].background = self.stack.background()
+            self.services["explainer"].background = self.stack.background(may_idle=True)
         self.services["router"] = self._managed("router", "serving.router", cfg, self.ports["router"], "/readyz")
         self.services["transformer"] = self._managed(
             "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()

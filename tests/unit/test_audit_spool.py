@@ -52,6 +52,13 @@ def test_records_read_back_in_order_and_a_commit_moves_past_them(spool):
     assert spool.pending_bytes() == 0
 
 
+def test_a_spooled_record_reads_back_as_its_json_form(spool):
+    plain = decision(1)
+    wide = decision(2).model_copy(update={"inputs": {"user": {"big": 2**70, "f": 0.1}, "items": {"s": ["é", None]}}})
+    spool.append([plain, wide])  # the second needs the general encoder (an integer beyond 64 bits)
+    assert spool.read_batch(10).records == [record_json(plain), record_json(wide)]
+
+
 def test_reopening_resumes_at_the_last_commit(tmp_path):
     directory = tmp_path / "spool"
     with Spool(directory) as spool:

@@ -16,10 +16,12 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDL
 
 _CHILD = """
 import threading, time
-time.sleep(0.5)  # threads start after the parent applied the priority, as a service's do
-for _ in range(3):
-    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # before: as a ready service's
 print("started", flush=True)
+time.sleep(0.5)
+for _ in range(2):  # after: they take their creator's priority
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+print("more", flush=True)
 time.sleep(30)
 """
 
@@ -27,8 +29,9 @@ time.sleep(30)
 def test_every_thread_of_a_background_process_runs_idle_and_rankings_keep_their_priority():
     child = subprocess.Popen([sys.executable, "-c", _CHILD], stdout=subprocess.PIPE)
     try:
-        Background().apply(child.pid)
         assert child.stdout is not None and child.stdout.readline() == b"started\n"
+        Background().apply(child.pid)
+        assert child.stdout.readline() == b"more\n"
         threads = [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]
         assert len(threads) == 4
         assert {os.sched_getscheduler(t) for t in threads} == {os.SCHED_IDLE}
