@@ -113,7 +113,11 @@ class SavedRanker:
                             recorded_items[name] = block[:, i].tolist()
                         else:
                             recorded_mostly[name] = mostly
-            compact = [(j, name) for j, name in enumerate(group) if name in mostly_in and name not in items]
+            compact = [
+                (j, name)
+                for j, name in enumerate(group)
+                if name in mostly_in and name not in items and name != names.ITEM_ID
+            ]
             if compact:
                 recorded_mostly.update(_fill_mostly(matrix, compact, mostly_in, kind))
             for j, name in enumerate(group):
@@ -250,10 +254,13 @@ def _scalar(name: str, value: Any, kind: str) -> Any:
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise MalformedRequest(f"feature {name} is beyond the 64-bit integer range")
         return int(value)
+    if isinstance(value, int) and abs(value) > _FLOAT64_MAX:
+        raise MalformedRequest(f"feature {name} is beyond the 64-bit float range")
     return value
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 
 def _item_block(kind: str, feature_names: list[str], items: dict[str, Any], n: int) -> np.ndarray:

@@ -70,6 +70,7 @@ def test_the_packed_call_gives_what_the_signature_gives_feature_by_feature(regis
         (lambda user, items: items.__setitem__(STRONG, "12345"), f"feature {STRONG}: not a list of values"),
         (lambda user, items: user.__setitem__("user_feature_0", 7), "user_feature_0 must be a string"),
         (lambda user, items: user.__setitem__("u_clicks_1h", True), "u_clicks_1h must be a finite number"),
+        (lambda user, items: user.__setitem__("u_ctr_7d", 2**1100), "u_ctr_7d is beyond the 64-bit float range"),
     ],
 )
 def test_a_missing_or_mistyped_feature_is_a_400_that_names_it(ranker, change, reason):
