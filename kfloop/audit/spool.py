@@ -67,10 +67,7 @@ def _line(record: Decision | Explanation | KServeMessage) -> bytes:
     if isinstance(record, Decision):
         data = record.model_dump(mode="json", exclude={"inputs"})
         data["inputs"] = record.inputs
-        try:
-            return frame(orjson.dumps(data))
-        except TypeError:  # integers beyond 64 bits, non-string keys: the general form below
-            pass
+        return encode(data)
     return encode(record_json(record))
 
 
