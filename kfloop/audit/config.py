@@ -77,3 +77,6 @@ class ExplanationSamplingConfig(StrictModel):
     """Fraction of decisions explained (chosen by a hash of the request id, so reproducible)."""
     queue_size: int = Field(default=1000, ge=1)
     """Decisions waiting for the explainer; beyond this, samples are skipped and counted, never blocking."""
+    retry_for_s: float = Field(default=300.0, ge=0.0)
+    """How long a sampled decision is retried while the explainer is unavailable (loading, restarting,
+    unreachable) before it is counted as failed; the explainer loads for a minute after the predictor is up."""

@@ -12,13 +12,14 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kfloop.audit.chain import entry_bytes, link_hash
 from kfloop.audit.record import DECISION, Decision, Explanation, parse_record, utc_now
 from kfloop.audit.store.base import Appended, RowQuery, SqlStore
-from kfloop.errors import DataIntegrityError, NotFound
+from kfloop.errors import DataIntegrityError, NotFound, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,9 @@ def is_sampled(request_id: str, rate: float) -> bool:
 
 class BackgroundExplainer:
     """Explains a sample of decisions off the request path; explanations go to `keep` (e.g. the spool's
-    append). A full queue skips the sample (counted) rather than slowing the predictor."""
+    append). A full queue skips the sample (counted) rather than slowing the predictor. An explainer that is
+    unavailable for now (it raises NotReady: loading, restarting, unreachable) is retried with backoff for
+    `retry_for_s`; any other failure counts that decision as failed at once."""
 
     def __init__(
         self,
@@ -89,14 +92,22 @@ class BackgroundExplainer:
         *,
         rate: float,
         queue_size: int = 1000,
+        retry_for_s: float = 300.0,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 10.0,
     ) -> None:
         self.explainer = explainer
         self.keep = keep
         self.rate = rate
+        self.retry_for_s = retry_for_s
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
         self.explained = 0
         self.skipped_full = 0
         self.failed = 0
+        self.retries = 0
         self._queue: queue.Queue[Decision | None] = queue.Queue(maxsize=queue_size)
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -115,8 +126,9 @@ class BackgroundExplainer:
         return True
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Explain what is queued, then stop."""
+        """Explain what is queued (without waiting for an unavailable explainer), then stop."""
         if self._thread is not None:
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout_s)
             self._thread = None
@@ -124,8 +136,25 @@ class BackgroundExplainer:
     def _run(self) -> None:
         while (decision := self._queue.get()) is not None:
             try:
-                self.keep([explanation_of(decision, self.explainer, trigger="sampled")])
+                self.keep([self._explain(decision)])
                 self.explained += 1
             except Exception:  # one bad explanation must not stop the others
                 self.failed += 1
                 log.exception("explaining %s failed", decision.request_id)
+
+    def _explain(self, decision: Decision) -> Explanation:
+        """The explanation, retrying while the explainer is only unavailable for now."""
+        deadline = time.monotonic() + self.retry_for_s
+        delay = self.retry_initial_s
+        while True:
+            try:
+                return explanation_of(decision, self.explainer, trigger="sampled")
+            except NotReady as exc:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stopping.is_set():
+                    raise
+                self.retries += 1
+                log.info("explainer unavailable (%s); %s retried in %.1f s", exc, decision.request_id, delay)
+                if self._stopping.wait(min(delay, left)):
+                    raise
+                delay = min(delay * 2, self.retry_max_s)

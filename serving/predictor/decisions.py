@@ -176,8 +176,12 @@ def lingering_recorder(config: SpoolConfig, linger_s: float) -> AuditRecorder:
     return recorder
 
 
+_UNAVAILABLE = (502, 503, 504)
+
+
 class RemoteExplainer:
-    """The audit `Explainer` protocol, answered by the explainer service over HTTP (V1 :explain)."""
+    """The audit `Explainer` protocol, answered by the explainer service over HTTP (V1 :explain). An explainer
+    that is down or not ready raises NotReady (the background explainer retries it); other failures do not."""
 
     name = EXPLAINER_NAME  # the service runs the same explainer
 
@@ -193,7 +197,13 @@ class RemoteExplainer:
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except urllib.error.HTTPError as exc:
+            if exc.code in _UNAVAILABLE:  # loading or restarting: worth another try
+                raise NotReady(f"explainer {self.url} answered {exc.code}") from None
+            raise KfloopError(f"explainer {self.url}: {exc}") from None
+        except (urllib.error.URLError, ConnectionError) as exc:  # down or not listening yet
+            raise NotReady(f"explainer {self.url} unreachable: {exc}") from None
+        except (OSError, ValueError) as exc:  # a timeout, a broken answer
             raise KfloopError(f"explainer {self.url}: {exc}") from None
         return payload["explanations"][0]
 
@@ -223,6 +233,7 @@ class DecisionLog:
                 lambda records: self.recorder.record(*records),
                 rate=config.explanations.rate,
                 queue_size=config.explanations.queue_size,
+                retry_for_s=config.explanations.retry_for_s,
             )
 
     def open(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from kfloop.audit import BackgroundExplainer, Decision, explain_decision, is_sam
 from kfloop.audit.store import RowQuery
 from kfloop.audit.store.sqlite import SqliteStore
 from kfloop.commands import audit as audit_cli
-from kfloop.errors import DataIntegrityError, NotFound
+from kfloop.errors import DataIntegrityError, KfloopError, NotFound, NotReady
 from tests.unit.test_audit_support import decision, decisions, tamper_sqlite
 
 
@@ -96,6 +97,55 @@ def test_the_background_explainer_explains_the_sample(store):
     assert {json.loads(r.record)["trigger"] for r in store.rows(RowQuery(kinds=("explanation",)))} == {"sampled"}
 
 
+class UnavailableAtFirst(FeatureEchoExplainer):
+    """An explainer still loading for its first `times` calls (or failing for good, with `error`)."""
+
+    def __init__(self, times: int, error: type[KfloopError] = NotReady) -> None:
+        self.times, self.error, self.calls = times, error, 0
+
+    def __call__(self, decision: Decision) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.error("explainer model is still loading")
+        return super().__call__(decision)
+
+
+def settled(background: BackgroundExplainer, n: int) -> None:
+    """Wait until n samples were explained or failed (stop() does not wait for an unavailable explainer)."""
+    deadline = time.monotonic() + 10
+    while background.explained + background.failed < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_sample_is_retried_while_the_explainer_is_unavailable_and_kept_once_it_answers(store):
+    explainer = UnavailableAtFirst(times=3)
+    background = BackgroundExplainer(explainer, store.append, rate=1.0, retry_initial_s=0.01, retry_max_s=0.02)
+    background.start()
+    background.offer(decisions(1)[0])
+    settled(background, 1)
+    background.stop()
+    assert background.explained == 1 and background.failed == 0 and background.retries == 3
+    assert [r.request_id for r in store.rows(RowQuery(kinds=("explanation",)))] == [decisions(1)[0].request_id]
+
+
+def test_other_failures_and_an_unavailable_explainer_past_the_retry_window_count_as_failed(store):
+    broken = UnavailableAtFirst(times=1, error=KfloopError)
+    background = BackgroundExplainer(broken, store.append, rate=1.0, retry_initial_s=0.01)
+    background.start()
+    background.offer(decisions(1)[0])
+    background.stop()
+    assert (background.failed, background.retries, broken.calls) == (1, 0, 1)  # not retried
+
+    down = UnavailableAtFirst(times=10**6)
+    background = BackgroundExplainer(down, store.append, rate=1.0, retry_for_s=0.05, retry_initial_s=0.01)
+    background.start()
+    background.offer(decisions(1)[0])
+    settled(background, 1)
+    background.stop()
+    assert background.failed == 1 and background.retries >= 1 and background.explained == 0
+    assert not list(store.rows(RowQuery(kinds=("explanation",))))
+
+
 def test_a_full_queue_skips_samples_without_blocking(store):
     background = BackgroundExplainer(FeatureEchoExplainer(), store.append, rate=1.0, queue_size=2)
     offered = [background.offer(d) for d in decisions(5)]  # not started: nothing drains the queue
@@ -120,3 +170,15 @@ def test_cli_explain_uses_the_configured_explainer(store, tmp_path, capsys):
 
 def test_the_default_explainer_is_the_serving_stacks_alibi_explainer():
     assert audit_cli.AuditClientConfig().explainer == "serving.explainer.audit:explainer"
+
+
+def test_stopping_does_not_wait_for_an_unavailable_explainer(store):
+    background = BackgroundExplainer(UnavailableAtFirst(times=10**6), store.append, rate=1.0, retry_initial_s=0.01)
+    background.start()
+    background.offer(decisions(1)[0])
+    deadline = time.monotonic() + 10
+    while background.retries == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread = background._thread
+    background.stop(timeout_s=10)  # the retry window is 300 s: a stop that honoured it would leave it running
+    assert thread is not None and not thread.is_alive() and background.failed == 1

@@ -5,6 +5,10 @@ V1 and V2, errors mapped to KServe's HTTP statuses, versions resolved with clear
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +18,15 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 from kserve import InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
+from kfloop.audit import Candidate, Decision, PolicyInfo
 from kfloop.audit.spool import decode_line
 from kfloop.errors import InvalidInput as KfloopInvalidInput
-from kfloop.errors import MalformedRequest, NotFound
+from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from serving.common.process import free_port
 from serving.predictor import main as predictor_main
 from serving.predictor.api import expand_mostly, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
-from serving.predictor.decisions import decision_inputs
+from serving.predictor.decisions import RemoteExplainer, decision_inputs
 from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
 from serving.predictor.versions import resolve
@@ -265,3 +270,60 @@ def test_a_version_folder_on_disk_is_served_as_the_storage_initializer_leaves_it
     assert resolved.version == versions[1] and resolved.model_path == folder / "model"
     with pytest.raises(NotFound, match=r"model_card\.json"):
         resolve("unused", None, root, root / "cache")
+
+
+class _ExplainerStandIn(ThreadingHTTPServer):
+    """Answers :explain with the given statuses in turn (then 200 with an explanation)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        super().__init__(("127.0.0.1", 0), _ExplainHandler)
+        self.statuses = statuses
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _ExplainHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status = self.server.statuses.pop(0) if self.server.statuses else 200
+        body = json.dumps({"explanations": [{"ok": True}]} if status == 200 else {"error": "not ready"}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "retried"), [(503, True), (502, True), (504, True), (400, False), (500, False)])
+def test_the_remote_explainer_says_which_failures_are_worth_another_try(status, retried):
+    server = _ExplainerStandIn([status])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        explainer = RemoteExplainer(server.url, "kfloop-ranker", timeout_s=5)
+        with pytest.raises(NotReady if retried else KfloopError) as caught:
+            explainer(_a_decision())
+        assert isinstance(caught.value, NotReady) == retried
+        assert explainer(_a_decision()) == {"ok": True}  # the next answer is a 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(NotReady, match="unreachable"):  # nobody listening: down or not started yet
+        RemoteExplainer(f"http://127.0.0.1:{free_port()}", "kfloop-ranker", timeout_s=5)(_a_decision())
+
+
+def _a_decision() -> Decision:
+    return Decision(
+        request_id="req-1",
+        ts=datetime.now(UTC),
+        model_version="v1",
+        variant="stable",
+        user_id="u-1",
+        inputs={"candidates": ["1"], "k": 1},
+        candidates=[Candidate(item_id="1", position=1, score=0.5, propensity=1.0)],
+        policy=PolicyInfo(name="epsilon_greedy", epsilon=0.1),
+    )
