@@ -4,11 +4,17 @@ General-purpose async clients cost ~1 ms of CPU per request here; on a 2-core ma
 through three hops, that is most of a core. This one does only what the hops need: POST or GET a body on
 pooled connections to one host, Content-Length or chunked answers, a timeout, and one retry on a fresh
 connection when a pooled one turns out to be closed before any answer arrived (a peer's idle timeout).
+
+A pooled connection idle for `idle_timeout_s` is not reused: a request sent just as the server closes an idle
+connection (uvicorn's keep-alive timeout, 5 s) meets a reset, which cannot be told from a server that read the
+request and failed, so it could not be retried safely. Closing ours first leaves no such race.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -31,7 +37,15 @@ class _Stale(Exception):
 class HttpPool:
     """Connections to one base URL (http://host:port)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 10.0, max_idle: int = 64) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        max_idle: int = 64,
+        idle_timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"only http://host:port URLs are supported, got {base_url!r}")
@@ -40,7 +54,9 @@ class HttpPool:
         self.prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
         self.max_idle = max_idle
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle_timeout_s = idle_timeout_s  # below the peers' keep-alive timeout
+        self.clock = clock
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []  # newest last
 
     async def request(
         self,
@@ -60,9 +76,12 @@ class HttpPool:
 
     async def _exchange(self, head: bytes, body: bytes) -> Answer:
         while self._idle:
-            connection = self._idle.pop()
+            reader, writer, idle_since = self._idle.pop()
+            if self.clock() - idle_since > self.idle_timeout_s:
+                self._close_idle(writer)  # the rest of the pool is older still
+                break
             try:
-                return await self._send(connection, head, body)
+                return await self._send((reader, writer), head, body)
             except _Stale:
                 continue
         try:
@@ -92,7 +111,7 @@ class HttpPool:
             writer.close()  # a timeout mid-answer: the connection is in an unknown state
             raise
         if keep and len(self._idle) < self.max_idle:
-            self._idle.append(connection)
+            self._idle.append((reader, writer, self.clock()))
         else:
             writer.close()
         return answer
@@ -103,9 +122,14 @@ class HttpPool:
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
+    def _close_idle(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        while self._idle:
+            self._idle.pop()[1].close()
+
     async def close(self) -> None:
         while self._idle:
-            _, writer = self._idle.pop()
+            _, writer, _ = self._idle.pop()
             writer.close()
 
 
