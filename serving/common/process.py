@@ -21,6 +21,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(process: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 @dataclass(frozen=True)
 class Background:
     """A lower CPU priority for a process whose work is off the request path (explanations, the audit sink)."""
@@ -99,13 +111,7 @@ class ServiceProcess:
         """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time; the exit code."""
         if self._process is None:
             return 0
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, timeout_s)
         return self._reap()
 
     def kill(self) -> int:

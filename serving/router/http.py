@@ -78,7 +78,8 @@ class HttpPool:
         while self._idle:
             reader, writer, idle_since = self._idle.pop()
             if self.clock() - idle_since > self.idle_timeout_s:
-                self._close_idle(writer)  # the rest of the pool is older still
+                writer.close()
+                self._close_idle()  # the rest of the pool is older still
                 break
             try:
                 return await self._send((reader, writer), head, body)
@@ -122,15 +123,13 @@ class HttpPool:
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
-    def _close_idle(self, writer: asyncio.StreamWriter) -> None:
-        writer.close()
-        while self._idle:
-            self._idle.pop()[1].close()
-
-    async def close(self) -> None:
+    def _close_idle(self) -> None:
         while self._idle:
             _, writer, _ = self._idle.pop()
             writer.close()
+
+    async def close(self) -> None:
+        self._close_idle()
 
 
 async def _read_answer(status_line: bytes, reader: asyncio.StreamReader) -> tuple[Answer, bool]:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from serving.common.process import stop_process
 from serving.stack import testbed
 
 REPO = Path(__file__).resolve().parents[2]
@@ -244,11 +245,7 @@ def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float) -> 
             wait_ready(f"{endpoints['explainer']}/v2/models/{MODEL}/ready", 300, stack)
             yield endpoints
         finally:
-            stack.terminate()
-            try:
-                stack.wait(60)
-            except subprocess.TimeoutExpired:
-                stack.kill()
+            stop_process(stack, 60)
 
 
 def report_rates(rows: list[tuple[int, float, float, int]], model_p50: float) -> None:

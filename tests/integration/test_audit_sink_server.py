@@ -20,6 +20,7 @@ import yaml
 
 from kfloop.audit import AuditRecorder, SpoolConfig, verify_store
 from kfloop.audit.store.sqlite import SqliteStore
+from serving.common.process import stop_process
 from tests.integration.pg_server import free_port, postgres_server
 from tests.unit.test_audit_support import decision_json, decisions
 
@@ -79,12 +80,7 @@ def sink_server(tmp_path: Path, store_url: str, port: int | None = None) -> Iter
             assert process.poll() is None, log_path.read_text()
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, 30)
 
 
 @contextmanager

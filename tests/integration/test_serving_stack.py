@@ -29,6 +29,7 @@ import yaml
 from kfloop.audit import is_sampled
 from kfloop.commands import audit as audit_commands
 from kfloop.commands import serve as serve_commands
+from serving.common.process import stop_process
 from serving.stack import testbed
 from tests.unit.test_deploy import deploy_command_args
 
@@ -124,12 +125,7 @@ def stack(tmp_path_factory) -> Stack:
         log.close()
         raise AssertionError((root / "stack.log").read_text()[-5000:]) from None
     yield running
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(90)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_process(process, 90)
     log.close()
 
 
