@@ -2,6 +2,10 @@
 transformer and the predictors. Each request is sent to the canary with the canary's percentage (a fresh draw
 per request, as KServe's Serverless mode does), else to stable; the predictor is told its variant in a header.
 If the canary errors (5xx) or is down, the request is retried on stable and the fallback counted.
+
+A version may run as several predictor processes (replicas, as a revision has pods): each request goes to the
+replica with the fewest requests in flight (Knative's activator balances so too), and a replica that refuses
+the connection (nothing was sent) is passed over for the next one.
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ from serving.common.metrics import LATENCY_BUCKETS, metrics_response
 from serving.common.service import serve_app
 from serving.predictor.api import VARIANT_HEADER
 from serving.router.config import RouterConfig
-from serving.router.http import Answer, HttpPool, UpstreamUnavailable
-from serving.router.routes import Routes, read_routes
+from serving.router.http import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
+from serving.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,8 @@ class Router:
         self.table = RoutingTable(config.routes_file)
         self.rng = np.random.default_rng(config.seed)
         self._pools: dict[str, HttpPool] = {}
+        self._in_flight: dict[str, int] = {}
+        self._turn = 0
 
     def pool(self, url: str) -> HttpPool:
         pool = self._pools.get(url)
@@ -135,7 +141,7 @@ class Router:
         assert route is not None
         started = time.perf_counter()
         try:
-            answer = await self.pool(route.url).request("POST", path, body, {**headers, VARIANT_HEADER: variant})
+            answer = await self._send(route, "POST", path, body, {**headers, VARIANT_HEADER: variant})
         except UpstreamUnavailable as exc:
             self.metrics.requests.labels(variant, "unreachable").inc()
             return None, "timeout" if "no answer within" in str(exc) else "unreachable"
@@ -146,13 +152,35 @@ class Router:
             return None, f"status_{answer.status}"
         return answer, ""
 
+    async def _send(
+        self, route: Route, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> Answer:
+        """To the least busy replica; one that refuses the connection is passed over for the next."""
+        for url in self._by_load(route.urls):
+            self._in_flight[url] = self._in_flight.get(url, 0) + 1
+            try:
+                return await self.pool(url).request(method, path, body, headers)
+            except UpstreamRefused as exc:
+                refused = exc
+            finally:
+                self._in_flight[url] -= 1
+        raise refused
+
+    def _by_load(self, urls: tuple[str, ...]) -> list[str]:
+        """Fewest requests in flight first; ties taken in turn, so an idle stack still uses every replica."""
+        if len(urls) == 1:
+            return list(urls)
+        self._turn += 1
+        rotated = [urls[(self._turn + i) % len(urls)] for i in range(len(urls))]
+        return sorted(rotated, key=lambda url: self._in_flight.get(url, 0))
+
     async def get(self, path: str) -> Response:
         """Metadata and readiness: asked of the stable predictor."""
         stable = self.table.routes.stable
         if stable is None:
             raise NotReady("no stable predictor is routed yet")
         try:
-            answer = await self.pool(stable.url).request("GET", path)
+            answer = await self._send(stable, "GET", path)
         except UpstreamUnavailable as exc:
             raise NotReady(f"the stable predictor is unreachable: {exc}") from None
         return Response(answer.body, status_code=answer.status, media_type=answer.content_type)

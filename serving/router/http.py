@@ -23,6 +23,10 @@ class UpstreamUnavailable(Exception):
     """No answer: could not connect, the connection broke, or the timeout passed."""
 
 
+class UpstreamRefused(UpstreamUnavailable):
+    """Could not connect: nothing was sent, so the request may go to another replica."""
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
@@ -88,7 +92,7 @@ class HttpPool:
         try:
             connection = await asyncio.open_connection(self.host, self.port)
         except OSError as exc:
-            raise UpstreamUnavailable(f"{self.base_url}: cannot connect ({exc})") from None
+            raise UpstreamRefused(f"{self.base_url}: cannot connect ({exc})") from None
         try:
             return await self._send(connection, head, body)
         except _Stale:

@@ -1,4 +1,4 @@
-"""The routing table: which predictor serves stable traffic, which serves the canary, and the canary's share.
+"""The routing table: which predictors serve stable traffic, which serve the canary, and the canary's share.
 
 Written atomically by `kfloop serve` (only once the predictors in it are ready), read by the router.
 """
@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str
-    """Base URL of the predictor process."""
+    urls: tuple[str, ...] = Field(min_length=1)
+    """Base URLs of the version's predictor processes (its replicas, as the pods of a revision); the router
+    sends each request to the one with the fewest requests in flight."""
     version: str
     """Model version it serves."""
 

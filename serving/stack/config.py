@@ -34,6 +34,11 @@ class StackConfig(StrictModel):
     """The explainer service; 0: any free port."""
     audit_sink_port: int = Field(default=8095, ge=0, le=65535)
     """The audit sink; 0: any free port."""
+    predictor_replicas: int = Field(default=2, ge=1, le=8)
+    """Predictor processes per served version (the pods of a revision; the manifest's minReplicas on a
+    cluster). One process answers one request at a time between its event loop and the GIL, so on a 2-core
+    machine a second one keeps a burst from queueing behind a single busy process; the router sends each
+    request to the replica with the fewest in flight. Each replica has its own audit spool."""
     run_audit_sink: bool = True
     """Start an audit sink; False: predictors ship to predictor.audit.spool.sink_url."""
     audit_store_url: str = "sqlite:///.kfloop/audit/audit.db"

@@ -2,16 +2,16 @@
 
     client -> transformer (front door: V1/V2 ranking, :explain)
                  -> router (the per-request stable/canary split Knative does on a cluster)
-                       -> predictor of the stable version | predictor of the canary version
+                       -> predictors of the stable version | predictors of the canary version
            predictors -> audit sink (decisions through each predictor's durable spool)
                       -> explainer (background explanations of a sample)
 
-The supervisor seeds `state.json` from the InferenceService manifest, starts a predictor per version the
-state names, and writes the router's table only with predictors that answer ready. It then watches the
-state file (changed by `kfloop deploy | promote | rollback`) and the processes: a new canary is started
-and routed once ready; a version no longer named is unrouted, then stopped; a process that dies is taken
-out of the routes and restarted (with backoff), so a crashing canary leaves stable serving. After a promotion
-the previous stable version keeps its process, unrouted, so a rollback is instant.
+The supervisor seeds `state.json` from the InferenceService manifest, starts `predictor_replicas` predictor
+processes per version the state names, and writes the router's table only with predictors that answer ready.
+It then watches the state file (changed by `kfloop deploy | promote | rollback`) and the processes: a new
+canary is started and routed once ready; a version no longer named is unrouted, then stopped; a process that
+dies is taken out of the routes and restarted (with backoff), so a crashing canary leaves stable serving.
+After a promotion the previous stable version keeps its processes, unrouted, so a rollback is instant.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class Stack:
         }
         self.registry = ModelRegistry(config.predictor.registry_uri)
         self.services: dict[str, Managed] = {}
-        self.predictors: dict[str, Managed] = {}
+        self.predictors: dict[str, list[Managed]] = {}
+        """The replicas of each version's predictor."""
         self._routes: Routes | None = None
         self._state_mtime: int | None = None
 
@@ -157,9 +158,23 @@ class Stack:
     def _model_ready_path(self) -> str:
         return f"/v2/models/{self.config.predictor.model_name}/ready"
 
-    def _predictor(self, version: str) -> Managed:
+    def _predictor(self, version: str, replica: int) -> Managed:
+        """Replica 0 spools under the configured root (`{root}/{version}`, as a single process always did, so
+        an upgrade leaves nothing unshipped); replica i under `{root}/replica-{i}/{version}`: a spool has one
+        writer, and a restarted replica resumes shipping what it spooled before. A seeded policy (tests) is
+        seeded `seed + i` in replica i."""
         args = ["--config-file", str(self.config_path), "--model-version", version]
-        return self._managed(f"predictor-{version}", "serving.predictor", args, free_port(), self._model_ready_path())
+        name = f"predictor-{version}"
+        if replica > 0:
+            predictor = self.config.predictor
+            args += ["--spool-dir", str(predictor.audit.spool.dir / f"replica-{replica}")]
+            if predictor.policy.seed is not None:  # replicas must not repeat each other's draws
+                args += ["--seed", str(predictor.policy.seed + replica)]
+            name += f"-r{replica}"
+        return self._managed(name, "serving.predictor", args, free_port(), self._model_ready_path())
+
+    def _replicas(self, version: str) -> list[Managed]:
+        return [self._predictor(version, replica) for replica in range(self.stack.predictor_replicas)]
 
     def start(self) -> None:
         """Seed the state, start every process, route the ready predictors; returns once stable serves."""
@@ -191,9 +206,9 @@ class Stack:
         for managed in self.services.values():
             managed.start()
         self.reconcile()
-        stable = self.predictors[state.stable.version]
-        if not stable.wait_ready():
-            raise RuntimeError(f"the stable predictor did not start; see {stable.process.log_path}")
+        for stable in self.predictors[state.stable.version]:
+            if not stable.wait_ready():
+                raise RuntimeError(f"the stable predictor did not start; see {stable.process.log_path}")
         self.reconcile()
         # the router is ready once a stable predictor is routed: wait for it after routing
         for name in ("audit_sink", "router", "transformer"):
@@ -213,20 +228,23 @@ class Stack:
             wanted.add(state.previous_stable)
         now = time.monotonic()
         for version in wanted:
-            managed = self.predictors.get(version)
-            if managed is None:
-                managed = self.predictors[version] = self._predictor(version)
-                managed.start()
-            elif not managed.starting and not managed.alive and now >= managed.next_start:
-                self._restart(managed, now)
+            replicas = self.predictors.get(version)
+            if replicas is None:
+                replicas = self.predictors[version] = self._replicas(version)
+                for managed in replicas:
+                    managed.start()
+            for managed in replicas:
+                if not managed.starting and not managed.alive and now >= managed.next_start:
+                    self._restart(managed, now)
         for name, managed in self.services.items():
             if not managed.starting and not managed.alive and now >= managed.next_start:
                 log.error("%s exited; restarting", name)
                 self._restart(managed, now)
         self._route(state)
         for version in [v for v in self.predictors if v not in wanted]:
-            log.info("stopping the predictor of %s (no longer in the state)", version)
-            self.predictors.pop(version).stop()
+            log.info("stopping the predictors of %s (no longer in the state)", version)
+            for managed in self.predictors.pop(version):
+                managed.stop()
         self._write_endpoints()
 
     def _restart(self, managed: Managed, now: float) -> None:
@@ -240,22 +258,20 @@ class Stack:
         managed.process.stop(timeout_s=1)
         managed.start()
 
-    def _usable(self, version: str) -> Managed | None:
-        managed = self.predictors.get(version)
-        return managed if managed is not None and managed.ready and managed.alive else None
+    def _usable(self, version: str) -> tuple[str, ...]:
+        """URLs of the version's replicas that are ready and running."""
+        return tuple(m.process.url for m in self.predictors.get(version, []) if m.ready and m.alive)
 
     def _route(self, state: Any) -> None:
         stable = self._usable(state.stable.version)
-        stable_route = Route(url=stable.process.url, version=state.stable.version) if stable else None
+        stable_route = Route(urls=stable, version=state.stable.version) if stable else None
         if stable_route is None and self._routes is not None:
             stable_route = self._routes.stable  # e.g. a rollback target still starting: keep serving meanwhile
         canary_route = None
         if state.canary is not None:
             canary = self._usable(state.canary.version)
-            if canary is not None:
-                canary_route = CanaryRoute(
-                    url=canary.process.url, version=state.canary.version, percent=state.canary.percent
-                )
+            if canary:
+                canary_route = CanaryRoute(urls=canary, version=state.canary.version, percent=state.canary.percent)
         routes = Routes(stable=stable_route, canary=canary_route)
         if routes != self._routes:
             write_routes(self.state_dir / ROUTES_FILE, routes)
@@ -269,9 +285,12 @@ class Stack:
             "explainer": self.url("explainer") if self.stack.run_explainer else None,
             "audit_sink": self.sink_url,
             "predictors": {
-                version: {"url": m.process.url, "ready": m.ready, "pid": m.process._process.pid}
-                for version, m in self.predictors.items()
-                if m.process._process is not None
+                version: [
+                    {"url": m.process.url, "ready": m.ready, "pid": m.process._process.pid}
+                    for m in replicas
+                    if m.process._process is not None
+                ]
+                for version, replicas in self.predictors.items()
             },
             "services": {
                 name: {"url": m.process.url, "ready": m.ready, "pid": m.process._process.pid}
@@ -297,7 +316,8 @@ class Stack:
         for name in order:
             if name in self.services:
                 self.services[name].stop()
-        for managed in self.predictors.values():
-            managed.stop()
+        for replicas in self.predictors.values():
+            for managed in replicas:
+                managed.stop()
         if "audit_sink" in self.services:
             self.services["audit_sink"].stop()

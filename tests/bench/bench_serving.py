@@ -181,8 +181,9 @@ def cpu_seconds(endpoints: dict) -> dict[str, float]:
     import psutil
 
     pids = {name: s["pid"] for name, s in endpoints["services"].items()}
-    for version, predictor in endpoints["predictors"].items():
-        pids[f"predictor-{version[-8:]}"] = predictor["pid"]
+    for version, replicas in endpoints["predictors"].items():
+        for replica, predictor in enumerate(replicas):
+            pids[f"predictor-{version[-8:]}-{replica}"] = predictor["pid"]
     out = {}
     for name, pid in pids.items():
         times = psutil.Process(pid).cpu_times()

@@ -225,6 +225,22 @@ def sink_records(stack: Stack, request_id: str) -> list[dict[str, Any]]:
     return [row["record"] for row in response.json()["records"]] if response.status_code == 200 else []
 
 
+def test_requests_are_spread_over_the_replicas_of_a_version(stack, client):
+    replicas = stack.refresh()["predictors"][stack.bed.versions[0]]
+    assert len(replicas) == 2
+
+    def decisions(url: str) -> float:
+        metrics = httpx.get(f"{url}/metrics").text
+        lines = [line for line in metrics.splitlines() if line.startswith("kfloop_predictor_decisions_total{")]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    before = [decisions(r["url"]) for r in replicas]
+    for _ in range(20):
+        stack.rank(client, testbed.BROWSER)
+    served = [decisions(r["url"]) - b for r, b in zip(replicas, before, strict=True)]
+    assert sum(served) == 20 and min(served) >= 5  # one at a time: the replicas take turns
+
+
 def test_every_decision_reaches_the_audit_sink_with_its_exact_inputs(stack):
     (decision,) = wait_for(lambda: sink_records(stack, "it-req-1"), 60, "the decision in the audit sink")
     assert decision["kind"] == "decision" and decision["model_version"] == stack.bed.versions[0]
@@ -280,7 +296,7 @@ def test_a_canary_gets_its_share_of_requests(stack, client):
     stable, canary = stack.bed.versions
     assert serve_commands.deploy(stack.cli_args(version=canary, canary=50)) == 0
     # while the canary's model loads, it answers 503 and is not routed
-    url = wait_for(lambda: stack.refresh()["predictors"][canary]["url"], 30, "the canary process")
+    url = wait_for(lambda: stack.refresh()["predictors"][canary][0]["url"], 30, "the canary process")
     early = wait_for(
         lambda: httpx.post(f"{url}/v1/models/{MODEL}:predict", json={}).status_code, 60, "an answer", interval_s=0.1
     )
@@ -295,7 +311,8 @@ def test_a_canary_gets_its_share_of_requests(stack, client):
 
 def test_a_crashing_canary_leaves_stable_serving(stack, client):
     stable, canary = stack.bed.versions
-    os.kill(stack.refresh()["predictors"][canary]["pid"], signal.SIGKILL)
+    for replica in stack.refresh()["predictors"][canary]:
+        os.kill(replica["pid"], signal.SIGKILL)
     answers = [stack.rank(client, testbed.BROWSER) for _ in range(100)]  # every one answered
     assert {a["model_version"] for a in answers[-20:]} == {stable}
     wait_for(

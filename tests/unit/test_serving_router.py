@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ class FakePredictor(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.name = name
         self.status = 200
+        self.delay_s = 0.0
         self.seen: list[str] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -63,6 +66,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         variant = self.headers.get("x-kfloop-variant", "")
         self.server.seen.append(variant)
+        time.sleep(self.server.delay_s)
         self._reply(self.server.status, {"answered_by": self.server.name, "variant": variant})
 
     def do_GET(self) -> None:
@@ -87,8 +91,8 @@ def client_for(tmp_path: Path, routes: Routes, **config: Any) -> TestClient:
 
 def split_routes(stable: FakePredictor, canary_url: str, percent: int) -> Routes:
     return Routes(
-        stable=Route(url=stable.url, version="v-stable"),
-        canary=CanaryRoute(url=canary_url, version="v-canary", percent=percent),
+        stable=Route(urls=(stable.url,), version="v-stable"),
+        canary=CanaryRoute(urls=(canary_url,), version="v-canary", percent=percent),
     )
 
 
@@ -153,11 +157,40 @@ def test_without_a_stable_route_the_router_is_not_ready(tmp_path):
 
 def test_a_changed_routes_file_is_picked_up(tmp_path, predictors):
     stable, canary = predictors
-    with client_for(tmp_path, Routes(stable=Route(url=stable.url, version="v1"))) as client:
+    with client_for(tmp_path, Routes(stable=Route(urls=(stable.url,), version="v1"))) as client:
         assert client.post(PREDICT, json={}).json()["answered_by"] == "stable"
-        write_routes(tmp_path / "routes.json", Routes(stable=Route(url=canary.url, version="v2")))
+        write_routes(tmp_path / "routes.json", Routes(stable=Route(urls=(canary.url,), version="v2")))
         deadline = time.monotonic() + 5
         while client.get("/v1/routes").json()["stable"]["version"] != "v2" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.post(PREDICT, json={}).json()["answered_by"] == "canary"
         assert client.get("/v2/models/kfloop-ranker/ready").json()["by"] == "canary"
+
+
+def test_the_replicas_of_a_version_take_turns_when_idle(tmp_path, predictors):
+    first, second = predictors
+    with client_for(tmp_path, Routes(stable=Route(urls=(first.url, second.url), version="v1"))) as client:
+        answers = [client.post(PREDICT, json={}).json()["answered_by"] for _ in range(10)]
+    assert Counter(answers) == {"stable": 5, "canary": 5}  # the fake predictors' names, here two replicas
+
+
+def test_a_busy_replica_gets_fewer_requests(tmp_path, predictors):
+    slow, quick = predictors
+    slow.delay_s = 0.3
+    routes = Routes(stable=Route(urls=(slow.url, quick.url), version="v1"))
+    with client_for(tmp_path, routes) as client, ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.post(PREDICT, json={}).json()["answered_by"], range(40)))
+    by = Counter(answers)
+    assert sum(by.values()) == 40 and by["stable"] < by["canary"] / 2  # "stable" is the slow one here
+
+
+def test_a_replica_that_refuses_connections_is_passed_over(tmp_path, predictors):
+    stable, _ = predictors
+    nobody = f"http://127.0.0.1:{free_port()}"
+    with client_for(tmp_path, Routes(stable=Route(urls=(nobody, stable.url), version="v1"))) as client:
+        answers = [client.post(PREDICT, json={}) for _ in range(6)]
+        ready = client.get("/v2/models/kfloop-ranker/ready")
+        metrics = client.get("/metrics").text
+    assert all(a.status_code == 200 and a.json()["answered_by"] == "stable" for a in answers)
+    assert ready.status_code == 200
+    assert 'kfloop_router_requests_total{status="200",variant="stable"} 6.0' in metrics
