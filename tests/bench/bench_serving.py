@@ -218,7 +218,7 @@ async def load_runs(
 
 
 @contextmanager
-def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float) -> Iterator[dict]:
+def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float, replicas: int) -> Iterator[dict]:
     """`kfloop serve`'s stack on the testbed, every part ready (the explainer too: it loads TensorFlow and
     Alibi for a while after the rest is up, and must not do that during a run); yields its endpoints."""
     config = testbed.stack_config(
@@ -226,6 +226,7 @@ def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float) -> 
     )
     state = root / f"state-{explanation_rate}"
     config["stack"]["state_dir"] = str(state)
+    config["stack"]["predictor_replicas"] = replicas
     config_file = root / f"serving-{explanation_rate}.yaml"
     config_file.write_text(yaml.safe_dump(config))
     with open(root / f"stack-{explanation_rate}.log", "wb") as log:
@@ -278,6 +279,7 @@ def main() -> int:
         default=0.001,
         help="background explanation sample for the extra run at the target rate (0: skip that run)",
     )
+    parser.add_argument("--predictor-replicas", type=int, default=2, help="predictor processes per version")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     os.chdir(REPO)
@@ -288,7 +290,7 @@ def main() -> int:
         bed = testbed.build(root, versions=1, n_items=80, use_obd_sample=True)
         model_p50 = in_process_p50(root, bed.versions[0], bed.registry_uri, bed.items, bed.features)
         print("starting the stack (TensorFlow in each model server: about a minute) ...", flush=True)
-        with running_stack(root, bed, explanation_rate=0.0) as endpoints:
+        with running_stack(root, bed, 0.0, args.predictor_replicas) as endpoints:
             front = endpoints["transformer"]
             port = int(front.rsplit(":", 1)[1])
             print(
@@ -310,7 +312,7 @@ def main() -> int:
                 "sample on the same cores (explainer under SCHED_IDLE):",
                 flush=True,
             )
-            with running_stack(root, bed, explanation_rate=args.explanation_rate) as endpoints:
+            with running_stack(root, bed, args.explanation_rate, args.predictor_replicas) as endpoints:
                 port = int(endpoints["transformer"].rsplit(":", 1)[1])
                 asyncio.run(load_runs(port, [TARGET_RATE], args.seconds, args.warm_up, users, endpoints))
     return 0
