@@ -152,6 +152,9 @@ def _serve(p: argparse.ArgumentParser) -> None:
     _serving_settings(p)
     p.add_argument("--host", help="address the services bind (overrides stack.host)")
     p.add_argument("--port", type=int, help="the front door's port (overrides stack.transformer_port)")
+    p.add_argument(
+        "--predictor-replicas", type=int, help="predictor processes per version (overrides stack.predictor_replicas)"
+    )
 
 
 def _cluster(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """`kfloop serve | deploy | promote | rollback` handlers (serve needs the serving environment).
 
 Arguments (wired in kfloop/cli.py):
-    serve:    --config FILE, --state-dir DIR, --registry-uri URI, --host H, --port P
+    serve:    --config FILE, --state-dir DIR, --registry-uri URI, --host H, --port P, --predictor-replicas N
     deploy:   VERSION, --canary P, --force, --reason TEXT, --operator NAME, + the common ones below
     promote:  the common ones
     rollback: the common ones

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--registry-uri", help="the model registry (overrides predictor and explainer registry_uri)")
     p.add_argument("--host", help="address the router and audit sink bind (overrides stack.host)")
     p.add_argument("--port", type=int, help="the front door's (transformer's) port (overrides stack.transformer_port)")
+    p.add_argument(
+        "--predictor-replicas", type=int, help="predictor processes per version (overrides stack.predictor_replicas)"
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict:
@@ -31,6 +34,7 @@ def overrides(args: argparse.Namespace) -> dict:
         "stack.state_dir": args.state_dir,
         "stack.host": args.host,
         "stack.transformer_port": args.port,
+        "stack.predictor_replicas": getattr(args, "predictor_replicas", None),
         "predictor.registry_uri": args.registry_uri,
         "explainer.registry_uri": args.registry_uri,
     }

@@ -76,3 +76,16 @@ def test_the_local_state_is_seeded_from_this_manifest():
     facts = read_manifest(SERVING / "inferenceservice.yaml")
     assert (facts.name, facts.namespace, facts.canary_percent) == ("kfloop-ranker", "kfloop", None)
     assert facts.storage_uri.startswith("s3://mlpipeline/kfloop/registry/")
+
+
+def test_kfloop_serve_options_override_the_stack_config():
+    from kfloop.cli import build_parser
+    from kfloop.errors import ConfigError
+    from serving.stack.main import overrides
+
+    args = build_parser().parse_args(["serve", "--predictor-replicas", "3", "--port", "9000"])
+    config = load_config(ServingConfig, SERVING / "serving.yaml", overrides(args))
+    assert config.stack.predictor_replicas == 3 and config.stack.transformer_port == 9000
+    args = build_parser().parse_args(["serve", "--predictor-replicas", "0"])
+    with pytest.raises(ConfigError, match="predictor_replicas"):
+        load_config(ServingConfig, SERVING / "serving.yaml", overrides(args))
