@@ -93,6 +93,16 @@ class Managed:
         self.ready = False
 
 
+def stop_together(processes: list[Managed]) -> None:
+    """Stop them side by side: each predictor drains its spool on the way out, and one after the other
+    the waits would add up."""
+    threads = [threading.Thread(target=m.stop, name=f"stop-{m.name}") for m in processes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 class Stack:
     """The local serving stack of one config."""
 
@@ -243,8 +253,7 @@ class Stack:
         self._route(state)
         for version in [v for v in self.predictors if v not in wanted]:
             log.info("stopping the predictors of %s (no longer in the state)", version)
-            for managed in self.predictors.pop(version):
-                managed.stop()
+            stop_together(self.predictors.pop(version))
         self._write_endpoints()
 
     def _restart(self, managed: Managed, now: float) -> None:
@@ -316,8 +325,6 @@ class Stack:
         for name in order:
             if name in self.services:
                 self.services[name].stop()
-        for replicas in self.predictors.values():
-            for managed in replicas:
-                managed.stop()
+        stop_together([managed for replicas in self.predictors.values() for managed in replicas])
         if "audit_sink" in self.services:
             self.services["audit_sink"].stop()
