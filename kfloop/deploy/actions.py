@@ -2,7 +2,7 @@
 
 - deploy VERSION --canary P: VERSION takes P% of requests beside stable (with no stable yet, it becomes
   stable). An unknown version is an error naming the deployable ones; an undeployable (unblessed) one needs
-  --force, which records the operator and reason in the registry (`ModelRegistry.force`). Replacing a canary
+  --force and a --reason, both recorded with the operator in the registry (`ModelRegistry.force`). Replacing a canary
   that is already running also needs --force.
 - promote: the canary becomes stable (100%); the old stable is kept as `previous_stable`.
 - rollback: with a canary, drop it (stable takes every request again); without one, return to the stable
@@ -78,7 +78,9 @@ def deploy(
         if not force:
             state_name = registry.status(version).state.value
             raise InvalidInput(f"model version {version} is {state_name}, not deployable; --force deploys it anyway")
-        registry.force(version, operator=operator, reason=reason or "kfloop deploy --force")
+        if not reason.strip():  # a compliance record: who forced an unblessed model out, and why
+            raise InvalidInput(f"--reason: required to deploy the unblessed version {version} with --force")
+        registry.force(version, operator=operator, reason=reason.strip())
         notes.append("forced (recorded in the registry)")
     if state.stable is not None and state.stable.version == version:
         raise InvalidInput(f"model version {version} is already the stable version")

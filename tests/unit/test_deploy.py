@@ -134,6 +134,9 @@ def test_an_unblessed_version_needs_force_which_the_registry_records(tmp_path, r
     state = seeded(tmp_path, registry, versions)
     with pytest.raises(InvalidInput, match="unblessed, not deployable; --force"):
         deploy(state, registry, versions[3], 10, operator="ana")
+    with pytest.raises(InvalidInput, match="--reason: required"):
+        deploy(state, registry, versions[3], 10, force=True, operator="ana", reason="  ")
+    assert registry.status(versions[3]).state is not State.FORCED  # refused: nothing recorded
     change = deploy(state, registry, versions[3], 10, force=True, operator="ana", reason="hotfix test")
     assert change.after.canary.version == versions[3]
     status = registry.status(versions[3])
