@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,23 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Self
 
+from kfloop.processes import free_port, stop_process
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen, timeout_s: float) -> int:
-    """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time; the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+__all__ = ["Background", "ServiceProcess", "free_port", "stop_process"]
 
 
 @dataclass(frozen=True)

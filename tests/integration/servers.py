@@ -12,17 +12,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kfloop.processes import free_port, stop_process
+
+__all__ = ["RunningServer", "ServerUnavailable", "free_port"]
+
 HOST = "127.0.0.1"
 
 
 class ServerUnavailable(RuntimeError):
     """The server's binary is not installed (run `make apt`)."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -38,13 +36,7 @@ class RunningServer:
         return f"{HOST}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        stop_process(self.process, timeout)
 
     def __enter__(self) -> RunningServer:
         return self
