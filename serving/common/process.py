@@ -15,8 +15,6 @@ from typing import IO, Self
 
 from kfloop.processes import free_port, stop_process
 
-__all__ = ["Background", "ServiceProcess", "free_port", "stop_process"]
-
 
 @dataclass(frozen=True)
 class Background:

@@ -28,8 +28,9 @@ import yaml
 
 from kfloop.deploy import load_or_seed, read_state
 from kfloop.errors import NotFound
+from kfloop.processes import free_port
 from kfloop.registry import ModelRegistry
-from serving.common.process import Background, ServiceProcess, free_port
+from serving.common.process import Background, ServiceProcess
 from serving.router.routes import CanaryRoute, Route, Routes, write_routes
 from serving.stack.config import ServingConfig
 

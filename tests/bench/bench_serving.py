@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from serving.common.process import stop_process
+from kfloop.processes import stop_process
 from serving.stack import testbed
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from kfloop.processes import free_port
 
 PG_BIN = Path(os.environ.get("KFLOOP_PG_BIN", "/usr/lib/postgresql/15/bin"))
 SUPERUSER = "postgres"
@@ -29,12 +30,6 @@ class PostgresServer:
 
     def url(self, database: str = "postgres", user: str | None = None) -> str:
         return f"postgresql://{user or self.user}@{self.host}:{self.port}/{database}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_postgres(argv: list[str]) -> list[str]:

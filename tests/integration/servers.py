@@ -14,8 +14,6 @@ from pathlib import Path
 
 from kfloop.processes import free_port, stop_process
 
-__all__ = ["RunningServer", "ServerUnavailable", "free_port"]
-
 HOST = "127.0.0.1"
 
 

@@ -20,8 +20,8 @@ import yaml
 
 from kfloop.audit import AuditRecorder, SpoolConfig, verify_store
 from kfloop.audit.store.sqlite import SqliteStore
-from serving.common.process import stop_process
-from tests.integration.pg_server import free_port, postgres_server
+from kfloop.processes import free_port, stop_process
+from tests.integration.pg_server import postgres_server
 from tests.unit.test_audit_support import decision_json, decisions
 
 pytestmark = pytest.mark.serving

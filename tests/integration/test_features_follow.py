@@ -17,7 +17,7 @@ from kfloop.config import load_config
 from kfloop.eventlog import EventLog
 from kfloop.features.config import FeaturesConfig
 from kfloop.features.synthetic import feedback_record
-from tests.integration.servers import free_port
+from kfloop.processes import free_port
 
 pytestmark = pytest.mark.integration
 

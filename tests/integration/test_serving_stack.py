@@ -29,7 +29,7 @@ import yaml
 from kfloop.audit import is_sampled
 from kfloop.commands import audit as audit_commands
 from kfloop.commands import serve as serve_commands
-from serving.common.process import stop_process
+from kfloop.processes import stop_process
 from serving.stack import testbed
 from tests.unit.test_deploy import deploy_command_args
 

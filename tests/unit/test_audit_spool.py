@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from kfloop.audit.record import record_json
 from kfloop.audit.shipper import REJECTED_FILE, DeliveryFailed
 from kfloop.audit.spool import OFFSET_FILE, SpoolLocked
 from kfloop.audit.store.sqlite import SqliteStore
+from kfloop.processes import free_port
 from tests.unit.test_audit_support import decision, decisions
 
 
@@ -27,12 +27,6 @@ def spool(tmp_path: Path):
 def store(tmp_path: Path):
     with SqliteStore(tmp_path / "audit.db") as s:
         yield s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def segment_files(directory: Path) -> list[Path]:

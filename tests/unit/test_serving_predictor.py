@@ -22,7 +22,7 @@ from kfloop.audit import Candidate, Decision, PolicyInfo
 from kfloop.audit.spool import decode_line
 from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
-from serving.common.process import free_port
+from kfloop.processes import free_port
 from serving.predictor import main as predictor_main
 from serving.predictor.api import expand_mostly, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from serving.common.process import free_port
+from kfloop.processes import free_port
 from serving.router.app import create_app
 from serving.router.config import RouterConfig
 from serving.router.routes import CanaryRoute, Route, Routes, write_routes
