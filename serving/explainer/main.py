@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+from collections.abc import Callable
+from typing import Any
 
-from kfloop.config import load_config
-from kfloop.errors import KfloopError
+from serving.common.entry import run_role
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,20 +21,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.explainer.server import serve
     from serving.stack.config import ServingConfig
 
-    args, _ = parser().parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {
+    return run_role("explainer", parser(), argv, ServingConfig, _overrides, _prepare)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "explainer.registry_uri": args.registry_uri,
         "explainer.model_version": args.model_version,
         "explainer.http_port": args.port or args.http_port,
     }
-    try:
-        config = load_config(ServingConfig, args.config_file, overrides).explainer
-    except KfloopError as exc:
-        print(f"explainer: {exc.message}", file=sys.stderr)
-        return 2
-    serve(config)
-    return 0
+
+
+def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
+    from serving.explainer.server import serve
+
+    return lambda: serve(config.explainer)

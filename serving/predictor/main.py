@@ -6,11 +6,10 @@ Arguments KServe itself passes (--http_port, --model_name, ...) are left to KSer
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+from collections.abc import Callable
+from typing import Any
 
-from kfloop.config import load_config
-from kfloop.errors import KfloopError
+from serving.common.entry import run_role
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,13 +27,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.predictor.server import serve
-    from serving.predictor.versions import resolve
     from serving.stack.config import ServingConfig
 
-    args, _ = parser().parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {
+    return run_role("predictor", parser(), argv, ServingConfig, _overrides, _prepare)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "predictor.model_version": args.model_version,
         "predictor.model_dir": args.model_dir,
         "predictor.registry_uri": args.registry_uri,
@@ -43,11 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         "predictor.audit.spool.dir": args.spool_dir,
         "predictor.http_port": args.port,
     }
-    try:
-        config = load_config(ServingConfig, args.config_file, overrides).predictor
-        resolved = resolve(config.registry_uri, config.model_version, config.model_dir, config.cache_dir)
-    except KfloopError as exc:
-        print(f"predictor: {exc.message}", file=sys.stderr)
-        return 2
-    serve(config, resolved)
-    return 0
+
+
+def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
+    """The version resolved (an unknown one is refused, naming the deployable ones) before serving."""
+    from serving.predictor.server import serve
+    from serving.predictor.versions import resolve
+
+    predictor = config.predictor
+    resolved = resolve(predictor.registry_uri, predictor.model_version, predictor.model_dir, predictor.cache_dir)
+    return lambda: serve(predictor, resolved)

@@ -7,11 +7,11 @@ honoured (the predictor host becomes http://HOST).
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
+from collections.abc import Callable
+from typing import Any
 
-from kfloop.config import load_config
-from kfloop.errors import ConfigError, KfloopError
+from kfloop.errors import ConfigError
+from serving.common.entry import run_role
 
 
 def parser() -> argparse.ArgumentParser:
@@ -30,23 +30,25 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from serving.stack.config import ServingConfig
-    from serving.transformer.server import serve
 
-    args, _ = parser().parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    overrides = {
+    return run_role("transformer", parser(), argv, ServingConfig, _overrides, _prepare)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "transformer.predictor_url": args.predictor_url,
         "transformer.explainer_url": args.explainer_url,
         "transformer.http_port": args.port or args.http_port,
         "transformer.model_name": args.model_name,
     }
-    try:
-        config = load_config(ServingConfig, args.config_file, overrides).transformer
-        predictor_url = config.predictor_url or (f"http://{args.predictor_host}" if args.predictor_host else None)
-        if predictor_url is None:
-            raise ConfigError("no predictor: set transformer.predictor_url or pass --predictor-url")
-    except KfloopError as exc:
-        print(f"transformer: {exc.message}", file=sys.stderr)
-        return 2
-    serve(config, predictor_url)
-    return 0
+
+
+def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
+    """The predictor's URL: the config's, else the host KServe's controller passes (http://HOST)."""
+    from serving.transformer.server import serve
+
+    transformer = config.transformer
+    predictor_url = transformer.predictor_url or (f"http://{args.predictor_host}" if args.predictor_host else None)
+    if predictor_url is None:
+        raise ConfigError("no predictor: set transformer.predictor_url or pass --predictor-url")
+    return lambda: serve(transformer, predictor_url)

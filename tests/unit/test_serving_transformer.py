@@ -79,3 +79,18 @@ def test_bad_requests_are_400_and_an_empty_catalog_is_not_ready(store):
             asyncio.run(model.preprocess({"instances": [{"user_id": "u"}]}, {}))
     finally:
         features.catalog = catalog
+
+
+def test_the_role_entry_points_refuse_a_bad_config_with_exit_2_naming_it(tmp_path, capsys):
+    """One line on stderr, exit code 2, nothing served: the transformer without a predictor to call, a
+    field out of range in the explainer's section."""
+    from serving.explainer import main as explainer_main
+    from serving.transformer import main as transformer_main
+
+    config = tmp_path / "serving.yaml"
+    config.write_text("transformer: {}\n")
+    assert transformer_main.main(["--config-file", str(config)]) == 2
+    assert "transformer: no predictor" in capsys.readouterr().err
+    assert explainer_main.main(["--config-file", str(config), "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explainer: ") and "http_port" in err

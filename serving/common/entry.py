@@ -1,0 +1,38 @@
+"""The entry point every model-serving role shares: parse, load the serving config once, check what the role
+needs, serve; a config problem is one line on stderr and exit code 2 (a supervisor or kubelet shows it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from kfloop.config import load_config
+from kfloop.errors import KfloopError
+
+Overrides = Callable[[argparse.Namespace], dict[str, Any]]
+Prepare = Callable[[Any, argparse.Namespace], Callable[[], None]]
+
+
+def run_role(
+    role: str,
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    config_type: type,
+    overrides: Overrides,
+    prepare: Prepare,
+) -> int:
+    """`prepare(config, args)` checks what the role needs (raising a KfloopError) and returns what serves.
+    Arguments the parser does not know are left to KServe's own parser."""
+    args, _ = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(config_type, args.config_file, overrides(args))
+        serve = prepare(config, args)
+    except KfloopError as exc:
+        print(f"{role}: {exc.message}", file=sys.stderr)
+        return 2
+    serve()
+    return 0
