@@ -62,7 +62,11 @@ def _features_show(p: argparse.ArgumentParser) -> None:
 
 def _audit_store(p: argparse.ArgumentParser) -> None:
     _config(p)
-    p.add_argument("--store-url", help="sqlite:///path.db or postgresql://user@host:port/db (overrides the config)")
+    p.add_argument(
+        "--store-url",
+        help="sqlite:///path.db or postgresql://user@host:port/db (overrides the config; default "
+        "$KFLOOP_AUDIT_STORE_URL, where a URL with a password belongs: a command line is visible in ps)",
+    )
 
 
 def _audit_pull(p: argparse.ArgumentParser) -> None:

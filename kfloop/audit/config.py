@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -11,6 +12,25 @@ from kfloop.config import StrictModel
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+STORE_URL_ENV = "KFLOOP_AUDIT_STORE_URL"
+"""The environment variable that gives the audit store's URL to the sink and to `kfloop audit`: where a URL
+with a password belongs (a command line is readable by every user of the machine, in ps and /proc)."""
+
+
+def store_url_given(flag: str | None, environ: Mapping[str, str]) -> str | None:
+    """The store URL a command was given: its --store-url, else $KFLOOP_AUDIT_STORE_URL, else None (the
+    config's). Read at the entry point, never at import."""
+    return flag or environ.get(STORE_URL_ENV) or None
+
+
+def redacted(url: str) -> str:
+    """The URL with its password, if any, replaced by ***: for files and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 class AuditStoreConfig(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from kfloop.audit.config import AuditStoreConfig
+from kfloop.audit.config import AuditStoreConfig, store_url_given
 from kfloop.config import StrictModel, load_config
 from kfloop.errors import ConfigError, InvalidInput, KfloopError
 
@@ -28,7 +29,8 @@ class AuditClientConfig(StrictModel):
 
 
 def _config(args: argparse.Namespace) -> AuditClientConfig:
-    overrides = {"store.url": getattr(args, "store_url", None), "explainer": getattr(args, "explainer", None)}
+    store_url = store_url_given(getattr(args, "store_url", None), os.environ)
+    overrides = {"store.url": store_url, "explainer": getattr(args, "explainer", None)}
     return load_config(AuditClientConfig, getattr(args, "config", None), overrides)
 
 
@@ -142,5 +144,5 @@ def sink(args: argparse.Namespace) -> int:
     """Run the audit sink (serving environment)."""
     from serving.audit.app import load, run
 
-    overrides = {"host": args.host, "port": args.port, "store.url": args.store_url}
+    overrides = {"host": args.host, "port": args.port, "store.url": store_url_given(args.store_url, os.environ)}
     return run(load(args.config, **overrides))

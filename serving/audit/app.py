@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import time
 from datetime import datetime
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from kfloop.audit.canonical import parse_rfc3339, rfc3339
 from kfloop.audit.chain import StoredRow
+from kfloop.audit.config import STORE_URL_ENV, store_url_given
 from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
 from kfloop.audit.store import RowQuery, SqlStore, make_store
 from kfloop.config import load_config
@@ -272,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config file (defaults apply where omitted)")
     parser.add_argument("--host", help="bind address (overrides the config)")
     parser.add_argument("--port", type=int, help="port (overrides the config)")
-    parser.add_argument("--store-url", help="sqlite:///path.db or postgresql://... (overrides store.url)")
+    parser.add_argument(
+        "--store-url",
+        help=f"sqlite:///path.db or postgresql://... (overrides store.url; default ${STORE_URL_ENV}, where a URL "
+        "with a password belongs)",
+    )
     args = parser.parse_args(argv)
-    return run(load(args.config, host=args.host, port=args.port, **{"store.url": args.store_url}))
+    store_url = store_url_given(args.store_url, os.environ)
+    return run(load(args.config, host=args.host, port=args.port, **{"store.url": store_url}))

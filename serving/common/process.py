@@ -49,10 +49,21 @@ def _threads(pid: int) -> list[int]:
 class ServiceProcess:
     """`python -m MODULE ARGS... --host H --port P`, its output in a log file, stopped however the caller wants."""
 
-    def __init__(self, module: str, args: list[str], *, log_path: Path, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        *,
+        log_path: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.command = [sys.executable, "-m", module, *args, "--host", host, "--port", str(self.port)]
+        self.env = env or {}
+        """Added to this process's environment (secrets go here: a command line is visible to every user)."""
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -70,7 +81,8 @@ class ServiceProcess:
         self, *, ready_path: str = "/readyz", timeout_s: float = 60.0, background: Background | None = None
     ) -> Self:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
-        self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
         while not self._answers(ready_path):
             if self._process.poll() is not None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 
+from kfloop.audit.config import store_url_given
 from kfloop.config import load_config
 from kfloop.errors import KfloopError
 
@@ -29,8 +32,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def overrides(args: argparse.Namespace) -> dict:
+def overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict:
+    """The command line's and the environment's settings over the config file's ($KFLOOP_AUDIT_STORE_URL: the
+    store the stack's audit sink writes, as `kfloop audit` reads it)."""
     return {
+        "stack.audit_store_url": store_url_given(None, environ),
         "stack.state_dir": args.state_dir,
         "stack.host": args.host,
         "stack.transformer_port": args.port,
@@ -47,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = args.config_file or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:
-        config = load_config(ServingConfig, path, overrides(args))
+        config = load_config(ServingConfig, path, overrides(args, os.environ))
     except KfloopError as exc:
         print(f"kfloop serve: {exc.message}", file=sys.stderr)
         return 2

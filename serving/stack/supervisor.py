@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from kfloop.audit.config import STORE_URL_ENV, redacted
 from kfloop.deploy import load_or_seed, read_state
 from kfloop.errors import NotFound
 from kfloop.processes import free_port
@@ -146,6 +147,7 @@ class Stack:
                 "transformer": c.transformer.model_copy(
                     update={"predictor_url": self.url("router"), "explainer_url": explainer}
                 ),
+                "stack": c.stack.model_copy(update={"audit_store_url": redacted(c.stack.audit_store_url)}),
                 "router": c.router.model_copy(
                     update={
                         "routes_file": self.state_dir / ROUTES_FILE,
@@ -162,9 +164,20 @@ class Stack:
         return path
 
     # -- processes ---------------------------------------------------------------------------------------------
-    def _managed(self, name: str, module: str, args: list[str], port: int, ready_path: str) -> Managed:
-        process = ServiceProcess(module, args, log_path=self.logs / f"{name}.log", host=self.host, port=port)
+    def _managed(
+        self, name: str, module: str, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
+    ) -> Managed:
+        log_path = self.logs / f"{name}.log"
+        process = ServiceProcess(module, args, log_path=log_path, host=self.host, port=port, env=env)
         return Managed(name, process, ready_path, self.stack.start_timeout_s)
+
+    def audit_sink(self) -> Managed:
+        """The audit sink, niced; its store URL (which may hold a password) in its environment, not in its
+        command line."""
+        env = {STORE_URL_ENV: self.stack.audit_store_url}
+        sink = self._managed("audit-sink", "serving.audit", [], self.ports["audit_sink"], "/readyz", env)
+        sink.background = self.stack.background(may_idle=False)
+        return sink
 
     def _model_ready_path(self) -> str:
         return f"/v2/models/{self.config.predictor.model_name}/ready"
@@ -200,11 +213,7 @@ class Stack:
         self.config_path = self._write_effective_config()
         cfg = ["--config-file", str(self.config_path)]
         if self.stack.run_audit_sink:
-            sink_args = ["--store-url", self.stack.audit_store_url]
-            self.services["audit_sink"] = self._managed(
-                "audit-sink", "serving.audit", sink_args, self.ports["audit_sink"], "/readyz"
-            )
-            self.services["audit_sink"].background = self.stack.background(may_idle=False)
+            self.services["audit_sink"] = self.audit_sink()
         if self.stack.run_explainer:
             self.services["explainer"] = self._managed(
                 "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()

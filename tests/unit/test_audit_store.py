@@ -26,6 +26,7 @@ from kfloop.audit import (
     verify_store,
     write_export,
 )
+from kfloop.audit.config import STORE_URL_ENV
 from kfloop.audit.store.sqlite import SqliteStore
 from kfloop.commands import audit as audit_cli
 from tests.unit.test_audit_support import T0, decision, decisions, tamper_sqlite
@@ -313,6 +314,15 @@ def test_cli_pull_then_verify(db, tmp_path, capsys):
         assert report["ok"] is True and report["records"] == N
     assert audit_cli.verify(namespace(store_url=url)) == 0
     assert json.loads(capsys.readouterr().out)["records"] == N
+
+
+def test_cli_takes_the_store_url_from_the_environment_and_the_flag_wins(db, tmp_path, monkeypatch, capsys):
+    """$KFLOOP_AUDIT_STORE_URL is where a URL with a password belongs (a command line shows in ps)."""
+    monkeypatch.setenv(STORE_URL_ENV, f"sqlite:///{db}")
+    assert audit_cli.verify(namespace(store_url=None)) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == N
+    assert audit_cli.verify(namespace(store_url=f"sqlite:///{tmp_path / 'other.db'}")) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 0
 
 
 def test_cli_verify_exits_1_naming_the_altered_record(db, capsys):

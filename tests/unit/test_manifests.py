@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import stat
-import subprocess
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from kfloop.audit.config import STORE_URL_ENV
 from tests.manifests import CRD_DIR, REPO, render, validate
 
 pytestmark = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="needs ../shared/crds beside the clone")
@@ -205,31 +203,33 @@ def test_the_audit_sink_runs_one_writer_on_its_own_volume(rendered):
     assert env["valueFrom"]["secretKeyRef"] == {"name": "kfloop-audit-store", "key": "url", "optional": True}
 
 
-def test_the_audit_sink_command_takes_the_store_url_only_from_the_secret(rendered, tmp_path):
-    """The container's shell line run with a stand-in `python` that prints its arguments: without the Secret,
-    the config file alone; with it, --store-url too, as one argument however odd the URL; both load."""
-    from serving.audit.app import load
+def test_the_audit_sink_takes_the_store_url_from_the_secret_in_its_environment(rendered, tmp_path, monkeypatch):
+    """The container runs the sink directly, the URL nowhere on its command line (ps and /proc show that to
+    anything sharing the node's process view); the sink's entry point reads $KFLOOP_AUDIT_STORE_URL: without the
+    Secret the config file's SQLite store, with it the URL exactly, however odd; --store-url still wins."""
+    from serving.audit import app
 
     _, container, mounts = _audit_container(rendered)
-    assert container["command"] == ["/bin/sh", "-c"]
-    fake = tmp_path / "python"
-    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-
-    def argv(**env: str) -> list[str]:
-        environment = {"PATH": f"{tmp_path}:{os.environ['PATH']}", **env}
-        run = subprocess.run(["/bin/sh", "-c", *container["args"]], env=environment, capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-        return run.stdout.splitlines()
-
+    assert container["command"] == ["python", "-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml"]
+    assert "args" not in container
+    (env,) = container["env"]
+    assert env["name"] == STORE_URL_ENV
     config_path = tmp_path / "audit-sink.yaml"
     config_path.write_text(yaml.safe_dump(_audit_config_file(rendered, mounts)))
-    assert argv() == ["-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml"]
-    assert "/etc/kfloop" in mounts and load(str(config_path)).store.is_sqlite
+    started = []
+    monkeypatch.setattr(app, "run", lambda config: started.append(config) or 0)
+
+    def store_url(*flags: str) -> str:
+        assert app.main([f"--config={config_path}", *flags]) == 0
+        return started.pop().store.url
+
+    monkeypatch.delenv(STORE_URL_ENV, raising=False)
+    assert store_url().startswith("sqlite:///")
     url = "postgresql://kfloop_audit:p%40ss word$x@db.example:5432/audit?sslmode=require&application=x"
-    args = argv(KFLOOP_AUDIT_STORE_URL=url)
-    assert args == ["-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml", f"--store-url={url}"]
-    assert load(str(config_path), **{"store.url": url}).store.url == url
+    monkeypatch.setenv(STORE_URL_ENV, url)
+    assert store_url() == url
+    other = "postgresql://kfloop_audit@other.example:5432/audit"
+    assert store_url(f"--store-url={other}") == other
 
 
 def test_decisions_and_kserve_payloads_ship_to_the_audit_service(rendered):

@@ -9,6 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
+from kfloop.audit.config import STORE_URL_ENV
 from kfloop.config import load_config
 from kfloop.deploy import read_manifest
 from serving.stack.config import ServingConfig
@@ -84,8 +85,30 @@ def test_kfloop_serve_options_override_the_stack_config():
     from serving.stack.main import overrides
 
     args = build_parser().parse_args(["serve", "--predictor-replicas", "3", "--port", "9000"])
-    config = load_config(ServingConfig, SERVING / "serving.yaml", overrides(args))
+    config = load_config(ServingConfig, SERVING / "serving.yaml", overrides(args, {}))
     assert config.stack.predictor_replicas == 3 and config.stack.transformer_port == 9000
+    assert config.stack.audit_store_url.startswith("sqlite:///")
+    url = "postgresql://kfloop_audit:secret@db.example:5432/audit"
+    config = load_config(ServingConfig, SERVING / "serving.yaml", overrides(args, {STORE_URL_ENV: url}))
+    assert config.stack.audit_store_url == url
     args = build_parser().parse_args(["serve", "--predictor-replicas", "0"])
     with pytest.raises(ConfigError, match="predictor_replicas"):
-        load_config(ServingConfig, SERVING / "serving.yaml", overrides(args))
+        load_config(ServingConfig, SERVING / "serving.yaml", overrides(args, {}))
+
+
+def test_the_stack_gives_the_audit_sink_its_store_url_in_the_environment_only(tmp_path):
+    """The URL may hold a password: it goes to the sink's environment, never its command line (visible to every
+    user in ps), and the effective config file the stack writes has the password redacted."""
+    from serving.stack.supervisor import Stack
+
+    url = "postgresql://kfloop_audit:s3cret@db.example:5432/audit"
+    config = load_config(
+        ServingConfig, SERVING / "serving.yaml", {"stack.state_dir": str(tmp_path), "stack.audit_store_url": url}
+    )
+    stack = Stack(config)
+    sink = stack.audit_sink().process
+    assert sink.env == {STORE_URL_ENV: url}
+    assert not any("s3cret" in part for part in sink.command)
+    effective = stack.effective_config()
+    assert effective.stack.audit_store_url == "postgresql://kfloop_audit:***@db.example:5432/audit"
+    assert "s3cret" not in effective.model_dump_json()
