@@ -196,6 +196,49 @@ def cpu_seconds(endpoints: dict) -> dict[str, float]:
     return out
 
 
+# Histograms each role keeps, from the outside in: (label, metric, where it lives).
+STAGES = (
+    ("transformer's call to router and predictor", "kfloop_transformer_upstream_seconds", "transformer"),
+    ("router's call to a predictor", "kfloop_router_upstream_seconds", "router"),
+    ("predictor's predict (scoring, slate, audit wait)", "request_predict_seconds", "predictors"),
+    ("predictor's audit fsync wait", "kfloop_predictor_audit_write_seconds", "predictors"),
+)
+
+
+def stage_buckets(endpoints: dict) -> dict[str, dict[float, float]]:
+    """{stage label: {bucket bound: cumulative count}}, summed over a role's processes (predictor replicas)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    urls = {"transformer": [endpoints["transformer"]], "router": [endpoints["router"]]}
+    urls["predictors"] = [p["url"] for replicas in endpoints["predictors"].values() for p in replicas]
+    out: dict[str, dict[float, float]] = {}
+    for label, metric, role in STAGES:
+        counts: dict[float, float] = {}
+        for url in urls[role]:
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name == f"{metric}_bucket" and sample.labels.get("outcome", "200") == "200":
+                        bound = float(sample.labels["le"])
+                        counts[bound] = counts.get(bound, 0.0) + sample.value
+        out[label] = counts
+    return out
+
+
+def report_stages(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> None:
+    """Which hop the slow requests of the last run spent their time in: the share of each stage's timings over
+    10 and 25 ms. A stage far slower than its CPU says its process waited for a core, not for work."""
+    print("          share over 10 / 25 ms, by stage:", flush=True)
+    for label, counts in after.items():
+        delta = {bound: n - before.get(label, {}).get(bound, 0.0) for bound, n in counts.items()}
+        total = delta.get(float("inf"), 0.0)
+        if total <= 0:
+            continue
+        over = [100 * (total - delta.get(bound, total)) / total for bound in (0.01, 0.025)]
+        print(f"            {label}: {over[0]:.1f}% / {over[1]:.1f}% of {total:.0f}", flush=True)
+
+
 async def load_runs(
     port: int, rates: list[int], seconds: float, warm_up: float, users: list[str], endpoints: dict
 ) -> list[tuple[int, float, float, int]]:
@@ -208,7 +251,7 @@ async def load_runs(
     for rate in rates:
         if warm_up > 0:
             await fixed_rate(pool, rate, warm_up, payloads)
-        before = cpu_seconds(endpoints)
+        before, stages_before = cpu_seconds(endpoints), stage_buckets(endpoints)
         latencies, errors = await fixed_rate(pool, rate, seconds, payloads)
         after = cpu_seconds(endpoints)
         p50, p99 = percentiles(latencies)
@@ -218,6 +261,8 @@ async def load_runs(
         print(f"  {rate:>5} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   errors {errors}", flush=True)
         # the total is the host's pace: the same work costs up to 2x more CPU when the shared host is busy
         print(f"          CPU ms per request: {cpu}  (total {sum(per_request.values()):.1f})", flush=True)
+        if rate == TARGET_RATE:
+            report_stages(stages_before, stage_buckets(endpoints))
         if p99 > 4 * CEILING_P99_MS:
             break
         await asyncio.sleep(1.0)
