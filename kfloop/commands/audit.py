@@ -144,5 +144,4 @@ def sink(args: argparse.Namespace) -> int:
     """Run the audit sink (serving environment)."""
     from serving.audit.app import load, run
 
-    overrides = {"host": args.host, "port": args.port, "store.url": store_url_given(args.store_url, os.environ)}
-    return run(load(args.config, **overrides))
+    return run(load(args.config, host=args.host, port=args.port, store_url=args.store_url, environ=os.environ))

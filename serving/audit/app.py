@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -264,8 +265,12 @@ def run(config: AuditSinkConfig) -> int:
     return 0
 
 
-def load(config_path: str | None, **overrides: Any) -> AuditSinkConfig:
-    """The config file with command-line overrides (dotted keys; None means not given)."""
+def load(
+    config_path: str | None, *, host: str | None, port: int | None, store_url: str | None, environ: Mapping[str, str]
+) -> AuditSinkConfig:
+    """The config file with the command line's settings over it (None: not given); the store URL from
+    --store-url, else $KFLOOP_AUDIT_STORE_URL, else the file's."""
+    overrides = {"host": host, "port": port, "store.url": store_url_given(store_url, environ)}
     return load_config(AuditSinkConfig, config_path, overrides)
 
 
@@ -280,5 +285,4 @@ def main(argv: list[str] | None = None) -> int:
         "with a password belongs)",
     )
     args = parser.parse_args(argv)
-    store_url = store_url_given(args.store_url, os.environ)
-    return run(load(args.config, host=args.host, port=args.port, **{"store.url": store_url}))
+    return run(load(args.config, host=args.host, port=args.port, store_url=args.store_url, environ=os.environ))
