@@ -206,23 +206,24 @@ STAGES = (
 
 
 def stage_buckets(endpoints: dict) -> dict[str, dict[float, float]]:
-    """{stage label: {bucket bound: cumulative count}}, summed over a role's processes (predictor replicas)."""
+    """{stage label: {bucket bound: cumulative count}}, summed over a role's processes (predictor replicas);
+    each process's /metrics is read once."""
     from prometheus_client.parser import text_string_to_metric_families
 
     urls = {"transformer": [endpoints["transformer"]], "router": [endpoints["router"]]}
     urls["predictors"] = [p["url"] for replicas in endpoints["predictors"].values() for p in replicas]
-    out: dict[str, dict[float, float]] = {}
-    for label, metric, role in STAGES:
-        counts: dict[float, float] = {}
-        for url in urls[role]:
+    out: dict[str, dict[float, float]] = {label: {} for label, _, _ in STAGES}
+    for role, role_urls in urls.items():
+        stages = {f"{metric}_bucket": label for label, metric, stage_role in STAGES if stage_role == role}
+        for url in role_urls:
             with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
                 text = response.read().decode()
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
-                    if sample.name == f"{metric}_bucket" and sample.labels.get("outcome", "200") == "200":
+                    label = stages.get(sample.name)
+                    if label is not None and sample.labels.get("outcome", "200") == "200":
                         bound = float(sample.labels["le"])
-                        counts[bound] = counts.get(bound, 0.0) + sample.value
-        out[label] = counts
+                        out[label][bound] = out[label].get(bound, 0.0) + sample.value
     return out
 
 
