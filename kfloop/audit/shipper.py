@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from kfloop.audit.config import SpoolConfig
 from kfloop.audit.record import RECORD_TAGS, Decision, Explanation, KServeMessage, parse_record
-from kfloop.audit.spool import Spool, SpoolBatch
+from kfloop.audit.spool import Spool, decode_payload
 from kfloop.audit.store.base import ACKNOWLEDGED, SqlStore
 from kfloop.errors import KfloopError, field_errors
 
@@ -38,7 +38,8 @@ class Receipt:
     detail: Any = None
 
 
-Deliver = Callable[[list[dict[str, Any]]], list[Receipt]]
+Deliver = Callable[[list[bytes]], list[Receipt]]
+"""Delivers records (each one's JSON, as spooled) and answers a receipt per record, in order."""
 
 
 class DeliveryFailed(KfloopError):
@@ -51,6 +52,11 @@ class BatchTooLarge(DeliveryFailed):
     """The sink refused the batch's size: retry with smaller batches."""
 
 
+class MalformedBatch(DeliveryFailed):
+    """The sink could not read the batch as JSON: some record in it is not JSON (a writer's bug, since its
+    line's checksum held). The shipper then sends the batch again without such records."""
+
+
 class HttpSink:
     """Delivers batches to an audit sink's POST /v1/decisions (stdlib HTTP: usable in every environment)."""
 
@@ -58,8 +64,8 @@ class HttpSink:
         self.url = base_url.rstrip("/") + "/v1/decisions"
         self.timeout_s = timeout_s
 
-    def __call__(self, records: list[dict[str, Any]]) -> list[Receipt]:
-        body = _batch_body(records)
+    def __call__(self, payloads: list[bytes]) -> list[Receipt]:
+        body = _batch_body(payloads)
         request = urllib.request.Request(
             self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
@@ -71,10 +77,10 @@ class HttpSink:
             results = payload.get("details") if exc.code == 422 else None
             if not isinstance(results, list):
                 raise DeliveryFailed(f"sink answered {exc.code}: {payload.get('message', '')}") from None
-            return _receipts(results, len(records))
+            return _receipts(results, len(payloads))
         except (urllib.error.URLError, OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise DeliveryFailed(f"sink {self.url} unreachable: {exc}") from None
-        return _receipts(payload.get("results"), len(records))
+        return _receipts(payload.get("results"), len(payloads))
 
     @staticmethod
     def _error_payload(exc: urllib.error.HTTPError) -> dict[str, Any]:
@@ -84,16 +90,15 @@ class HttpSink:
             payload = json.loads(exc.read() or b"{}")
         except ValueError:
             payload = {}
-        return payload if isinstance(payload, dict) else {}
+        payload = payload if isinstance(payload, dict) else {}
+        if exc.code == 400:
+            raise MalformedBatch(f"sink answered 400: {payload.get('message', '')}") from None
+        return payload
 
 
-def _batch_body(records: list[dict[str, Any]]) -> bytes:
-    """The POST body; orjson is ~10x faster than json here (records are JSON already, read from the spool),
-    json only for what orjson refuses (integers beyond 64 bits)."""
-    try:
-        return orjson.dumps({"records": records})
-    except TypeError:
-        return json.dumps({"records": records}, separators=(",", ":")).encode()
+def _batch_body(payloads: list[bytes]) -> bytes:
+    """The POST body, {"records": [...]}, joined from the records' JSON as spooled."""
+    return b'{"records":[' + b",".join(payloads) + b"]}"
 
 
 def _receipts(results: Any, expected: int) -> list[Receipt]:
@@ -105,10 +110,14 @@ def _receipts(results: Any, expected: int) -> list[Receipt]:
 def store_delivery(store: SqlStore) -> Deliver:
     """Deliver straight into a store (no sink in between): a predictor writing to PostgreSQL itself."""
 
-    def deliver(records: list[dict[str, Any]]) -> list[Receipt]:
-        receipts: list[Receipt | None] = [None] * len(records)
+    def deliver(payloads: list[bytes]) -> list[Receipt]:
+        receipts: list[Receipt | None] = [None] * len(payloads)
         valid, where = [], []
-        for i, raw in enumerate(records):
+        for i, payload in enumerate(payloads):
+            raw = decode_payload(payload)
+            if raw is None:
+                receipts[i] = _NOT_JSON
+                continue
             try:
                 valid.append(parse_record(raw))
                 where.append(i)
@@ -119,6 +128,15 @@ def store_delivery(store: SqlStore) -> Deliver:
         return [r for r in receipts if r is not None]
 
     return deliver
+
+
+_NOT_JSON = Receipt("rejected", [{"field": "(record)", "reason": "not a JSON object"}])
+
+
+def _readable(payload: bytes) -> Any:
+    """A record for the dead-letter file: decoded, or its text if it is not JSON."""
+    record = decode_payload(payload)
+    return record if record is not None else payload.decode("utf-8", "replace")
 
 
 @dataclass
@@ -159,12 +177,27 @@ class Shipper:
         batch = self.spool.read_batch(self.stats.batch_size)
         if batch is None:
             return 0
-        if batch.records:
-            receipts = self.deliver(batch.records)
-            self._dead_letter(batch, receipts)
+        if batch.payloads:
+            try:
+                receipts = self.deliver(batch.payloads)
+            except MalformedBatch:
+                receipts = self._deliver_json_only(batch.payloads)
+            self._dead_letter(batch.payloads, receipts)
         self.spool.commit(batch.end)
-        self.stats.shipped += len(batch.records)
-        return len(batch.records)
+        self.stats.shipped += len(batch.payloads)
+        return len(batch.payloads)
+
+    def _deliver_json_only(self, payloads: list[bytes]) -> list[Receipt]:
+        """The batch again without the records that are not JSON objects (those are refused here)."""
+        receipts: list[Receipt | None] = [None] * len(payloads)
+        readable = [i for i, payload in enumerate(payloads) if decode_payload(payload) is not None]
+        for i in set(range(len(payloads))) - set(readable):
+            receipts[i] = _NOT_JSON
+        if readable:
+            delivered = self.deliver([payloads[i] for i in readable])
+            for i, receipt in zip(readable, delivered, strict=True):
+                receipts[i] = receipt
+        return [r for r in receipts if r is not None]
 
     def drain(self, timeout_s: float) -> bool:
         """Ship until the spool is empty or the time is up (retrying failures); True if emptied."""
@@ -221,10 +254,14 @@ class Shipper:
         self.stats.last_error = str(exc)
         log.warning("audit shipper: delivery failed (%s); records stay in the spool", exc)
 
-    def _dead_letter(self, batch: SpoolBatch, receipts: Sequence[Receipt]) -> None:
+    def _dead_letter(self, payloads: list[bytes], receipts: Sequence[Receipt]) -> None:
         """Records the sink will never take (invalid, or conflicting with a stored one): set them aside, with
         the reason, so the spool keeps moving and a human can act."""
-        bad = [(raw, r) for raw, r in zip(batch.records, receipts, strict=True) if r.status not in ACKNOWLEDGED]
+        bad = [
+            (_readable(payload), r)
+            for payload, r in zip(payloads, receipts, strict=True)
+            if r.status not in ACKNOWLEDGED
+        ]
         self.stats.duplicates += sum(r.status == "duplicate" for r in receipts)
         if not bad:
             return

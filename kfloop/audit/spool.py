@@ -47,8 +47,15 @@ class Position:
 
 @dataclass(frozen=True)
 class SpoolBatch:
-    records: list[dict[str, Any]]
+    payloads: list[bytes]
+    """Each record's JSON, as spooled (its line's checksum checked): shipped as it is, never decoded and
+    encoded again (for a batch of 500 decisions, ~15 ms of the predictor's CPU with its GIL held)."""
     end: Position
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The records decoded (those that are JSON objects)."""
+        return [r for r in map(decode_payload, self.payloads) if r is not None]
 
 
 def encode(record: dict[str, Any]) -> bytes:
@@ -74,8 +81,11 @@ def _line(record: Decision | Explanation | KServeMessage) -> bytes:
 def decode_line(line: bytes) -> dict[str, Any] | None:
     """The record on a whole line, or None if its checksum or JSON fails."""
     payload = unframe(line)
-    if payload is None:
-        return None
+    return None if payload is None else decode_payload(payload)
+
+
+def decode_payload(payload: bytes) -> dict[str, Any] | None:
+    """A spooled record's JSON decoded, or None if it is not a JSON object."""
     try:
         record = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -182,19 +192,19 @@ class Spool:
         with self._lock:
             position, active, durable = self._position, self._active, self._durable_size
         start = position
-        records: list[dict[str, Any]] = []
+        payloads: list[bytes] = []
         while True:
             limit = durable if position.segment == active else None
-            position = self._read_segment(position, limit, max_records - len(records), records)
-            if len(records) >= max_records or position.segment >= active:
+            position = self._read_segment(position, limit, max_records - len(payloads), payloads)
+            if len(payloads) >= max_records or position.segment >= active:
                 break
             position = Position(position.segment + 1, 0)  # an older segment, read to its end: next one
         if position == start:
             return None
-        return SpoolBatch(records, position)  # may hold no records: it then only skips spent segments
+        return SpoolBatch(payloads, position)  # may hold no records: it then only skips spent segments
 
-    def _read_segment(self, start: Position, limit: int | None, wanted: int, out: list[dict[str, Any]]) -> Position:
-        """Append up to `wanted` records from one segment to `out`; return where reading stopped."""
+    def _read_segment(self, start: Position, limit: int | None, wanted: int, out: list[bytes]) -> Position:
+        """Append up to `wanted` records' JSON from one segment to `out`; return where reading stopped."""
         path = self._path(start.segment)
         if not path.exists():
             return start
@@ -205,13 +215,13 @@ class Spool:
                 line = stream.readline()
                 if not line.endswith(b"\n"):
                     break  # end of the file (or a torn tail beyond the durable end)
-                record = decode_line(line)
-                if record is None:
+                payload = unframe(line)
+                if payload is None:
                     self._keep_corrupt(line, start.segment, offset)
                 offset += len(line)
-                if record is None:
+                if payload is None:
                     continue
-                out.append(record)
+                out.append(payload)
                 wanted -= 1
         return Position(start.segment, offset)
 

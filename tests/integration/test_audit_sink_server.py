@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfloop.audit import AuditRecorder, SpoolConfig, verify_store
+from kfloop.audit import AuditRecorder, HttpSink, Shipper, Spool, SpoolConfig, verify_store
+from kfloop.audit.shipper import REJECTED_FILE
 from kfloop.audit.store.sqlite import SqliteStore
+from kfloop.framing import frame
 from kfloop.processes import free_port, stop_process
 from tests.integration.pg_server import postgres_server
 from tests.unit.test_audit_support import decision_json, decisions
@@ -196,3 +198,25 @@ def test_the_sink_on_postgres(tmp_path):
         with urllib.request.urlopen(post, timeout=30) as response:
             assert json.load(response)["accepted"] == 200
         assert len(all_records(url)) == 200
+
+
+def test_a_spooled_line_that_is_not_json_is_set_aside_and_the_rest_reach_the_sink(tmp_path):
+    # the shipper forwards each record's spooled JSON without decoding it; a line whose checksum holds but
+    # whose payload is not JSON (only a writer's bug makes one) must not stall the spool behind it
+    directory = tmp_path / "spool"
+    with Spool(directory) as spool:
+        spool.append(decisions(2))
+    (segment,) = directory.glob("*.spool")
+    with open(segment, "ab") as stream:
+        stream.write(frame(b'{"request_id": "req-torn", "kind": "decis'))
+    with Spool(directory) as spool:
+        spool.append(decisions(2, start=2))
+    with sink_server(tmp_path, f"sqlite:///{tmp_path / 'audit.db'}") as url:
+        with Spool(directory) as spool:
+            shipper = Shipper(spool, HttpSink(url))
+            assert shipper.drain(timeout_s=30)
+        stored = sorted(r["request_id"] for r in all_records(url))
+    assert stored == [f"req-{i:06d}" for i in range(4)]
+    (rejected,) = [json.loads(line) for line in (directory / REJECTED_FILE).read_text().splitlines()]
+    assert rejected["detail"] == [{"field": "(record)", "reason": "not a JSON object"}]
+    assert rejected["record"].startswith('{"request_id": "req-torn"')

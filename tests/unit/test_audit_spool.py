@@ -6,11 +6,12 @@ import json
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from kfloop.audit import AuditRecorder, HttpSink, Shipper, Spool, SpoolConfig, store_delivery, verify_store
 from kfloop.audit.record import record_json
-from kfloop.audit.shipper import REJECTED_FILE, DeliveryFailed
+from kfloop.audit.shipper import REJECTED_FILE, DeliveryFailed, Receipt
 from kfloop.audit.spool import OFFSET_FILE, SpoolLocked
 from kfloop.audit.store.sqlite import SqliteStore
 from kfloop.processes import free_port
@@ -158,3 +159,18 @@ def test_spool_files_are_framed_json_lines(spool):
     crc, payload = segment.read_bytes().rstrip(b"\n").split(b" ", 1)
     assert len(crc) == 8 and json.loads(payload)["request_id"] == "req-000000"
     assert os.stat(segment).st_size == len(crc) + 1 + len(payload) + 1
+
+
+def test_the_shipper_delivers_each_record_as_spooled(spool):
+    spool.append(decisions(3))
+    (segment,) = segment_files(spool.dir)
+    spooled = [line.split(b" ", 1)[1].rstrip(b"\n") for line in segment.read_bytes().splitlines(keepends=True)]
+    delivered: list[bytes] = []
+    Shipper(spool, lambda payloads: delivered.extend(payloads) or [Receipt("accepted")] * len(payloads)).ship_once()
+    assert delivered == spooled  # bytes as written: no decoding and encoding again in the predictor
+
+
+def test_a_store_delivery_refuses_a_record_that_is_not_json(tmp_path, store):
+    receipts = store_delivery(store)([b"[1, 2]", orjson.dumps(record_json(decision(0))), b"{not json"])
+    assert [r.status for r in receipts] == ["rejected", "accepted", "rejected"]
+    assert store.count() == 1
