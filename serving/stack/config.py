@@ -46,13 +46,15 @@ class StackConfig(StrictModel):
     run_explainer: bool = True
     """Start the explainer service (:explain and background explanations)."""
     background_idle: bool = True
-    """Run the explainer under Linux SCHED_IDLE: explanations (~1-2 s of CPU each) are off the ranking path,
-    so they take only CPU time rankings leave; under a load that leaves none, sampled explanations wait (or
-    are dropped when their queue is full). Off: the explainer is niced by `background_nice` instead."""
+    """Run the explainer and the audit sink under Linux SCHED_IDLE once they are ready: their work is off the
+    ranking path (a decision is durable in its predictor's spool before it is answered), so they take only CPU
+    time rankings leave. The sink's work comes in bursts (10-20 ms of CPU per shipped batch) which, merely
+    niced, still took cores from rankings (p99 at 200/s 33-40 ms niced, 14-19 ms idle, in alternated runs on 2
+    cores). Under a load that leaves no CPU at all, the sink falls behind (the spools keep the records and ship
+    them when the load drops) and sampled explanations wait, or are dropped when their queue is full. Off: both
+    are niced by `background_nice` instead."""
     background_nice: int = Field(default=10, ge=0, le=19)
-    """Nice value of the audit sink (and of the explainer when `background_idle` is off): its work is off the
-    ranking path (decisions are durable in the predictors' spools), but it must keep up, so it is niced,
-    never idle-only."""
+    """Nice value of the explainer and the audit sink when `background_idle` is off."""
     start_timeout_s: float = Field(default=180.0, gt=0)
     """How long a process may take to become ready (a predictor imports TensorFlow: 20-30 s)."""
     poll_interval_s: float = Field(default=0.5, gt=0)
@@ -60,9 +62,9 @@ class StackConfig(StrictModel):
     restart_backoff_s: float = Field(default=2.0, ge=0)
     """Wait before restarting a process that died (doubling per consecutive failure, up to a minute)."""
 
-    def background(self, *, may_idle: bool) -> Background:
-        """The priority of a background process (`may_idle`: the explainer; the audit sink must keep up)."""
-        return Background(nice=self.background_nice, idle=may_idle and self.background_idle)
+    def background(self) -> Background:
+        """The priority of the processes whose work is off the ranking path (the explainer, the audit sink)."""
+        return Background(nice=self.background_nice, idle=self.background_idle)
 
 
 class ServingConfig(StrictModel):

@@ -176,7 +176,7 @@ class Stack:
         command line."""
         env = {STORE_URL_ENV: self.stack.audit_store_url}
         sink = self._managed("audit-sink", "serving.audit", [], self.ports["audit_sink"], "/readyz", env)
-        sink.background = self.stack.background(may_idle=False)
+        sink.background = self.stack.background()
         return sink
 
     def _model_ready_path(self) -> str:
@@ -218,7 +218,7 @@ class Stack:
             self.services["explainer"] = self._managed(
                 "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
             )
-            self.services["explainer"].background = self.stack.background(may_idle=True)
+            self.services["explainer"].background = self.stack.background()
         self.services["router"] = self._managed("router", "serving.router", cfg, self.ports["router"], "/readyz")
         self.services["transformer"] = self._managed(
             "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()

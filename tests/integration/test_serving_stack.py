@@ -250,6 +250,26 @@ def test_every_decision_reaches_the_audit_sink_with_its_exact_inputs(stack):
     assert [c["position"] for c in decision["candidates"]] == [1, 2, 3]
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux SCHED_IDLE")
+def test_the_audit_sink_and_the_explainer_run_on_idle_cpu_only(stack):
+    # their work is off the ranking path: a burst of it must not take a core from rankings
+    for name in ("audit_sink", "explainer"):
+        pid = stack.refresh()["services"][name]["pid"]
+        wait_for(lambda pid=pid: sched_policies(pid) == {os.SCHED_IDLE} or None, 120, f"{name} under SCHED_IDLE")
+    ranking_pid = stack.endpoints["services"]["router"]["pid"]
+    assert sched_policies(ranking_pid) == {os.SCHED_OTHER}
+
+
+def sched_policies(pid: int) -> set[int]:
+    policies = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            policies.add(os.sched_getscheduler(int(tid)))
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+    return policies
+
+
 def test_a_sample_of_decisions_is_explained_in_the_background(stack, client):
     sampled = [f"it-sampled-{i}" for i in range(400) if is_sampled(f"it-sampled-{i}", SAMPLE_RATE)][:2]
     for request_id in sampled:
