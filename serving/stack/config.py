@@ -50,9 +50,9 @@ class StackConfig(StrictModel):
     ranking path (a decision is durable in its predictor's spool before it is answered), so they take only CPU
     time rankings leave. The sink's work comes in bursts (10-20 ms of CPU per shipped batch) which, merely
     niced, can still take a core from rankings (alternated runs at 200/s on 2 cores: p99 33-40 ms niced and 14-19
-    ms idle while the host was busy; 17-21 ms either way while it was quieter). Under a load that leaves no CPU at all, the sink falls behind (the spools keep the records and ship
-    them when the load drops) and sampled explanations wait, or are dropped when their queue is full. Off: both
-    are niced by `background_nice` instead."""
+    ms idle while the host was busy; 17-21 ms either way while it was quieter). Under a load that leaves no CPU
+    at all, the sink falls behind (the spools keep the records and ship them when the load drops) and sampled
+    explanations wait, or are dropped when their queue is full. Off: both are niced by `background_nice`."""
     background_nice: int = Field(default=10, ge=0, le=19)
     """Nice value of the explainer and the audit sink when `background_idle` is off."""
     start_timeout_s: float = Field(default=180.0, gt=0)
