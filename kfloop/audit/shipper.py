@@ -190,9 +190,12 @@ class Shipper:
     def _deliver_json_only(self, payloads: list[bytes]) -> list[Receipt]:
         """The batch again without the records that are not JSON objects (those are refused here)."""
         receipts: list[Receipt | None] = [None] * len(payloads)
-        readable = [i for i, payload in enumerate(payloads) if decode_payload(payload) is not None]
-        for i in set(range(len(payloads))) - set(readable):
-            receipts[i] = _NOT_JSON
+        readable = []
+        for i, payload in enumerate(payloads):
+            if decode_payload(payload) is None:
+                receipts[i] = _NOT_JSON
+            else:
+                readable.append(i)
         if readable:
             delivered = self.deliver([payloads[i] for i in readable])
             for i, receipt in zip(readable, delivered, strict=True):
