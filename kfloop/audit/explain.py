@@ -8,7 +8,6 @@ explanation is of the inputs and model version that were really used.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import queue
 import threading
@@ -16,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from kfloop.audit.chain import entry_bytes, link_hash
-from kfloop.audit.record import DECISION, Decision, Explanation, parse_record, utc_now
+from kfloop.audit.contexts import checked_record, stored_context
+from kfloop.audit.record import DECISION, Decision, Explanation, context_ref, parse_record, utc_now, with_context
 from kfloop.audit.store.base import Appended, RowQuery, SqlStore
-from kfloop.errors import DataIntegrityError, NotFound, NotReady
+from kfloop.errors import NotFound, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +32,20 @@ class Explainer(Protocol):
 
 
 def stored_decision(store: SqlStore, request_id: str) -> tuple[Decision, str]:
-    """The decision with this request id, as stored, and its chain hash. Refuses an altered row."""
+    """The decision with this request id, as stored (with the item context it refers to put back in its
+    inputs), and its chain hash. Refuses an altered row."""
     rows = list(store.rows(RowQuery(request_id=request_id, kinds=(DECISION,))))
     if not rows:
         raise NotFound(f"no decision with request_id {request_id!r} in the audit store")
     row = rows[0]
-    record = json.loads(row.record)
-    if link_hash(row.prev_hash, entry_bytes(row.seq, row.received_at, record)) != row.hash:
-        raise DataIntegrityError(
-            f"the stored decision {request_id!r} (seq {row.seq}) does not match its hash; "
-            "run `kfloop audit verify` — not explaining altered inputs"
-        )
-    return parse_record(record), row.hash
+    record = checked_record(row, f"decision {request_id!r}")
+    decision = parse_record(record)
+    assert isinstance(decision, Decision)
+    ref = context_ref(record)
+    if ref is not None:
+        inputs = with_context(decision.inputs, stored_context(store, ref))
+        decision = decision.model_copy(update={"inputs": inputs})
+    return decision, row.hash
 
 
 def explain_decision(store: SqlStore, request_id: str, explainer: Explainer) -> tuple[Explanation, Appended]:

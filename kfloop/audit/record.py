@@ -33,7 +33,13 @@ DECISION = "decision"
 EXPLANATION = "explanation"
 KSERVE_REQUEST = "kserve_request"
 KSERVE_RESPONSE = "kserve_response"
-RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE})
+ITEM_CONTEXT = "item_context"
+RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT})
+CONTEXT_REF = "item_context"
+"""The key, in a decision's inputs, of the item context's id the inputs leave out (see ItemContext)."""
+CONTEXT_FIELDS = ("candidates", "items")
+"""The inputs an item context holds: the candidates and their per-candidate columns (the catalog's item
+features, the same for every request until the catalog changes)."""
 
 
 def _json_value(value: Any, path: str = "") -> Any:
@@ -200,11 +206,66 @@ class KServeMessage(_AuditModel):
         return self
 
 
-AuditRecord = Annotated[Decision | Explanation | KServeMessage, Field(discriminator="kind")]
+class ItemContext(_AuditModel):
+    """Inputs many decisions share, stored once and referred to by their digest.
+
+    A decision's candidates and their item features are the same for every request until the catalog
+    changes: ~85% of a decision record. The predictor records them once as an item context and each decision
+    names it in `inputs["item_context"]` instead; the store, an export and `audit explain` put them back."""
+
+    kind: Literal["item_context"] = ITEM_CONTEXT
+    """Record kind."""
+    context_id: Sha256Hex
+    """sha256 of the content's canonical JSON: the same content always has the same id."""
+    ts: UtcTimestamp
+    """When it was first recorded (a later copy with another time is a duplicate of the one stored)."""
+    content: JsonObject
+    """The inputs it holds: `candidates` and `items`, as a decision's inputs would hold them."""
+
+    @model_validator(mode="after")
+    def _id_is_the_digest(self) -> Self:
+        if set(self.content) != set(CONTEXT_FIELDS):
+            raise ValueError(f"content: an item context holds exactly {', '.join(CONTEXT_FIELDS)}")
+        if context_digest(self.content) != self.context_id:
+            raise ValueError("context_id is not the sha256 of the content's canonical JSON")
+        return self
+
+    @classmethod
+    def of(cls, content: dict[str, Any], ts: datetime) -> ItemContext:
+        return cls(context_id=context_digest(content), ts=ts, content=content)
+
+
+def context_digest(content: Any) -> str:
+    return hashlib.sha256(canonical_json(content)).hexdigest()
+
+
+def context_ref(record: Mapping[str, Any]) -> str | None:
+    """The item context a decision record refers to, if it refers to one."""
+    inputs = record.get("inputs") if record.get("kind") == DECISION else None
+    ref = inputs.get(CONTEXT_REF) if isinstance(inputs, Mapping) else None
+    return ref if isinstance(ref, str) else None
+
+
+def without_context(inputs: dict[str, Any], context_id: str) -> dict[str, Any]:
+    """A decision's inputs with their item context left out and named instead."""
+    kept = {name: value for name, value in inputs.items() if name not in CONTEXT_FIELDS}
+    return {**kept, CONTEXT_REF: context_id}
+
+
+def with_context(inputs: dict[str, Any], context: ItemContext) -> dict[str, Any]:
+    """The inputs exactly as the model was given them: the item context put back in."""
+    if inputs.get(CONTEXT_REF) != context.context_id:
+        raise ValueError(f"the inputs refer to item context {inputs.get(CONTEXT_REF)!r}, not {context.context_id}")
+    kept = {name: value for name, value in inputs.items() if name != CONTEXT_REF}
+    return {**kept, **context.content}
+
+
+AnyRecord = Decision | Explanation | KServeMessage | ItemContext
+AuditRecord = Annotated[AnyRecord, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AuditRecord)
 
 
-def parse_record(data: Any, *, parsed_json: bool = False) -> Decision | Explanation | KServeMessage:
+def parse_record(data: Any, *, parsed_json: bool = False) -> AnyRecord:
     """Validate one record (a dict; `kind` defaults to decision). Raises pydantic.ValidationError.
 
     `parsed_json`: `data` was just parsed from JSON text by a parser that refuses NaN and Infinity, so its
@@ -214,14 +275,17 @@ def parse_record(data: Any, *, parsed_json: bool = False) -> Decision | Explanat
     return _ADAPTER.validate_python(data, context={_PARSED_JSON: parsed_json})
 
 
-def record_json(record: Decision | Explanation | KServeMessage) -> dict[str, Any]:
+def record_json(record: AnyRecord) -> dict[str, Any]:
     """The record as the JSON object that is stored and hashed."""
     return record.model_dump(mode="json")
 
 
 def record_id_of(record: Mapping[str, Any]) -> str:
-    """The dedup key, from the record's JSON: a decision per request id; KServe messages per payload."""
+    """The dedup key, from the record's JSON: a decision per request id; KServe messages per payload; an item
+    context per content."""
     kind, request_id = record.get("kind"), record.get("request_id")
+    if kind == ITEM_CONTEXT:
+        return f"{kind}:{record.get('context_id')}"
     if kind == EXPLANATION:
         return f"{kind}:{request_id}:{record.get('explanation_id')}"
     if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
@@ -233,11 +297,12 @@ def record_id_of(record: Mapping[str, Any]) -> str:
 
 
 def index_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The columns stored beside a record for querying; verify recomputes them to catch edited columns."""
+    """The columns stored beside a record for querying; verify recomputes them to catch edited columns. An
+    item context's request_id column is its context id."""
     return {
         "record_id": record_id_of(record),
         "kind": record.get("kind"),
-        "request_id": record.get("request_id"),
+        "request_id": record.get("context_id") if record.get("kind") == ITEM_CONTEXT else record.get("request_id"),
         "ts": record.get("ts"),
         "model_version": record.get("model_version"),
         "variant": record.get("variant") or record.get("endpoint"),

@@ -20,7 +20,7 @@ import orjson
 from pydantic import ValidationError
 
 from kfloop.audit.config import SpoolConfig
-from kfloop.audit.record import RECORD_TAGS, Decision, Explanation, KServeMessage, parse_record
+from kfloop.audit.record import RECORD_TAGS, AnyRecord, parse_record
 from kfloop.audit.spool import Spool, decode_payload
 from kfloop.audit.store.base import ACKNOWLEDGED, SqlStore
 from kfloop.errors import KfloopError, field_errors
@@ -298,7 +298,7 @@ class AuditRecorder:
         self.spool.open()
         self.shipper.start()
 
-    def record(self, *records: Decision | Explanation | KServeMessage) -> None:
+    def record(self, *records: AnyRecord) -> None:
         self.spool.append(records)
 
     def close(self, *, drain_timeout_s: float = 5.0) -> None:

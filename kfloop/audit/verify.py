@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kfloop.audit.chain import GENESIS, INDEX_COLUMNS, StoredRow, entry_bytes, link_hash
-from kfloop.audit.record import index_of
+from kfloop.audit.record import ITEM_CONTEXT, context_digest, context_ref, index_of
 from kfloop.audit.store.base import RowQuery, SqlStore
 from kfloop.errors import DataIntegrityError
 
@@ -61,6 +61,8 @@ class ChainVerifier:
         self.report = report
         self.from_genesis = from_genesis
         self.allow_gaps = allow_gaps
+        self.contexts: set[str] = set()
+        """Item contexts seen so far: a decision must come after the context it refers to."""
 
     def feed(self, row: Mapping[str, Any], line: int | None = None) -> Problem | None:
         """Check one row (its `record` already parsed from JSON); returns the problem, if any."""
@@ -69,6 +71,8 @@ class ChainVerifier:
             problem = Problem(row.get("seq"), row.get("request_id"), row.get("record_id"), problem, line)
             self.report.problem = problem
             return problem
+        if row["kind"] == ITEM_CONTEXT:
+            self.contexts.add(row["record"]["context_id"])
         r = self.report
         r.records += 1
         r.first_seq = row["seq"] if r.first_seq is None else r.first_seq
@@ -76,7 +80,22 @@ class ChainVerifier:
         return None
 
     def _check(self, row: Mapping[str, Any]) -> str | None:
-        return self._check_position(row) or _check_hash(row) or _check_columns(row)
+        return self._check_position(row) or _check_hash(row) or _check_columns(row) or self._check_context(row)
+
+    def _check_context(self, row: Mapping[str, Any]) -> str | None:
+        record = row["record"]
+        if row["kind"] == ITEM_CONTEXT:
+            try:
+                digest = context_digest(record.get("content"))
+            except (ValueError, TypeError) as exc:
+                return f"cannot recompute the item context's digest: {exc}"
+            if digest != record.get("context_id"):
+                return "item context content does not match its context_id: the content was altered"
+            return None
+        ref = context_ref(record)
+        if ref is not None and ref not in self.contexts:
+            return f"refers to item context {ref}, which is not among the records before it (deleted or not exported)"
+        return None
 
     def _check_position(self, row: Mapping[str, Any]) -> str | None:
         seq, last = row["seq"], self.report.last_seq

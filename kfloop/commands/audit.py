@@ -55,7 +55,9 @@ def _fail(exc: KfloopError) -> int:
 
 
 def pull(args: argparse.Namespace) -> int:
-    """Export records (ts in [since, until), optionally one model version / user / kinds) with chain hashes."""
+    """Export records (ts in [since, until), optionally one model version / user / kinds) with chain hashes,
+    and the item contexts their decisions refer to."""
+    from kfloop.audit.contexts import rows_with_contexts
     from kfloop.audit.export import write_export
     from kfloop.audit.store import RowQuery, open_store
 
@@ -71,7 +73,7 @@ def pull(args: argparse.Namespace) -> int:
         output = None if args.output in (None, "-") else Path(args.output)
         store = open_store(config.store)
         try:
-            summary = write_export(store.rows(query), output or sys.stdout, args.format)
+            summary = write_export(rows_with_contexts(store, query), output or sys.stdout, args.format)
         finally:
             store.close()
     except KfloopError as exc:

@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from kfloop.audit.canonical import parse_rfc3339, rfc3339
 from kfloop.audit.chain import StoredRow
 from kfloop.audit.config import STORE_URL_ENV, store_url_given
+from kfloop.audit.contexts import referenced_contexts
 from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
 from kfloop.audit.store import RowQuery, SqlStore, make_store
 from kfloop.config import load_config
@@ -219,12 +220,18 @@ def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRo
     @router.get("/v1/decisions/{request_id}", summary="Everything recorded about one request id")
     async def get_request(request_id: str) -> dict[str, Any]:
         lifecycle.require_ready()
-        rows = await asyncio.to_thread(_first_rows, lifecycle.resource, RowQuery(request_id=request_id), 10_000)
+        rows = await asyncio.to_thread(_request_rows, lifecycle.resource, request_id)
         if not rows:
             raise NotFound(f"nothing recorded for request_id {request_id!r}")
         return {"records": [_row_json(r) for r in rows]}
 
     return router
+
+
+def _request_rows(store: SqlStore, request_id: str) -> list[StoredRow]:
+    """A request's records, and the item context its decision refers to (the decision's inputs need it)."""
+    rows = _first_rows(store, RowQuery(request_id=request_id), 10_000)
+    return sorted(rows + referenced_contexts(store, rows), key=lambda row: row.seq)
 
 
 def _first_rows(store: SqlStore, query: RowQuery, n: int) -> list[StoredRow]:

@@ -36,6 +36,10 @@ class PredictorAuditConfig(StrictModel):
     """Record every decision through the durable spool before answering. Off only for benchmarks of the model."""
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
     """The local spool and its shipper to the audit sink. Each predictor process uses `{dir}/{model_version}`."""
+    item_context_by_reference: bool = True
+    """Record the candidates and their item features once, as an item context that later decisions name by
+    its digest (they are the same for every request until the catalog changes: ~85% of a decision record);
+    the store, `kfloop audit pull` and `audit explain` put them back. Off: every decision holds all inputs."""
     ship_linger_s: float = Field(default=0.25, ge=0, le=5)
     """After shipping a partial batch to the sink, wait this long so the next batch is fuller (each delivery
     is a POST and an fsynced commit; one per decision would cost more CPU than the decision)."""

@@ -26,6 +26,7 @@ from kfloop.errors import KfloopError, NotReady
 from serving.explainer.config import EXPLAINER_NAME
 from serving.predictor.api import RankResult
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig
+from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.model_io import Feed
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ def decision_inputs(candidates: list[str], k: int, feed: Feed) -> dict[str, Any]
 class DecisionWriter:
     """Group commit of decisions into an AuditRecorder's spool."""
 
-    def __init__(self, recorder: AuditRecorder) -> None:
+    def __init__(self, recorder: AuditRecorder, contexts: ItemContexts | None = None) -> None:
         self.recorder = recorder
+        self.contexts = contexts
         self._queue: queue.Queue[tuple[Decision, concurrent.futures.Future[None], float] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
 
@@ -128,9 +130,12 @@ class DecisionWriter:
             self._write(batch)
 
     def _write(self, batch: list[Any]) -> None:
+        decisions = [decision for decision, _, _ in batch]
         try:
-            self.recorder.record(*(decision for decision, _, _ in batch))
+            self.recorder.record(*(self.contexts.records(decisions) if self.contexts is not None else decisions))
         except Exception as exc:
+            if self.contexts is not None:
+                self.contexts.forget()
             AUDIT_FAILURES.inc(len(batch))
             log.exception("could not record %d decision(s) in the audit spool", len(batch))
             error = NotReady(f"the decision could not be recorded in the audit spool: {exc}")
@@ -224,7 +229,7 @@ class DecisionLog:
         spool = config.spool.model_copy(update={"dir": spool_dir})
         self.recorder = lingering_recorder(spool, config.ship_linger_s)
         self.drain_on_stop_s = config.drain_on_stop_s
-        self.writer = DecisionWriter(self.recorder)
+        self.writer = DecisionWriter(self.recorder, ItemContexts() if config.item_context_by_reference else None)
         self.explainer: BackgroundExplainer | None = None
         if config.explainer_url and config.explanations.rate > 0:
             remote = RemoteExplainer(config.explainer_url, model_name, config.explainer_timeout_s)

@@ -17,7 +17,7 @@ from typing import Any
 
 from kfloop.audit.canonical import canonical_json, rfc3339
 from kfloop.audit.chain import COLUMNS, ChainHead, StoredRow, entry_bytes_of_text, link_hash
-from kfloop.audit.record import Decision, Explanation, KServeMessage, index_of, record_json, utc_now
+from kfloop.audit.record import ITEM_CONTEXT, AnyRecord, index_of, record_json, utc_now
 from kfloop.errors import DataIntegrityError, NotReady
 
 ACCEPTED = "accepted"
@@ -28,13 +28,12 @@ ACKNOWLEDGED = frozenset({ACCEPTED, DUPLICATE})
 _IN_CHUNK = 500  # record ids per IN (...) lookup, far below SQLite's parameter limit
 _SELECT_COLUMNS = ", ".join(COLUMNS)
 
-AnyRecord = Decision | Explanation | KServeMessage
-
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What happened to one record: accepted (new), duplicate (identical one stored), or conflict (same id,
-    different content: kept out of the chain). `seq` is where the stored record with that id is."""
+    """What happened to one record: accepted (new), duplicate (identical one stored; for an item context, the
+    same content first recorded at another time), or conflict (same id, different content: kept out of the
+    chain). `seq` is where the stored record with that id is."""
 
     record_id: str
     status: str
@@ -175,7 +174,8 @@ class SqlStore(ABC):
             rid = index["record_id"]
             if rid in stored:
                 known_seq, known_text = stored[rid]
-                results.append(Appended(rid, DUPLICATE if known_text == text else CONFLICT, known_seq))
+                same = known_text == text or index["kind"] == ITEM_CONTEXT  # its id is its content's digest
+                results.append(Appended(rid, DUPLICATE if same else CONFLICT, known_seq))
                 continue
             seq += 1
             digest = link_hash(prev, entry_bytes_of_text(seq, received_at, text))
