@@ -19,6 +19,7 @@ from kserve import InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
 from kfloop.audit import Candidate, Decision, PolicyInfo
+from kfloop.audit.record import ItemContext, parse_record, with_context
 from kfloop.audit.spool import decode_line
 from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
@@ -27,6 +28,7 @@ from serving.predictor import main as predictor_main
 from serving.predictor.api import expand_mostly, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.decisions import RemoteExplainer, decision_inputs
+from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
 from serving.predictor.versions import resolve
@@ -159,7 +161,7 @@ def spooled(spool_dir: Path) -> dict[str, dict]:
         for line in segment.read_bytes().splitlines(keepends=True):
             record = decode_line(line)
             if record is not None:
-                records[record["request_id"]] = record
+                records[record.get("request_id") or record["context_id"]] = record
     return records
 
 
@@ -184,6 +186,50 @@ def test_a_ranking_is_recorded_exactly_before_it_is_answered(predictor):
     ]
     assert record["inputs"]["candidates"] == [str(i) for i in range(12)] and record["inputs"]["k"] == 3
     assert record["inputs"]["items_mostly"][STRONG] == {"value": 0, "except": [[2, 6]]}
+
+
+def test_an_item_context_seen_again_is_recorded_once_and_referred_to(predictor):
+    model, spool_dir = predictor
+    for i in range(3):
+        asyncio.run(model.predict(v1_body(f"req-ctx-{i}", n=17, k=3), {}))
+    records = spooled(spool_dir)
+    first, second, third = (records[f"req-ctx-{i}"]["inputs"] for i in range(3))
+    assert first["candidates"] == [str(i) for i in range(17)] and "item_context" not in first  # first sight: whole
+    ref = second["item_context"]
+    assert third["item_context"] == ref and not {"candidates", "items"} & {*second, *third}
+    context = parse_record(records[ref])
+    assert isinstance(context, ItemContext) and with_context(second, context) == first
+
+
+def test_item_contexts_are_remembered_up_to_capacity_and_forgotten_after_a_failed_append():
+    contexts = ItemContexts(capacity=2)
+
+    def kinds(*inputs: dict) -> list[str]:
+        decisions = [recorded_decision(i) for i in inputs]
+        return [
+            r.kind if r.kind == "item_context" else "ref" if "item_context" in r.inputs else "whole"
+            for r in contexts.records(decisions)
+        ]
+
+    a, b, c = ({"candidates": [x], "items": {"f": [1]}, "k": 1} for x in "abc")
+    assert kinds(a, a, a) == ["whole", "item_context", "ref", "ref"]
+    assert kinds(b, c, a) == ["whole", "whole", "whole"]  # a was the oldest of three: forgotten
+    assert kinds(c) == ["item_context", "ref"]
+    contexts.forget()
+    assert kinds(c, c) == ["whole", "item_context", "ref"]
+    assert kinds({"k": 1, "user": {}}) == ["whole"]  # nothing to refer to
+
+
+def recorded_decision(inputs: dict) -> Decision:
+    return Decision(
+        request_id="r",
+        ts=datetime.now(UTC),
+        model_version="v",
+        variant="stable",
+        inputs=inputs,
+        candidates=[],
+        policy=PolicyInfo(name="epsilon_greedy"),
+    )
 
 
 def test_v2_tensors_in_and_out(predictor):
