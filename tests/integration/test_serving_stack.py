@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from kfloop.audit import is_sampled
+from kfloop.audit.record import parse_record, with_context
 from kfloop.commands import audit as audit_commands
 from kfloop.commands import serve as serve_commands
 from kfloop.processes import stop_process
@@ -241,13 +242,38 @@ def test_requests_are_spread_over_the_replicas_of_a_version(stack, client):
     assert sum(served) == 20 and min(served) >= 5  # one at a time: the replicas take turns
 
 
+def sink_decision(stack: Stack, request_id: str) -> dict[str, Any]:
+    """The decision as the sink returns it, its inputs whole (with the item context it refers to put back)."""
+    records = wait_for(lambda: sink_records(stack, request_id), 60, f"{request_id} in the audit sink")
+    (decision,) = [r for r in records if r["kind"] == "decision"]
+    ref = decision["inputs"].get("item_context")
+    if ref is not None:
+        (context,) = [r for r in records if r["kind"] == "item_context"]
+        assert context["context_id"] == ref
+        decision["inputs"] = with_context(decision["inputs"], parse_record(context))
+    return decision
+
+
 def test_every_decision_reaches_the_audit_sink_with_its_exact_inputs(stack):
-    (decision,) = wait_for(lambda: sink_records(stack, "it-req-1"), 60, "the decision in the audit sink")
+    decision = sink_decision(stack, "it-req-1")
     assert decision["kind"] == "decision" and decision["model_version"] == stack.bed.versions[0]
     assert decision["variant"] == "stable" and decision["user_id"] == testbed.CLICKER
     assert decision["inputs"]["candidates"] == stack.bed.items
     assert decision["inputs"]["items_mostly"]["ui_clicks_7d"] == {"value": 0, "except": [[3, 4]]}
     assert [c["position"] for c in decision["candidates"]] == [1, 2, 3]
+
+
+def test_decisions_refer_to_the_item_context_recorded_once_and_the_sink_returns_it_with_them(stack, client):
+    # both replicas have ranked with this catalog before (the test above): each records it once and refers to it
+    rankings = [stack.rank(client, testbed.CLICKER, request_id=f"it-ctx-{i}") for i in range(4)]
+    for ranking in rankings:
+        records = wait_for(lambda r=ranking: sink_records(stack, r["request_id"]), 60, "the decision in the sink")
+        context, decision = records  # in chain order: the context came first
+        assert context["kind"] == "item_context" and decision["inputs"]["item_context"] == context["context_id"]
+        assert context["content"]["candidates"] == stack.bed.items and "items" not in decision["inputs"]
+        whole = with_context(decision["inputs"], parse_record(context))
+        assert whole["items_mostly"]["ui_clicks_7d"] == {"value": 0, "except": [[3, 4]]}
+        assert [c["item_id"] for c in decision["candidates"]] == [s["item_id"] for s in ranking["slate"]]
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux SCHED_IDLE")
@@ -302,12 +328,16 @@ def test_any_past_decision_is_explained_on_demand_and_kept(stack, monkeypatch, t
         )
     )
     monkeypatch.setenv("KFLOOP_SERVING_CONFIG", str(stack.root / "state" / "serving.effective.yaml"))
-    args = argparse.Namespace(request_id="it-req-1", config=str(config), store_url=None, explainer=None)
+    # it-ctx-3 refers to its item context (the test above): explained from the stored inputs made whole
+    args = argparse.Namespace(request_id="it-ctx-3", config=str(config), store_url=None, explainer=None)
     assert audit_commands.explain(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["trigger"] == "on_demand" and printed["request_id"] == "it-req-1" and printed["decision_hash"]
+    assert printed["trigger"] == "on_demand" and printed["request_id"] == "it-ctx-3" and printed["decision_hash"]
+    assert [i["item_id"] for i in printed["explanation"]["items"]] == [
+        c["item_id"] for c in sink_decision(stack, "it-ctx-3")["candidates"]
+    ]
     kept = wait_for(
-        lambda: [r for r in sink_records(stack, "it-req-1") if r.get("trigger") == "on_demand"], 30, "the explanation"
+        lambda: [r for r in sink_records(stack, "it-ctx-3") if r.get("trigger") == "on_demand"], 30, "the explanation"
     )
     assert kept[0]["explanation"]["model_version"] == stack.bed.versions[0]
 
