@@ -1,8 +1,8 @@
 """Item contexts in the store: a decision's shared inputs, found by id for `audit explain` and for exports.
 
 A decision that refers to an item context is only complete with it, so an export carries every context its
-decisions refer to, in chain order among them, whatever the filter (a context has no user, model version or
-time of its own that a filter could match).
+decisions refer to, in chain order among them, whatever the filter (a context has no user or model version,
+and its time is when it was first recorded, often before the period pulled).
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def stored_context(store: SqlStore, context_id: str) -> ItemContext:
     if row is None:
         raise NotFound(f"item context {context_id} is not in the audit store")
     context = parse_record(checked_record(row, f"item context {context_id}"))
-    assert isinstance(context, ItemContext)
+    if not isinstance(context, ItemContext):
+        raise DataIntegrityError(f"the row of item context {context_id} (seq {row.seq}) holds a {context.kind}")
     return context
 
 

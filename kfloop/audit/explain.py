@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from kfloop.audit.contexts import checked_record, stored_context
 from kfloop.audit.record import DECISION, Decision, Explanation, context_ref, parse_record, utc_now, with_context
 from kfloop.audit.store.base import Appended, RowQuery, SqlStore
-from kfloop.errors import NotFound, NotReady
+from kfloop.errors import DataIntegrityError, NotFound, NotReady
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def stored_decision(store: SqlStore, request_id: str) -> tuple[Decision, str]:
     row = rows[0]
     record = checked_record(row, f"decision {request_id!r}")
     decision = parse_record(record)
-    assert isinstance(decision, Decision)
+    if not isinstance(decision, Decision):
+        raise DataIntegrityError(f"the decision row of {request_id!r} (seq {row.seq}) holds a {decision.kind}")
     ref = context_ref(record)
     if ref is not None:
         inputs = with_context(decision.inputs, stored_context(store, ref))

@@ -217,7 +217,10 @@ def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRo
         last = rows[-1].seq if len(rows) == page else None
         return {"records": [_row_json(r) for r in rows], "next_after_seq": last}
 
-    @router.get("/v1/decisions/{request_id}", summary="Everything recorded about one request id")
+    @router.get(
+        "/v1/decisions/{request_id}",
+        summary="Everything recorded about one request id, and the item context its decision refers to",
+    )
     async def get_request(request_id: str) -> dict[str, Any]:
         lifecycle.require_ready()
         rows = await asyncio.to_thread(_request_rows, lifecycle.resource, request_id)
