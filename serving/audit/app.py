@@ -193,7 +193,13 @@ def _records_in(payload: Any, limit: int) -> list[Any]:
 def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRouter:
     router = APIRouter(tags=["records"])
 
-    @router.get("/v1/decisions", summary="Stored records, in chain order (page on with after_seq)")
+    @router.get(
+        "/v1/decisions",
+        summary="Stored records, in chain order (page on with after_seq)",
+        description="A decision whose `inputs.item_context` names an item context was recorded without its "
+        "candidates and item features: they are in that item_context record (kind item_context, listed in chain "
+        "order before the decisions naming it; `GET /v1/decisions/{context_id}` returns it).",
+    )
     async def list_records(
         since: Annotated[str | None, Query(description="RFC 3339; records with ts >= since")] = None,
         until: Annotated[str | None, Query(description="RFC 3339; records with ts < until")] = None,

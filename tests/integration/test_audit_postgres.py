@@ -3,6 +3,7 @@ triggers refuse edits; a superuser who disables them (a malicious DBA) is caught
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,13 @@ from kfloop.audit import (
     verify_store,
     write_export,
 )
+from kfloop.audit.contexts import rows_with_contexts
+from kfloop.audit.explain import stored_decision
 from kfloop.audit.store import RowQuery, SqlStore
 from kfloop.errors import NotReady
 from tests.integration.pg_server import PostgresServer, postgres_server
 from tests.unit.test_audit_explain import FeatureEchoExplainer
+from tests.unit.test_audit_item_contexts import FULL_INPUTS, context, referring
 from tests.unit.test_audit_support import decision, decisions
 
 pg8000 = pytest.importorskip("pg8000.native", reason="the pg8000 driver is not installed in this environment")
@@ -228,5 +232,22 @@ def test_on_demand_explanations_are_kept_in_postgres(database):
         assert [r.kind for r in rows] == ["decision", "explanation"]
         assert explanation.decision_hash == rows[0].hash
         assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+def test_item_contexts_are_kept_once_and_resolved_in_postgres(database, tmp_path: Path):
+    store = opened(database)
+    try:
+        first = store.append([context(0), referring(1), referring(2)])
+        assert [a.status for a in first] == ["accepted"] * 3
+        (again,) = store.append([context(60)])  # another replica's copy, first recorded later
+        assert again.status == "duplicate" and again.seq == 1
+        decision_, _ = stored_decision(store, "req-000002")
+        assert decision_.inputs == FULL_INPUTS
+        out = tmp_path / "u.jsonl"
+        write_export(rows_with_contexts(store, RowQuery(user_id=decision(2).user_id)), out, "jsonl")
+        assert [json.loads(line)["kind"] for line in out.read_text().splitlines()] == ["item_context", "decision"]
+        assert verify_file(out, allow_gaps=True).ok and verify_store(store).ok
     finally:
         store.close()
