@@ -5,7 +5,9 @@
     store.append([parse_record({...})])          # -> [Appended(record_id, status, seq)]
     report = verify_store(store)                  # report.ok, report.problem (seq, request_id, reason)
 
-Predictor side: `AuditRecorder(SpoolConfig(...))` spools records durably and ships them to the sink.
+Predictor side: `AuditRecorder(SpoolConfig(...))` spools records durably and ships them to the sink. Decisions
+may name an `ItemContext` (their candidates and item features, recorded once) instead of carrying it; readers
+put it back (`kfloop.audit.contexts`).
 """
 
 from kfloop.audit.canonical import canonical_json, rfc3339
@@ -18,6 +20,7 @@ from kfloop.audit.record import (
     Candidate,
     Decision,
     Explanation,
+    ItemContext,
     KServeMessage,
     PolicyInfo,
     parse_record,
@@ -46,6 +49,7 @@ __all__ = [
     "Explanation",
     "ExplanationSamplingConfig",
     "HttpSink",
+    "ItemContext",
     "KServeMessage",
     "PolicyInfo",
     "Problem",
