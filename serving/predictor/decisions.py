@@ -32,6 +32,7 @@ from serving.predictor.model_io import Feed
 log = logging.getLogger(__name__)
 
 _BATCH_MAX = 256
+_STOPPING = "the predictor is stopping: the decision cannot be recorded"
 
 AUDIT_WRITE_SECONDS = Histogram(
     "kfloop_predictor_audit_write_seconds",
@@ -98,18 +99,29 @@ class DecisionWriter:
         self.contexts = contexts
         self._queue: queue.Queue[tuple[Decision, concurrent.futures.Future[None], float] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="decision-writer", daemon=True)
+        self._stopped = False
 
     def start(self) -> None:
         self._thread.start()
 
     def submit(self, decision: Decision) -> concurrent.futures.Future[None]:
+        """The decision's future: done once it is durable; NotReady once the writer is stopping."""
+        if self._stopped:
+            raise NotReady(_STOPPING)
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._queue.put((decision, future, time.perf_counter()))
+        # stop() can run between the check and the put (KServe calls it from a signal handler, on this very
+        # thread): the writer is gone then, and nothing would ever resolve the future
+        if self._stopped and not self._thread.is_alive() and not future.done():
+            future.set_exception(NotReady(_STOPPING))
         return future
 
     def stop(self) -> None:
+        """Write what was submitted, then stop; later submissions are refused."""
+        self._stopped = True
         self._queue.put(None)
-        self._thread.join(30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(30)
 
     def _run(self) -> None:
         stopping = False
@@ -128,6 +140,17 @@ class DecisionWriter:
                     break
                 batch.append(more)
             self._write(batch)
+        self._refuse_the_rest()
+
+    def _refuse_the_rest(self) -> None:
+        """Submissions that came after the stop (from another thread, racing it): refused, never left hanging."""
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                item[1].set_exception(NotReady(_STOPPING))
 
     def _write(self, batch: list[Any]) -> None:
         decisions = [decision for decision, _, _ in batch]
@@ -229,6 +252,7 @@ class DecisionLog:
         spool = config.spool.model_copy(update={"dir": spool_dir})
         self.recorder = lingering_recorder(spool, config.ship_linger_s)
         self.drain_on_stop_s = config.drain_on_stop_s
+        self.closed = False
         self.writer = DecisionWriter(self.recorder, ItemContexts() if config.item_context_by_reference else None)
         self.explainer: BackgroundExplainer | None = None
         if config.explainer_url and config.explanations.rate > 0:
@@ -251,10 +275,14 @@ class DecisionLog:
         return self.writer.submit(decision)
 
     def after_answer(self, decision: Decision) -> None:
-        if self.explainer is not None:
+        if self.explainer is not None and not self.closed:
             self.explainer.offer(decision)
 
     def close(self) -> None:
+        """Idempotent. Requests that come later are refused (503), never answered unrecorded."""
+        if self.closed:
+            return
+        self.closed = True
         self.writer.stop()
         if self.explainer is not None:
             self.explainer.stop(timeout_s=5.0)

@@ -91,10 +91,11 @@ class RankerPredictor(kserve.Model):
         return True
 
     def stop(self) -> None:
+        # the log stays (closed): a request already past the readiness check is refused by it, not answered
+        # unrecorded (KServe calls stop() from a signal handler, which can run in the middle of a request)
         self.ready = False
         if self.decisions is not None:
             self.decisions.close()
-            self.decisions = None
 
     # -- metadata ----------------------------------------------------------------------------------------
     def get_input_types(self) -> list[dict[str, Any]]:

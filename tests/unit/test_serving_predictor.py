@@ -27,7 +27,7 @@ from kfloop.processes import free_port
 from serving.predictor import main as predictor_main
 from serving.predictor.api import expand_mostly, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
-from serving.predictor.decisions import RemoteExplainer, decision_inputs
+from serving.predictor.decisions import DecisionWriter, RemoteExplainer, decision_inputs
 from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
@@ -230,6 +230,49 @@ def recorded_decision(inputs: dict) -> Decision:
         candidates=[],
         policy=PolicyInfo(name="epsilon_greedy"),
     )
+
+
+def test_a_stop_in_the_middle_of_a_request_refuses_it_rather_than_answer_unrecorded(registry, tmp_path, monkeypatch):
+    """KServe calls stop() from a SIGTERM handler, which runs between any two bytecodes of the request's code."""
+    uri, versions, root = registry
+    audit = PredictorAuditConfig.model_validate(
+        {"spool": {"dir": str(tmp_path), "sink_url": f"http://127.0.0.1:{free_port()}"}, "drain_on_stop_s": 0}
+    )
+    config = PredictorConfig(registry_uri=uri, cache_dir=root / "cache", audit=audit)
+    model = RankerPredictor(config, resolve(uri, versions[0], None, config.cache_dir))
+    model.load()
+    score = model.ranker.score
+
+    def score_then_stop(feed):
+        model.stop()  # SIGTERM arrives once the request is past the readiness check
+        return score(feed)
+
+    monkeypatch.setattr(model.ranker, "score", score_then_stop)
+    with pytest.raises(ModelNotReady):
+        asyncio.run(model.predict(v1_body("req-stopped"), {}))
+    assert "req-stopped" not in spooled(tmp_path / versions[0])
+
+
+def test_a_decision_submitted_as_the_writer_stops_is_refused_not_left_hanging(monkeypatch):
+    class Recorder:
+        def record(self, *records):
+            pass
+
+    writer = DecisionWriter(Recorder())  # type: ignore[arg-type]
+    writer.start()
+    put = writer._queue.put
+
+    def stop_then_put(item):  # stop() runs between submit's check and its put, as a signal handler can
+        monkeypatch.setattr(writer._queue, "put", put)
+        writer.stop()
+        put(item)
+
+    monkeypatch.setattr(writer._queue, "put", stop_then_put)
+    future = writer.submit(recorded_decision({}))
+    with pytest.raises(NotReady, match="stopping"):
+        future.result(timeout=5)
+    with pytest.raises(NotReady, match="stopping"):
+        writer.submit(recorded_decision({}))
 
 
 def test_v2_tensors_in_and_out(predictor):
