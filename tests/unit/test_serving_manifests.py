@@ -67,6 +67,8 @@ def test_the_pods_config_and_the_local_config_load(rendered):
         assert volume["configMap"]["name"] == config_map["metadata"]["name"], role
     cluster = ServingConfig.model_validate(yaml.safe_load(config_map["data"]["serving.yaml"]))
     assert cluster.predictor.audit.spool.dir.as_posix() == "/var/lib/kfloop/spool"
+    # a stopping predictor ships its spool (an emptyDir) within the grace Knative gives it (timeoutSeconds)
+    assert 60 <= cluster.predictor.audit.drain_on_stop_s < isvc["spec"]["predictor"].get("timeout", 300)
     assert cluster.transformer.features.store.online_store == "redis"
     local = load_config(ServingConfig, SERVING / "serving.yaml")
     assert local.stack.manifest.as_posix() == "manifests/serving/inferenceservice.yaml"
