@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 import pytest
@@ -233,10 +234,13 @@ def test_the_audit_sink_takes_the_store_url_from_the_secret_in_its_environment(r
 
 
 def test_decisions_and_kserve_payloads_ship_to_the_audit_service(rendered):
-    """The predictors' spool and the InferenceService's logger name the audit Service's DNS name and port."""
+    """The predictors' spool and the InferenceService's logger name the audit Service (by its name: they run in
+    its namespace, whichever that is) and its port."""
     service = one(rendered, "Service", "kfloop-audit-sink")
     (port,) = service["spec"]["ports"]
-    expected = (f"kfloop-audit-sink.{service['metadata']['namespace']}.svc.cluster.local", port["port"])
+    expected = ("kfloop-audit-sink", port["port"])
+    isvc = one(rendered, "InferenceService", "kfloop-ranker")
+    assert isvc["metadata"]["namespace"] == service["metadata"]["namespace"]
     serving_config = next(d for d in rendered if d["metadata"]["name"].startswith("kfloop-serving-config-"))
     spool_url = yaml.safe_load(serving_config["data"]["serving.yaml"])["predictor"]["audit"]["spool"]["sink_url"]
     logger_url = one(rendered, "InferenceService", "kfloop-ranker")["spec"]["predictor"]["logger"]["url"]
@@ -244,3 +248,20 @@ def test_decisions_and_kserve_payloads_ship_to_the_audit_service(rendered):
         parts = urlsplit(url)
         assert (parts.hostname, parts.port) == expected, url
     assert urlsplit(logger_url).path == "/v1/cloudevents"
+
+
+def test_an_overlay_puts_everything_in_another_namespace(tmp_path):
+    """A platform team's `namespace:` overlay moves every object, and no in-cluster address still names kfloop's."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "ml-team",
+        "resources": [os.path.relpath(REPO / "manifests", overlay)],
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    docs = render(overlay)
+    assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"ml-team"}
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"] == ["ml-team"]
+    assert ".kfloop.svc" not in yaml.safe_dump_all(docs)
