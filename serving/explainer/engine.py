@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from kfloop.audit.record import CONTEXT_REF
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
 from serving.explainer.config import EXPLAINER_NAME, ExplainerConfig
@@ -396,6 +397,12 @@ def _anchor_json(result: Any, columns: list[str]) -> dict[str, Any]:
 def unpack_inputs(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, list[Any]]]:
     """(candidates, per-request values, per-candidate columns) of inputs as the predictor records them
     (serving.predictor.decisions.decision_inputs); `items_mostly` columns are expanded."""
+    if "candidates" not in inputs and CONTEXT_REF in inputs:
+        raise MalformedRequest(
+            f"inputs name item context {inputs[CONTEXT_REF]!r} instead of holding the candidates and their "
+            "features: explain the stored decision with `kfloop audit explain REQUEST_ID`, or put the context back "
+            "(the audit sink's GET /v1/decisions/{context_id})"
+        )
     try:
         candidates = list(inputs["candidates"])
         user = dict(inputs.get("user") or {})

@@ -187,9 +187,27 @@ def _parameter(parameters: Any, name: str) -> Any:
     return value
 
 
+def _json_kind(value: Any) -> str:
+    kinds = {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+    }
+    return kinds.get(type(value), type(value).__name__)
+
+
 def parse_v2(request: Any, *, with_features: bool) -> Ranking:
-    """The ranking of a V2 InferRequest (one user per request)."""
-    tensors = {i.name: i for i in request.inputs}
+    """The ranking of a V2 InferRequest (one user per request). Anything else here is a V1 body that is JSON but
+    not an object (null, a list, a number): a 400."""
+    inputs = getattr(request, "inputs", None)
+    if not isinstance(inputs, list):
+        raise MalformedRequest(
+            f'the body must be a JSON object (V1: {{"instances": [...]}}), not {_json_kind(request)}'
+        )
+    tensors = {i.name: i for i in inputs}
     if USER_ID not in tensors:
         raise MalformedRequest("input `user_id` (BYTES, shape [1]) is required")
     user_ids = _tensor_values(tensors[USER_ID])

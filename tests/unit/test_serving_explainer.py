@@ -142,6 +142,10 @@ def test_the_explainer_service_takes_a_recorded_decision_or_the_transformers_req
     assert second["model_version"] == versions[1] and second["k"] == 2  # the default: latest deployable
     with pytest.raises(InvalidInput, match="inputs"):
         asyncio.run(model.explain({"instances": [{"user_id": "u"}]}))
+    # inputs copied from the audit store may name their item context instead of holding it
+    named = {"model_version": versions[0], "inputs": {"k": 3, "item_context": "ab" * 32}}
+    with pytest.raises(InvalidInput, match="kfloop audit explain REQUEST_ID"):
+        asyncio.run(model.explain({"instances": [named]}))
 
 
 def test_the_audit_commands_explainer_reads_the_serving_config(registry, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
+from hypothesis import given, settings
 from kserve import InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
@@ -25,13 +26,14 @@ from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from kfloop.processes import free_port
 from serving.predictor import main as predictor_main
-from serving.predictor.api import expand_mostly, v2_request_json
+from serving.predictor.api import expand_mostly, parse_v2, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.decisions import DecisionWriter, RemoteExplainer, decision_inputs
 from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
 from serving.predictor.versions import resolve
+from tests.unit.serving_junk import ranking_bodies
 from tests.unit.test_serving_support import STRONG, contract_registry, features
 
 pytestmark = pytest.mark.serving
@@ -416,3 +418,21 @@ def _a_decision() -> Decision:
         candidates=[Candidate(item_id="1", position=1, score=0.5, propensity=1.0)],
         policy=PolicyInfo(name="epsilon_greedy", epsilon=0.1),
     )
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=ranking_bodies)
+def test_no_request_body_crashes_the_predictor(predictor, body):
+    model, _ = predictor
+    try:
+        response = asyncio.run(model.predict(body, {}))
+    except InvalidInput:  # a 400 naming the field
+        return
+    assert response["predictions"]
+
+
+def test_a_body_that_is_json_but_not_an_object_is_a_400():
+    with pytest.raises(MalformedRequest, match=r"must be a JSON object \(V1: .*\), not an array"):
+        parse_v2([1, 2], with_features=True)
+    with pytest.raises(MalformedRequest, match="not null"):
+        parse_v2(None, with_features=False)

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
+from hypothesis import given, settings
 from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
@@ -16,6 +17,7 @@ from serving.stack import testbed
 from serving.transformer.config import TransformerConfig
 from serving.transformer.features import OnlineFeatures
 from serving.transformer.server import RankerTransformer
+from tests.unit.serving_junk import ranking_bodies
 
 pytestmark = pytest.mark.serving
 
@@ -94,3 +96,15 @@ def test_the_role_entry_points_refuse_a_bad_config_with_exit_2_naming_it(tmp_pat
     assert explainer_main.main(["--config-file", str(config), "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explainer: ") and "http_port" in err
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=ranking_bodies)
+def test_no_request_body_crashes_the_transformer(store, body):
+    config, _, features = store
+    model = RankerTransformer(TransformerConfig(features=config, max_candidates=20), features, "http://unused")
+    try:
+        forward = asyncio.run(model.preprocess(body, {}))
+    except InvalidInput:  # a 400 naming the field
+        return
+    assert forward.body["instances"]
