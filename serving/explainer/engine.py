@@ -228,7 +228,7 @@ class ExplanationEngine:
         order = np.argsort(-scores, kind="stable")
         rank = np.empty(len(order), dtype=int)
         rank[order] = np.arange(len(order))
-        k = min(len(slate) if slate else int(inputs.get("k") or 3), len(candidates))
+        k = min(len(slate) if slate else _slate_size(inputs.get("k")), len(candidates))
         shown = slate or [candidates[i] for i in order[:k]]
         index = {c: i for i, c in enumerate(candidates)}
         missing = [s for s in shown if s not in index]
@@ -394,6 +394,15 @@ def _anchor_json(result: Any, columns: list[str]) -> dict[str, Any]:
     }
 
 
+def _slate_size(k: Any) -> int:
+    """The recorded k (3 when absent, as the predictor's default)."""
+    if k is None:
+        return 3
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise MalformedRequest(f"inputs.k must be a whole number of at least 1, got {k!r}")
+    return k
+
+
 def unpack_inputs(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, list[Any]]]:
     """(candidates, per-request values, per-candidate columns) of inputs as the predictor records them
     (serving.predictor.decisions.decision_inputs); `items_mostly` columns are expanded."""
@@ -403,14 +412,23 @@ def unpack_inputs(inputs: dict[str, Any]) -> tuple[list[str], dict[str, Any], di
             "features: explain the stored decision with `kfloop audit explain REQUEST_ID`, or put the context back "
             "(the audit sink's GET /v1/decisions/{context_id})"
         )
-    try:
-        candidates = list(inputs["candidates"])
-        user = dict(inputs.get("user") or {})
-        items = dict(inputs.get("items") or {})
-        for name, mostly in (inputs.get("items_mostly") or {}).items():
-            items[name] = expand_mostly(name, mostly, len(candidates))
-    except (KeyError, TypeError, ValueError):
-        raise MalformedRequest("inputs must hold candidates, user and items (as the predictor records them)") from None
+    candidates = inputs.get("candidates")
+    if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+        raise MalformedRequest(
+            "inputs must hold candidates (a list of item ids), user and items, as the predictor records them"
+        )
     if not candidates:
         raise MalformedRequest("inputs.candidates is empty")
+    user, items, mostly = (_object(inputs, name) for name in ("user", "items", "items_mostly"))
+    try:
+        items.update({name: expand_mostly(name, entry, len(candidates)) for name, entry in mostly.items()})
+    except (TypeError, ValueError):
+        raise MalformedRequest('inputs.items_mostly entries are {"value": v, "except": [[index, value]]}') from None
     return candidates, user, items
+
+
+def _object(inputs: dict[str, Any], name: str) -> dict[str, Any]:
+    value = inputs.get(name) or {}
+    if not isinstance(value, dict):
+        raise MalformedRequest(f"inputs.{name} must be an object")
+    return dict(value)

@@ -32,6 +32,8 @@ def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[
     """(model_version, inputs, slate) of one explain instance."""
     if not isinstance(instance, Mapping):
         raise MalformedRequest("each instance must be a JSON object")
+    if not isinstance(instance.get("model_version"), str | None):
+        raise MalformedRequest(f"model_version must be a version name, got {instance['model_version']!r}")
     if "inputs" in instance:
         slate = instance.get("slate")
         if slate is not None and (not isinstance(slate, list) or not all(isinstance(s, str) for s in slate)):

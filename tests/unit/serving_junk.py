@@ -35,3 +35,28 @@ instance = st.fixed_dictionaries(
 ranking_bodies = json_junk | st.fixed_dictionaries(
     {}, optional={"instances": st.lists(instance, max_size=3) | json_junk, "parameters": json_junk}
 )
+explain_instance = st.fixed_dictionaries(
+    {},
+    optional={
+        "model_version": ids | json_junk,
+        "inputs": st.fixed_dictionaries(
+            {},
+            optional={
+                "candidates": st.lists(ids, max_size=4) | json_junk,
+                "k": st.integers(-2, 5) | scalars,
+                "user": json_junk,
+                "items": json_junk,
+                "items_mostly": json_junk,
+                "item_context": scalars,
+            },
+        )
+        | json_junk,
+        "slate": st.lists(ids, max_size=3) | json_junk,
+        "candidates": st.lists(ids, max_size=4) | json_junk,
+        "features": features | json_junk,
+        "k": scalars,
+    },
+)
+explain_bodies = json_junk | st.fixed_dictionaries(
+    {}, optional={"instances": st.lists(explain_instance, max_size=2) | json_junk}
+)

@@ -12,7 +12,9 @@ import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 import yaml
-from kserve.errors import InvalidInput
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kserve.errors import InferenceError, InvalidInput
 
 from kfloop.audit import Decision, explain_decision, verify_store
 from kfloop.audit.record import Candidate, PolicyInfo
@@ -25,6 +27,7 @@ from serving.explainer.server import RankerExplainer
 from serving.predictor.decisions import decision_inputs
 from serving.predictor.model_io import SavedRanker
 from serving.predictor.versions import resolve
+from tests.unit.serving_junk import explain_bodies, json_junk
 from tests.unit.test_serving_support import STRONG, contract_registry, features
 
 pytestmark = pytest.mark.serving
@@ -142,6 +145,9 @@ def test_the_explainer_service_takes_a_recorded_decision_or_the_transformers_req
     assert second["model_version"] == versions[1] and second["k"] == 2  # the default: latest deployable
     with pytest.raises(InvalidInput, match="inputs"):
         asyncio.run(model.explain({"instances": [{"user_id": "u"}]}))
+    no_slate = {"model_version": versions[0], "inputs": {**recorded, "k": "3"}}
+    with pytest.raises(InvalidInput, match=r"inputs\.k must be a whole number"):
+        asyncio.run(model.explain({"instances": [no_slate]}))
     # inputs copied from the audit store may name their item context instead of holding it
     named = {"model_version": versions[0], "inputs": {"k": 3, "item_context": "ab" * 32}}
     with pytest.raises(InvalidInput, match="kfloop audit explain REQUEST_ID"):
@@ -162,3 +168,36 @@ def test_feature_names_read_as_words():
     assert readable("u_ctr_1h") == "your click rate in the last 1h"
     assert readable("item_feature_2") == "item feature 2"
     assert readable("item_id") == "item id"
+
+
+def explained_or_refused(model: RankerExplainer, body) -> None:
+    """An answer, or a client error that says what is wrong (400; 404 for a version not in the registry)."""
+    try:
+        answer = asyncio.run(model.explain(body))
+    except InvalidInput:
+        return
+    except InferenceError as exc:
+        assert exc.status == "404" and "not in the registry" in exc.reason, exc
+        return
+    assert answer["explanations"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=explain_bodies)
+def test_no_request_body_crashes_the_explainer(registry, engine, body):
+    explained_or_refused(RankerExplainer(ExplainerConfig(registry_uri=registry[0]), engine), body)
+
+
+SPOILABLE_INPUTS = ["candidates", "k", "user", "items", "items_mostly", "item_context"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(where=st.sampled_from(["model_version", "slate", *SPOILABLE_INPUTS]), value=json_junk)
+def test_a_recorded_decision_with_one_field_spoiled_is_explained_or_refused(registry, engine, recorded, where, value):
+    _, versions, _ = registry
+    instance = {"model_version": versions[0], "inputs": dict(recorded), "slate": ["4"]}
+    if where in ("model_version", "slate"):
+        instance[where] = value
+    else:
+        instance["inputs"][where] = value
+    explained_or_refused(RankerExplainer(ExplainerConfig(registry_uri=registry[0]), engine), {"instances": [instance]})
