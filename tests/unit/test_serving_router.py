@@ -18,12 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from kfloop.processes import free_port
 from serving.router.app import create_app
 from serving.router.config import RouterConfig
 from serving.router.routes import CanaryRoute, Route, Routes, write_routes
+from tests.unit.serving_junk import json_junk
 
 pytestmark = pytest.mark.serving
 
@@ -146,6 +149,20 @@ def test_bad_input_is_400_with_the_reason_and_nothing_is_forwarded(tmp_path, pre
     assert a_list.status_code == 400 and "JSON object" in a_list.json()["error"]
     assert too_big.status_code == 413
     assert stable.seen == [] and canary.seen == []
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.binary(max_size=64) | json_junk.map(lambda v: json.dumps(v).encode()),
+    variant=st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=20),
+)
+def test_no_body_or_variant_header_crashes_the_router(tmp_path, predictors, body, variant):
+    stable, canary = predictors
+    with client_for(tmp_path, split_routes(stable, canary.url, 50), max_body_bytes=2048) as client:
+        response = client.post(PREDICT, content=body, headers={"x-kfloop-variant": variant})
+    assert response.status_code in (200, 400), response.text
+    if response.status_code == 400:
+        assert response.json()["error"]
 
 
 def test_without_a_stable_route_the_router_is_not_ready(tmp_path):
