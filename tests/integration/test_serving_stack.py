@@ -263,13 +263,18 @@ def test_every_decision_reaches_the_audit_sink_with_its_exact_inputs(stack):
     assert [c["position"] for c in decision["candidates"]] == [1, 2, 3]
 
 
+# out of the background-explanation sample, so a request's records are exactly its decision and the context
+CONTEXT_IDS = [rid for rid in (f"it-ctx-{i}" for i in range(100)) if not is_sampled(rid, SAMPLE_RATE)][:4]
+
+
 def test_decisions_refer_to_the_item_context_recorded_once_and_the_sink_returns_it_with_them(stack, client):
     # both replicas have ranked with this catalog before (the test above): each records it once and refers to it
-    rankings = [stack.rank(client, testbed.CLICKER, request_id=f"it-ctx-{i}") for i in range(4)]
+    rankings = [stack.rank(client, testbed.CLICKER, request_id=request_id) for request_id in CONTEXT_IDS]
     for ranking in rankings:
         records = wait_for(lambda r=ranking: sink_records(stack, r["request_id"]), 60, "the decision in the sink")
-        context, decision = records  # in chain order: the context came first
-        assert context["kind"] == "item_context" and decision["inputs"]["item_context"] == context["context_id"]
+        assert [r["kind"] for r in records] == ["item_context", "decision"]  # in chain order
+        context, decision = records
+        assert decision["inputs"]["item_context"] == context["context_id"]
         assert context["content"]["candidates"] == stack.bed.items and "items" not in decision["inputs"]
         whole = with_context(decision["inputs"], parse_record(context))
         assert whole["items_mostly"]["ui_clicks_7d"] == {"value": 0, "except": [[3, 4]]}
@@ -328,16 +333,16 @@ def test_any_past_decision_is_explained_on_demand_and_kept(stack, monkeypatch, t
         )
     )
     monkeypatch.setenv("KFLOOP_SERVING_CONFIG", str(stack.root / "state" / "serving.effective.yaml"))
-    # it-ctx-3 refers to its item context (the test above): explained from the stored inputs made whole
-    args = argparse.Namespace(request_id="it-ctx-3", config=str(config), store_url=None, explainer=None)
+    request_id = CONTEXT_IDS[-1]  # it refers to its item context (the test above): explained from the inputs made whole
+    args = argparse.Namespace(request_id=request_id, config=str(config), store_url=None, explainer=None)
     assert audit_commands.explain(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["trigger"] == "on_demand" and printed["request_id"] == "it-ctx-3" and printed["decision_hash"]
+    assert printed["trigger"] == "on_demand" and printed["request_id"] == request_id and printed["decision_hash"]
     assert [i["item_id"] for i in printed["explanation"]["items"]] == [
-        c["item_id"] for c in sink_decision(stack, "it-ctx-3")["candidates"]
+        c["item_id"] for c in sink_decision(stack, request_id)["candidates"]
     ]
     kept = wait_for(
-        lambda: [r for r in sink_records(stack, "it-ctx-3") if r.get("trigger") == "on_demand"], 30, "the explanation"
+        lambda: [r for r in sink_records(stack, request_id) if r.get("trigger") == "on_demand"], 30, "the explanation"
     )
     assert kept[0]["explanation"]["model_version"] == stack.bed.versions[0]
 
