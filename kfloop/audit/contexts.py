@@ -60,7 +60,7 @@ def referenced_contexts(store: SqlStore, rows: Iterable[StoredRow]) -> list[Stor
     """The stored item contexts the decisions among `rows` refer to, in seq order (those not stored left out:
     verify names the decision that refers to a missing one)."""
     wanted = {ref for row in rows if (ref := _row_ref(row)) is not None}
-    found = [row for ref in sorted(wanted) if (row := _context_row(store, ref)) is not None]
+    found = [row for ref in wanted if (row := _context_row(store, ref)) is not None]
     return sorted(found, key=lambda row: row.seq)
 
 

@@ -14,8 +14,6 @@ import orjson
 
 from kfloop.audit.record import CONTEXT_FIELDS, AnyRecord, Decision, ItemContext, without_context
 
-_UNSEEN = object()
-
 
 class ItemContexts:
     """Turns decisions into the records to spool. A context is referred to from its second decision on: the
@@ -45,20 +43,19 @@ class ItemContexts:
             key = orjson.dumps([inputs[field] for field in CONTEXT_FIELDS])  # cheap identity; the id is canonical
         except TypeError:  # beyond orjson (integers over 64 bits): recorded whole
             return [decision]
-        known = self._known.get(key, _UNSEEN)
-        if known is _UNSEEN:
-            self._remember(key, None)
+        if key not in self._known:
+            self._remember(key)
             return [decision]
         self._known.move_to_end(key)
-        records: list[AnyRecord] = []
-        if known is None:
-            context = ItemContext.of({field: inputs[field] for field in CONTEXT_FIELDS}, decision.ts)
-            self._known[key] = known = context.context_id
-            records.append(context)
-        assert isinstance(known, str)
-        return [*records, decision.model_copy(update={"inputs": without_context(inputs, known)})]
+        context_id = self._known[key]
+        if context_id is not None:
+            return [decision.model_copy(update={"inputs": without_context(inputs, context_id)})]
+        context = ItemContext.of({field: inputs[field] for field in CONTEXT_FIELDS}, decision.ts)
+        self._known[key] = context.context_id
+        return [context, decision.model_copy(update={"inputs": without_context(inputs, context.context_id)})]
 
-    def _remember(self, key: bytes, context_id: str | None) -> None:
-        self._known[key] = context_id
+    def _remember(self, key: bytes) -> None:
+        """Seen once: no context recorded yet."""
+        self._known[key] = None
         while len(self._known) > self.capacity:
             self._known.popitem(last=False)

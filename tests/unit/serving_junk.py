@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12)
+scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
 json_junk = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
-    max_leaves=10,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
 )
+"""Any JSON value (the audit sink's and the model servers' junk bodies)."""
 ids = st.text(min_size=1, max_size=12) | scalars
 features = st.fixed_dictionaries(
     {},

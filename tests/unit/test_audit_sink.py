@@ -19,6 +19,7 @@ from kfloop.audit import FORMATS, AuditStoreConfig, verify_file
 from kfloop.commands import audit as audit_cli
 from serving.audit.app import create_app
 from serving.audit.config import AuditSinkConfig
+from tests.unit.serving_junk import json_junk
 from tests.unit.test_audit_support import decision_json
 
 pytestmark = pytest.mark.serving
@@ -280,13 +281,6 @@ def test_not_ready_until_the_store_opens(tmp_path):
             time.sleep(0.02)
         assert ready.status_code == 503
         assert client.post("/v1/decisions", json=[decision_json(0)]).status_code == 503
-
-
-json_junk = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=12), c, max_size=4),
-    max_leaves=12,
-)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
