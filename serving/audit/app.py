@@ -197,8 +197,9 @@ def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRo
         "/v1/decisions",
         summary="Stored records, in chain order (page on with after_seq)",
         description="A decision whose `inputs.item_context` names an item context was recorded without its "
-        "candidates and item features: they are in that item_context record (kind item_context, listed in chain "
-        "order before the decisions naming it; `GET /v1/decisions/{context_id}` returns it).",
+        "candidates and item features: they are in that item_context record (chain order puts it before the "
+        "decisions naming it). A page's `item_contexts` holds every context its decisions name that `records` "
+        "does not (it may lie before the page or outside the filter), so each page is complete on its own.",
     )
     async def list_records(
         since: Annotated[str | None, Query(description="RFC 3339; records with ts >= since")] = None,
@@ -219,9 +220,13 @@ def _read_routes(config: AuditSinkConfig, lifecycle: ResourceLifecycle) -> APIRo
             after_seq=after_seq,
         )
         page = min(limit or config.max_page_records, config.max_page_records)
-        rows = await asyncio.to_thread(_first_rows, lifecycle.resource, query, page)
+        rows, contexts = await asyncio.to_thread(_page_rows, lifecycle.resource, query, page)
         last = rows[-1].seq if len(rows) == page else None
-        return {"records": [_row_json(r) for r in rows], "next_after_seq": last}
+        return {
+            "records": [_row_json(r) for r in rows],
+            "item_contexts": [_row_json(r) for r in contexts],
+            "next_after_seq": last,
+        }
 
     @router.get(
         "/v1/decisions/{request_id}",
@@ -241,6 +246,13 @@ def _request_rows(store: SqlStore, request_id: str) -> list[StoredRow]:
     """A request's records, and the item context its decision refers to (the decision's inputs need it)."""
     rows = _first_rows(store, RowQuery(request_id=request_id), 10_000)
     return sorted(rows + referenced_contexts(store, rows), key=lambda row: row.seq)
+
+
+def _page_rows(store: SqlStore, query: RowQuery, n: int) -> tuple[list[StoredRow], list[StoredRow]]:
+    """A page of rows, and the item contexts its decisions refer to that the page does not hold."""
+    rows = _first_rows(store, query, n)
+    on_page = {row.seq for row in rows}
+    return rows, [row for row in referenced_contexts(store, rows) if row.seq not in on_page]
 
 
 def _first_rows(store: SqlStore, query: RowQuery, n: int) -> list[StoredRow]:

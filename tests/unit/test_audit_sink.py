@@ -20,6 +20,7 @@ from kfloop.commands import audit as audit_cli
 from serving.audit.app import create_app
 from serving.audit.config import AuditSinkConfig
 from tests.unit.serving_junk import json_junk
+from tests.unit.test_audit_item_contexts import context, referring
 from tests.unit.test_audit_support import decision_json
 
 pytestmark = pytest.mark.serving
@@ -292,3 +293,24 @@ def test_no_body_crashes_the_sink(client, body):
         "/v1/cloudevents", content=json.dumps(body), headers={**KSERVE_HEADERS, "ce-type": REQUEST_TYPE}
     )
     assert events.status_code in (200, 409, 422), events.text
+
+
+def test_a_page_of_decisions_carries_the_item_contexts_they_refer_to(client):
+    """A page is complete on its own: the context a page's decisions name comes with it, whether it lies before
+    the page or outside the filter, and only once (not again when the page holds it)."""
+    records = [decision_json(0), context(), *(referring(i) for i in range(1, 6))]
+    sent = [r if isinstance(r, dict) else r.model_dump(mode="json") for r in records]
+    assert {r["status"] for r in client.post("/v1/decisions", json=sent).json()["results"]} == {"accepted"}
+    context_id = context().context_id
+
+    first = client.get("/v1/decisions", params={"limit": 3}).json()
+    assert [r["kind"] for r in first["records"]] == ["decision", "item_context", "decision"]
+    assert first["item_contexts"] == []  # on the page already
+    later = client.get("/v1/decisions", params={"after_seq": first["next_after_seq"]}).json()
+    assert [r["record"]["inputs"]["item_context"] for r in later["records"]] == [context_id] * 4
+    assert [r["record"]["context_id"] for r in later["item_contexts"]] == [context_id]
+    by_user = client.get("/v1/decisions", params={"user": decision_json(3)["user_id"]}).json()
+    assert [r["request_id"] for r in by_user["records"]] == ["req-000003"]
+    assert [r["seq"] for r in by_user["item_contexts"]] == [2]
+    whole = client.get("/v1/decisions", params={"user": decision_json(0)["user_id"]}).json()
+    assert whole["item_contexts"] == []  # a whole decision names no context
