@@ -135,6 +135,29 @@ def own_cpu_seconds() -> float:
     return times.user + times.system
 
 
+def host_seconds() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine so far, from /proc/stat (None where there is none): what
+    else ran on the cores, and what the hypervisor kept from them, tell a busy host from a slower stack."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
+def host_line(before: tuple[float, float] | None, ours_s: float, seconds: float, n: int) -> str | None:
+    """Other processes' CPU per request (busy time beyond the stack's and the generator's) and steal."""
+    after = host_seconds()
+    if before is None or after is None:
+        return None
+    others_ms = max(0.0, (after[0] - before[0]) - ours_s) / n * 1000
+    steal = 100 * (after[1] - before[1]) / (seconds * (os.cpu_count() or 1))
+    return f"          host: other processes {others_ms:.2f} ms per request; steal {steal:.1f}% of the cores"
+
+
 def percentiles(values: list[float]) -> tuple[float, float]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 99))
 
@@ -258,9 +281,12 @@ async def load_runs(
     for rate in rates:
         if warm_up > 0:
             await fixed_rate(pool, rate, warm_up, payloads)
-        before, stages_before, client_before = cpu_seconds(endpoints), stage_buckets(endpoints), own_cpu_seconds()
+        stages_before = stage_buckets(endpoints)
+        before, client_before, host_before = cpu_seconds(endpoints), own_cpu_seconds(), host_seconds()
+        started = time.perf_counter()
         latencies, errors = await fixed_rate(pool, rate, seconds, payloads)
-        after, client = cpu_seconds(endpoints), (own_cpu_seconds() - client_before) / len(latencies) * 1000
+        elapsed, client_s = time.perf_counter() - started, own_cpu_seconds() - client_before
+        after, client = cpu_seconds(endpoints), client_s / len(latencies) * 1000
         p50, p99 = percentiles(latencies)
         rows.append((rate, p50, p99, errors))
         per_request = {k: (after[k] - before[k]) / len(latencies) * 1000 for k in sorted(after)}
@@ -272,6 +298,9 @@ async def load_runs(
             f"on the same cores, {client:.2f})",
             flush=True,
         )
+        ours_s = sum(after[k] - before[k] for k in after) + client_s
+        if (host := host_line(host_before, ours_s, elapsed, len(latencies))) is not None:
+            print(host, flush=True)
         if rate == TARGET_RATE:
             report_stages(stages_before, stage_buckets(endpoints))
         if p99 > 4 * CEILING_P99_MS:
@@ -333,12 +362,20 @@ def report_rates(rows: list[tuple[int, float, float, int]], model_p50: float, n_
         print(f"  stack p50 at {rate} req/s: {p50 / model_p50:.1f}x the in-process call")
 
 
+def report_explainer(latencies: list[float], n_candidates: int) -> None:
+    p50, p99 = percentiles(latencies)
+    print(
+        f"\nexplainer (:explain through the transformer, IG + anchors for 3 items, {n_candidates} candidates, "
+        f"sequential): p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies)}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="50,100,150,200,250,300", help="request rates to try, req/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
     parser.add_argument("--warm-up", type=float, default=3.0, help="seconds at each rate before measuring it")
-    parser.add_argument("--explanations", type=int, default=10, help="explain requests to time")
+    parser.add_argument("--explanations", type=int, default=10, help="explain requests to time (0: none)")
     parser.add_argument(
         "--explanation-rate",
         type=float,
@@ -366,12 +403,8 @@ def main() -> int:
             )
             rows = asyncio.run(load_runs(port, rates, args.seconds, args.warm_up, users, endpoints))
             report_rates(rows, model_p50, len(bed.items))
-            explain = explain_latencies(front, users, args.explanations)
-            p50, p99 = percentiles(explain)
-            print(
-                f"\nexplainer (:explain through the transformer, IG + anchors for 3 items, {len(bed.items)} "
-                f"candidates, sequential): p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(explain)}"
-            )
+            if args.explanations > 0:
+                report_explainer(explain_latencies(front, users, args.explanations), len(bed.items))
         if args.explanation_rate > 0:
             print(
                 f"\nthe same at {TARGET_RATE} req/s with background explanations of a {args.explanation_rate:g} "
