@@ -38,17 +38,22 @@ def load_config(model: type[M], path: Path | str | None, overrides: dict[str, An
         raise ConfigError(f"{where}: {problems}", details=field_errors(exc)) from None
 
 
-def load_section(model: type[M], path: Path | str | None, key: str) -> M:
-    """Read one section of a deployable's config file, e.g. the `event_log` of the collector's, so that
-    tools share the deployable's own file instead of a copy of it."""
-    if path is None:
-        return model()
-    section = _read_yaml(Path(path)).get(key) or {}
+def load_section(model: type[M], path: Path | str | None, key: str, overrides: dict[str, Any] | None = None) -> M:
+    """Read one section of a config file, e.g. the `predictor` of the serving YAML or the `event_log` of the
+    collector's, so that each deployable and tool reads the shared file instead of a copy of it. `overrides`
+    are dotted keys within the section (None values ignored), checked like the file's own values."""
+    data = (_read_yaml(Path(path)).get(key) or {}) if path is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: {key} must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
     try:
-        return model.model_validate(section)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{key}.{e['field']}: {e['reason']}" for e in field_errors(exc))
-        raise ConfigError(f"config file {path}: {problems}", details=field_errors(exc)) from None
+        where = f"config file {path}" if path is not None else "config"
+        raise ConfigError(f"{where}: {problems}", details=field_errors(exc)) from None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class UserItemValues:
 
     def mostly(self) -> dict[str, dict[str, Any]]:
         """{feature: {"value": default, "except": [[candidate index, value], ...]}}: the predictor's compact
-        form (serving.predictor.api), a few values instead of one per candidate."""
+        form (serving.common.protocol), a few values instead of one per candidate."""
         exceptions: list[list[list[Any]]] = [[] for _ in self.names]
         for row, column, value in zip(*self.hits, strict=True):
             if value is not None:

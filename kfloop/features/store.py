@@ -47,7 +47,7 @@ def open_store(store: StoreConfig) -> Any:
 
 
 def build_definitions(config: FeaturesConfig) -> Any:
-    from features.definitions import build_repo
+    from kfloop.features.repo import build_repo
 
     return build_repo(config.store.offline_dir.resolve(), config.aggregation.feature_set())
 

@@ -1,5 +1,6 @@
-"""The entry point every model-serving role shares: parse, load the serving config once, check what the role
-needs, serve; a config problem is one line on stderr and exit code 2 (a supervisor or kubelet shows it)."""
+"""The entry point every model-serving role shares: parse, load the role's section of the serving config
+once, check what the role needs, serve; a config problem is one line on stderr and exit code 2 (a supervisor
+or kubelet shows it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from kfloop.config import load_config
+from kfloop.config import load_section
 from kfloop.errors import KfloopError
 
 Overrides = Callable[[argparse.Namespace], dict[str, Any]]
@@ -21,15 +22,17 @@ def run_role(
     parser: argparse.ArgumentParser,
     argv: list[str] | None,
     config_type: type,
+    section: str,
     overrides: Overrides,
     prepare: Prepare,
 ) -> int:
-    """`prepare(config, args)` checks what the role needs (raising a KfloopError) and returns what serves.
+    """`config_type` is the role's own section (`section` in the serving YAML); `prepare(config, args)`
+    checks what the role needs (raising a KfloopError) and returns what serves.
     Arguments the parser does not know are left to KServe's own parser."""
     args, _ = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = load_config(config_type, args.config_file, overrides(args))
+        config = load_section(config_type, args.config_file, section, overrides(args))
         serve = prepare(config, args)
     except KfloopError as exc:
         print(f"{role}: {exc.message}", file=sys.stderr)

@@ -11,14 +11,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kfloop.config import load_config
+from kfloop.config import load_section
+from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
-from serving.stack.config import DEFAULT_CONFIG, ServingConfig
 
 CONFIG_ENV = "KFLOOP_SERVING_CONFIG"
+DEFAULT_CONFIG = Path("manifests/serving/serving.yaml")
 
 
 def explainer() -> ExplanationEngine:
     configured = os.environ.get(CONFIG_ENV)
     path = Path(configured) if configured else (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-    return ExplanationEngine(load_config(ServingConfig, path).explainer)
+    return ExplanationEngine(load_section(ExplainerConfig, path, "explainer"))

@@ -8,9 +8,8 @@ from typing import Literal
 from pydantic import Field
 
 from kfloop.config import StrictModel
-from serving.predictor.config import MODEL_NAME
+from serving.common.names import MODEL_NAME
 
-EXPLAINER_NAME = "alibi-0.9.4:integrated-gradients/anchor-tabular"
 """How explanations name their explainer in the audit trail (an audit Identifier)."""
 
 

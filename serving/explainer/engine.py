@@ -28,9 +28,10 @@ import numpy as np
 from kfloop.audit.record import CONTEXT_REF
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
-from serving.explainer.config import EXPLAINER_NAME, ExplainerConfig
-from serving.predictor.api import expand_mostly
-from serving.predictor.versions import resolve
+from serving.common.names import EXPLAINER_NAME
+from serving.common.protocol import expand_mostly
+from serving.common.versions import resolve
+from serving.explainer.config import ExplainerConfig
 
 # -- one version's models ---------------------------------------------------------------------------------
 
@@ -39,7 +40,7 @@ from serving.predictor.versions import resolve
 class VersionModels:
     version: str
     ranker: Any
-    """serving.predictor.model_io.SavedRanker: raw features -> score, and -> x."""
+    """serving.common.model_io.SavedRanker: raw features -> score, and -> x."""
     tower: Any
     """Keras model x -> score, rebuilt from the explainer export (what Alibi differentiates)."""
     tower_signature: Any
@@ -71,7 +72,7 @@ def build_tower(explainer_dir: Path) -> tuple[Any, dict[str, Any]]:
 def load_version(config: ExplainerConfig, version: str | None) -> VersionModels:
     from alibi.explainers import IntegratedGradients
 
-    from serving.predictor.model_io import SavedRanker, import_tensorflow
+    from serving.common.model_io import SavedRanker, import_tensorflow
 
     resolved = resolve(config.registry_uri, version, None, config.cache_dir)
     if resolved.explainer_path is None:

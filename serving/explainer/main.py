@@ -21,20 +21,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.stack.config import ServingConfig
+    from serving.explainer.config import ExplainerConfig
 
-    return run_role("explainer", parser(), argv, ServingConfig, _overrides, _prepare)
+    return run_role("explainer", parser(), argv, ExplainerConfig, "explainer", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "explainer.registry_uri": args.registry_uri,
-        "explainer.model_version": args.model_version,
-        "explainer.http_port": args.port or args.http_port,
+        "registry_uri": args.registry_uri,
+        "model_version": args.model_version,
+        "http_port": args.port or args.http_port,
     }
 
 
 def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
     from serving.explainer.server import serve
 
-    return lambda: serve(config.explainer)
+    return lambda: serve(config)

@@ -20,10 +20,10 @@ from typing import Any
 import kserve
 
 from kfloop.errors import KfloopError, MalformedRequest
+from serving.common.errors import to_kserve_error
+from serving.common.modelserver import quiet_model_server
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
-from serving.predictor.modelserver import quiet_model_server
-from serving.predictor.server import to_kserve_error
 
 log = logging.getLogger(__name__)
 

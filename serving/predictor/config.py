@@ -9,8 +9,7 @@ from pydantic import Field
 
 from kfloop.audit.config import ExplanationSamplingConfig, SpoolConfig
 from kfloop.config import StrictModel
-
-MODEL_NAME = "kfloop-ranker"
+from serving.common.names import MODEL_NAME
 
 
 class PolicyConfig(StrictModel):

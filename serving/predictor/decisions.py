@@ -23,11 +23,11 @@ from prometheus_client import Counter, Histogram
 from kfloop.audit import AuditRecorder, BackgroundExplainer, Candidate, Decision, PolicyInfo, Shipper
 from kfloop.audit.config import SpoolConfig
 from kfloop.errors import KfloopError, NotReady
-from serving.explainer.config import EXPLAINER_NAME
-from serving.predictor.api import RankResult
+from serving.common.model_io import Feed
+from serving.common.names import EXPLAINER_NAME
+from serving.common.protocol import RankResult
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig
 from serving.predictor.item_contexts import ItemContexts
-from serving.predictor.model_io import Feed
 
 log = logging.getLogger(__name__)
 

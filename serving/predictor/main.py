@@ -27,28 +27,28 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.stack.config import ServingConfig
+    from serving.predictor.config import PredictorConfig
 
-    return run_role("predictor", parser(), argv, ServingConfig, _overrides, _prepare)
+    return run_role("predictor", parser(), argv, PredictorConfig, "predictor", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "predictor.model_version": args.model_version,
-        "predictor.model_dir": args.model_dir,
-        "predictor.registry_uri": args.registry_uri,
-        "predictor.variant": args.variant,
-        "predictor.policy.seed": args.seed,
-        "predictor.audit.spool.dir": args.spool_dir,
-        "predictor.http_port": args.port,
+        "model_version": args.model_version,
+        "model_dir": args.model_dir,
+        "registry_uri": args.registry_uri,
+        "variant": args.variant,
+        "policy.seed": args.seed,
+        "audit.spool.dir": args.spool_dir,
+        "http_port": args.port,
     }
 
 
 def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
     """The version resolved (an unknown one is refused, naming the deployable ones) before serving."""
+    from serving.common.versions import resolve
     from serving.predictor.server import serve
-    from serving.predictor.versions import resolve
 
-    predictor = config.predictor
+    predictor = config
     resolved = resolve(predictor.registry_uri, predictor.model_version, predictor.model_dir, predictor.cache_dir)
     return lambda: serve(predictor, resolved)

@@ -18,8 +18,10 @@ import numpy as np
 from prometheus_client import Counter
 
 from kfloop.errors import KfloopError
+from serving.common.errors import to_kserve_error
 from serving.common.heap import freeze_loaded_heap
-from serving.predictor.api import (
+from serving.common.modelserver import quiet_model_server
+from serving.common.protocol import (
     VARIANT_HEADER,
     Ranking,
     RankResult,
@@ -28,30 +30,16 @@ from serving.predictor.api import (
     parse_v1,
     parse_v2,
 )
-from serving.predictor.config import MODEL_NAME, PredictorConfig
+from serving.common.versions import ResolvedVersion
+from serving.predictor.config import PredictorConfig
 from serving.predictor.decisions import DecisionLog, build_decision
-from serving.predictor.modelserver import quiet_model_server
 from serving.predictor.ranking import choose_slate, make_policy
-from serving.predictor.versions import ResolvedVersion
 
 log = logging.getLogger(__name__)
 
 _VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}")
 
 DECISIONS = Counter("kfloop_predictor_decisions_total", "Slates served (and recorded).", ["variant", "model_version"])
-REJECTED = Counter("kfloop_predictor_rejected_total", "Requests answered with an error, by HTTP status.", ["status"])
-
-
-def to_kserve_error(exc: KfloopError) -> Exception:
-    """KServe maps its own exception types to HTTP; ours carry the status, so translate once here."""
-    from kserve.errors import InferenceError, InvalidInput, ModelNotReady
-
-    REJECTED.labels(str(exc.http_status)).inc()
-    if exc.http_status in (400, 413, 422):
-        return InvalidInput(exc.message)
-    if exc.http_status == 503:
-        return ModelNotReady(MODEL_NAME, exc.message)
-    return InferenceError(exc.message, status=str(exc.http_status))
 
 
 class RankerPredictor(kserve.Model):
@@ -77,7 +65,7 @@ class RankerPredictor(kserve.Model):
         """KServe calls this when registering; readiness comes from load() only."""
 
     def load(self) -> bool:
-        from serving.predictor.model_io import SavedRanker
+        from serving.common.model_io import SavedRanker
 
         ranker = SavedRanker(self.resolved.model_path)
         ranker.warm_up()

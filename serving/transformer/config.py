@@ -6,7 +6,7 @@ from pydantic import Field
 
 from kfloop.config import StrictModel
 from kfloop.features.config import FeaturesConfig
-from serving.predictor.config import MODEL_NAME
+from serving.common.names import MODEL_NAME
 
 
 class TransformerConfig(StrictModel):

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from kfloop.features import names
 from kfloop.features.config import FeaturesConfig
-from serving.predictor.api import Ranking
+from serving.common.protocol import Ranking
 
 log = logging.getLogger(__name__)
 

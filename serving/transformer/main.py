@@ -29,17 +29,17 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.stack.config import ServingConfig
+    from serving.transformer.config import TransformerConfig
 
-    return run_role("transformer", parser(), argv, ServingConfig, _overrides, _prepare)
+    return run_role("transformer", parser(), argv, TransformerConfig, "transformer", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "transformer.predictor_url": args.predictor_url,
-        "transformer.explainer_url": args.explainer_url,
-        "transformer.http_port": args.port or args.http_port,
-        "transformer.model_name": args.model_name,
+        "predictor_url": args.predictor_url,
+        "explainer_url": args.explainer_url,
+        "http_port": args.port or args.http_port,
+        "model_name": args.model_name,
     }
 
 
@@ -47,7 +47,7 @@ def _prepare(config: Any, args: argparse.Namespace) -> Callable[[], None]:
     """The predictor's URL: the config's, else the host KServe's controller passes (http://HOST)."""
     from serving.transformer.server import serve
 
-    transformer = config.transformer
+    transformer = config
     predictor_url = transformer.predictor_url or (f"http://{args.predictor_host}" if args.predictor_host else None)
     if predictor_url is None:
         raise ConfigError("no predictor: set transformer.predictor_url or pass --predictor-url")

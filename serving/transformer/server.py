@@ -19,8 +19,10 @@ import orjson
 from prometheus_client import Histogram
 
 from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from serving.common.errors import to_kserve_error
 from serving.common.heap import freeze_loaded_heap
-from serving.predictor.api import (
+from serving.common.modelserver import quiet_model_server
+from serving.common.protocol import (
     Ranking,
     feature_json,
     input_metadata,
@@ -29,9 +31,7 @@ from serving.predictor.api import (
     parse_v2,
     v2_request_json,
 )
-from serving.predictor.modelserver import quiet_model_server
-from serving.predictor.server import to_kserve_error
-from serving.router.http import Answer, HttpPool, UpstreamUnavailable
+from serving.common.upstream import Answer, HttpPool, UpstreamUnavailable
 from serving.transformer.config import TransformerConfig
 
 log = logging.getLogger(__name__)

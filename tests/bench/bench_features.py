@@ -40,7 +40,7 @@ FEAST_READS = 200
 REBUILD_EVENTS = 50_000
 RUN_FOLLOW = (
     "import argparse, sys\n"
-    "from kfloop.commands.features import follow\n"
+    "from kfloop.cli.commands.features import follow\n"
     "sys.exit(follow(argparse.Namespace(config=sys.argv[1], metrics_port=None)))\n"
 )
 
@@ -143,8 +143,8 @@ def bench_backend(backend: str, redis_address: str | None) -> None:
 
 def bench_rebuild() -> None:
     """Start-up of the updater from a sealed log: read, count, write every live key (SQLite)."""
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.store import apply
+    from serving.follower.follower import FeatureFollower
 
     with tempfile.TemporaryDirectory(prefix="bench-features-rebuild-") as name:
         tmp = Path(name)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from kfloop.envs import Stack, has_stack, interpreter_for
+from kfloop.cli.envs import Stack, has_stack, interpreter_for
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("examplegen", "validate", "transform", "train", "evaluate", "push")

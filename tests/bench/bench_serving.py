@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from kfloop.processes import stop_process
-from serving.stack import testbed
+from tests.support import testbed
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "kfloop-ranker"
@@ -169,8 +169,8 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 def in_process_p50(root: Path, version: str, registry_uri: str, items: list[str], features_config) -> float:
     """The model alone: features already read, 80 candidates through the SavedModel signature."""
     from kfloop.registry import ModelRegistry
-    from serving.predictor.api import Ranking
-    from serving.predictor.model_io import SavedRanker
+    from serving.common.model_io import SavedRanker
+    from serving.common.protocol import Ranking
     from serving.transformer.features import OnlineFeatures
 
     ranker = SavedRanker(ModelRegistry(registry_uri).local_copy(version, "model", root / "cache"))
@@ -327,7 +327,7 @@ def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float, rep
     config_file.write_text(yaml.safe_dump(config))
     with open(root / f"stack-{explanation_rate}.log", "wb") as log:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "serving.stack", "--config-file", str(config_file)],
+            [sys.executable, "-m", "serving.local.stack", "--config-file", str(config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 RUN_FOLLOW = (
     "import argparse, sys\n"
-    "from kfloop.commands.features import follow\n"
+    "from kfloop.cli.commands.features import follow\n"
     "sys.exit(follow(argparse.Namespace(config=sys.argv[1], metrics_port=int(sys.argv[2]))))\n"
 )
 

@@ -132,9 +132,9 @@ def assert_same(online: dict, offline: dict) -> None:
 
 
 def test_online_values_agree_with_the_offline_tables_and_decay(config: FeaturesConfig, feature_store) -> None:
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.offline import log_events
     from kfloop.features.reader import FeatureReader
+    from serving.follower.follower import FeatureFollower
 
     events = sorted(synthetic_events(320, users=5, items=6, end=END), key=lambda r: r["ts"])
     early = [e for e in events if e["ts"] <= END - timedelta(days=4)]
@@ -165,9 +165,9 @@ def test_online_values_agree_with_the_offline_tables_and_decay(config: FeaturesC
 
 
 def test_a_restarted_updater_rebuilds_its_state_from_the_log(config: FeaturesConfig, feature_store) -> None:
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.offline import log_events
     from kfloop.features.reader import FeatureReader
+    from serving.follower.follower import FeatureFollower
 
     now = datetime.now(UTC).replace(microsecond=0)
     events = synthetic_events(120, users=5, items=6, end=now - timedelta(minutes=1), span=timedelta(days=2))
@@ -203,9 +203,9 @@ def test_a_restarted_updater_rebuilds_its_state_from_the_log(config: FeaturesCon
 
 
 def test_the_fast_reader_agrees_with_feast_get_online_features(config: FeaturesConfig, feature_store) -> None:
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.reader import FeatureReader
     from kfloop.features.synthetic import iso  # noqa: F401  (same generator as the other tests)
+    from serving.follower.follower import FeatureFollower
 
     now = datetime.now(UTC)
     with EventLog(config.event_log, writer_id="c0") as log:
@@ -261,10 +261,10 @@ def test_unknown_users_and_items_get_the_cold_start_defaults(config: FeaturesCon
 
 
 def test_materialized_offline_tables_give_the_same_online_values(config: FeaturesConfig, feature_store, tmp_path: Path):
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.offline import compute_aggregate_tables
     from kfloop.features.reader import FeatureReader
     from kfloop.features.store import apply, materialize
+    from serving.follower.follower import FeatureFollower
 
     now = datetime.now(UTC)
     with EventLog(config.event_log, writer_id="c0") as log:

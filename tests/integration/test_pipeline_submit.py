@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from kfloop.commands.pipeline import compile_command
+from kfloop.cli.commands.pipeline import compile_command
 from pipelines.config import PipelineConfig
 from pipelines.runner import kfp_cron, submit
 

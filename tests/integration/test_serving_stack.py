@@ -28,10 +28,10 @@ import yaml
 
 from kfloop.audit import is_sampled
 from kfloop.audit.record import parse_record, with_context
-from kfloop.commands import audit as audit_commands
-from kfloop.commands import serve as serve_commands
+from kfloop.cli.commands import audit as audit_commands
+from kfloop.cli.commands import serve as serve_commands
 from kfloop.processes import stop_process
-from serving.stack import testbed
+from tests.support import testbed
 from tests.unit.test_deploy import deploy_command_args
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
@@ -102,7 +102,7 @@ def stack(tmp_path_factory) -> Stack:
     path.write_text(yaml.safe_dump(config))
     log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.stack", "--config-file", str(path)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "serving.local.stack", "--config-file", str(path)], stdout=log, stderr=subprocess.STDOUT
     )
     running = Stack(root, path, bed, process, {})
     try:

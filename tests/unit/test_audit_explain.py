@@ -16,7 +16,7 @@ import pytest
 from kfloop.audit import BackgroundExplainer, Decision, explain_decision, is_sampled, verify_store
 from kfloop.audit.store import RowQuery
 from kfloop.audit.store.sqlite import SqliteStore
-from kfloop.commands import audit as audit_cli
+from kfloop.cli.commands import audit as audit_cli
 from kfloop.errors import DataIntegrityError, KfloopError, NotFound, NotReady
 from tests.unit.test_audit_support import decision, decisions, tamper_sqlite
 

@@ -16,7 +16,7 @@ from kfloop.audit.contexts import rows_with_contexts, stored_context
 from kfloop.audit.explain import stored_decision
 from kfloop.audit.record import ItemContext, context_digest, parse_record, with_context, without_context
 from kfloop.audit.store.sqlite import SqliteStore
-from kfloop.commands import audit as audit_cli
+from kfloop.cli.commands import audit as audit_cli
 from kfloop.errors import DataIntegrityError, NotFound
 from tests.unit.test_audit_store import namespace
 from tests.unit.test_audit_support import T0, decision, tamper_sqlite

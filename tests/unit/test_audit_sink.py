@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kfloop.audit import FORMATS, AuditStoreConfig, verify_file
-from kfloop.commands import audit as audit_cli
+from kfloop.cli.commands import audit as audit_cli
 from serving.audit.app import create_app
 from serving.audit.config import AuditSinkConfig
 from tests.unit.serving_junk import json_junk

@@ -28,7 +28,7 @@ from kfloop.audit import (
 )
 from kfloop.audit.config import STORE_URL_ENV
 from kfloop.audit.store.sqlite import SqliteStore
-from kfloop.commands import audit as audit_cli
+from kfloop.cli.commands import audit as audit_cli
 from tests.unit.test_audit_support import T0, decision, decisions, tamper_sqlite
 
 N = 10_000

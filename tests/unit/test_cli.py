@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from kfloop.cli import COMMANDS, build_parser, command_for
-from kfloop.envs import Stack, has_stack
+from kfloop.cli.app import COMMANDS, build_parser, command_for
+from kfloop.cli.envs import Stack, has_stack
 
 
 def test_every_command_parses_its_help():

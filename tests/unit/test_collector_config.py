@@ -99,8 +99,8 @@ def test_a_bad_or_missing_secret_file_is_a_config_error(tmp_path, content):
 
 def test_command_line_flags_as_the_statefulset_passes_them(tmp_path):
     """The manifest's args: writer id from the pod name, the WAL volume, the object store, the Secret."""
-    from kfloop.cli import build_parser
-    from kfloop.commands.services import collector_config
+    from kfloop.cli.app import build_parser
+    from kfloop.cli.commands.services import collector_config
 
     (tmp_path / "write-keys").write_text("cluster-write-key\n")
     (tmp_path / "pseudonymization-key").write_text("a-cluster-pseudonymization-key-0123\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kfloop.commands.data import LogClientConfig
+from kfloop.cli.commands.data import LogClientConfig
 from kfloop.config import load_config
 from kfloop.errors import ConfigError
 
@@ -53,7 +53,7 @@ def test_every_config_field_has_a_description():
 
 
 def test_tools_read_the_event_log_section_of_the_collectors_own_file():
-    from kfloop.commands.data import log_config_from
+    from kfloop.cli.commands.data import log_config_from
     from tests.conftest import REPO_ROOT
 
     config = log_config_from(str(REPO_ROOT / "manifests" / "collector" / "collector.yaml"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kfloop.commands import serve as commands
+from kfloop.cli.commands import serve as commands
 from kfloop.deploy import apply_change, deploy, load_or_seed, promote, read_manifest, read_state, rollback
 from kfloop.errors import InvalidInput, NotFound
 from kfloop.registry import Blessing, Candidate, ModelRegistry, State

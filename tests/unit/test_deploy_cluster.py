@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kfloop.commands import serve as commands
+from kfloop.cli.commands import serve as commands
 from kfloop.deploy import read_state
 from kfloop.registry import ModelRegistry
 from tests.unit.test_deploy import MANIFEST, cli_args, register

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfloop.commands import features as commands
+from kfloop.cli.commands import features as commands
 from kfloop.errors import InvalidInput
 from kfloop.eventlog import EventLog, EventLogConfig
 from kfloop.features.synthetic import feedback_record

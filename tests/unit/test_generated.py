@@ -1,6 +1,6 @@
 """Generated files are committed and current (`make generate` rewrites them)."""
 
-from kfloop.commands.generate import stale_files
+from kfloop.cli.commands.generate import stale_files
 
 
 def test_generated_files_are_current():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kfloop.commands.models import force_model, list_models, show_model
+from kfloop.cli.commands.models import force_model, list_models, show_model
 from kfloop.errors import NotFound
 from kfloop.registry import Blessing, Candidate, ModelRegistry
 

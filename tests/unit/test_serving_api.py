@@ -11,7 +11,7 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 from kserve import InferInput, InferRequest
 
 from kfloop.errors import MalformedRequest
-from serving.predictor.api import (
+from serving.common.protocol import (
     OUTPUT_TENSORS,
     RankResult,
     expand_mostly,

@@ -20,13 +20,13 @@ from kfloop.audit import Decision, explain_decision, verify_store
 from kfloop.audit.record import Candidate, PolicyInfo
 from kfloop.audit.store.sqlite import SqliteStore
 from kfloop.errors import MalformedRequest
+from serving.common.model_io import SavedRanker
+from serving.common.versions import resolve
 from serving.explainer import audit as audit_factory
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import EXPLAINER_NAME, ExplanationEngine, readable
 from serving.explainer.server import RankerExplainer
 from serving.predictor.decisions import decision_inputs
-from serving.predictor.model_io import SavedRanker
-from serving.predictor.versions import resolve
 from tests.unit.serving_junk import explain_bodies, json_junk
 from tests.unit.test_serving_support import STRONG, contract_registry, features
 

@@ -1,4 +1,4 @@
-"""The stack's keep-alive client (serving.router.http.HttpPool) against a real local HTTP/1.1 server."""
+"""The stack's keep-alive client (serving.common.upstream.HttpPool) against a real local HTTP/1.1 server."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from serving.router.http import HttpPool, UpstreamUnavailable
+from serving.common.upstream import HttpPool, UpstreamUnavailable
 
 pytestmark = pytest.mark.serving
 

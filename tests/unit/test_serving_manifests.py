@@ -12,7 +12,7 @@ import yaml
 from kfloop.audit.config import STORE_URL_ENV
 from kfloop.config import load_config
 from kfloop.deploy import read_manifest
-from serving.stack.config import ServingConfig
+from serving.local.stack.config import ServingConfig
 from tests.manifests import CRD_DIR, REPO, render, validate
 
 pytestmark = pytest.mark.serving
@@ -82,9 +82,9 @@ def test_the_local_state_is_seeded_from_this_manifest():
 
 
 def test_kfloop_serve_options_override_the_stack_config():
-    from kfloop.cli import build_parser
+    from kfloop.cli.app import build_parser
     from kfloop.errors import ConfigError
-    from serving.stack.main import overrides
+    from serving.local.stack.main import overrides
 
     args = build_parser().parse_args(["serve", "--predictor-replicas", "3", "--port", "9000"])
     config = load_config(ServingConfig, SERVING / "serving.yaml", overrides(args, {}))
@@ -101,7 +101,7 @@ def test_kfloop_serve_options_override_the_stack_config():
 def test_the_stack_gives_the_audit_sink_its_store_url_in_the_environment_only(tmp_path):
     """The URL may hold a password: it goes to the sink's environment, never its command line (visible to every
     user in ps), and the effective config file the stack writes has the password redacted."""
-    from serving.stack.supervisor import Stack
+    from serving.local.stack.supervisor import Stack
 
     url = "postgresql://kfloop_audit:s3cret@db.example:5432/audit"
     config = load_config(

@@ -17,7 +17,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest import server as rest_server
 from starlette.testclient import TestClient
 
-from serving.predictor.modelserver import JsonByDefault, V1PredictFastPath, _add_middlewares
+from serving.common.modelserver import JsonByDefault, V1PredictFastPath, _add_middlewares
 
 pytestmark = pytest.mark.serving
 

@@ -25,14 +25,14 @@ from kfloop.audit.spool import decode_line
 from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from kfloop.processes import free_port
+from serving.common.model_io import SavedRanker, import_tensorflow
+from serving.common.protocol import expand_mostly, parse_v2, v2_request_json
+from serving.common.versions import resolve
 from serving.predictor import main as predictor_main
-from serving.predictor.api import expand_mostly, parse_v2, v2_request_json
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.decisions import DecisionWriter, RemoteExplainer, decision_inputs
 from serving.predictor.item_contexts import ItemContexts
-from serving.predictor.model_io import SavedRanker, import_tensorflow
 from serving.predictor.server import RankerPredictor
-from serving.predictor.versions import resolve
 from tests.unit.serving_junk import ranking_bodies
 from tests.unit.test_serving_support import STRONG, contract_registry, features
 
@@ -282,7 +282,7 @@ def test_v2_tensors_in_and_out(predictor):
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
 
     body = v1_body("req-v2")["instances"][0]
-    from serving.predictor.api import Ranking
+    from serving.common.protocol import Ranking
 
     ranking = Ranking("u-7", "req-v2", body["candidates"], 2, body["features"]["user"], body["features"]["items"])
     request = InferRequest.from_inference_request(

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from kfloop.processes import free_port
-from serving.router.app import create_app
-from serving.router.config import RouterConfig
-from serving.router.routes import CanaryRoute, Route, Routes, write_routes
+from serving.local.router.app import create_app
+from serving.local.router.config import RouterConfig
+from serving.local.router.routes import CanaryRoute, Route, Routes, write_routes
 from tests.unit.serving_junk import json_junk
 
 pytestmark = pytest.mark.serving

@@ -22,7 +22,7 @@ STRONG = "ui_clicks_7d"
 @cache
 def contract_registry() -> tuple[str, tuple[str, ...], Path]:
     """(registry uri, (blessed seed-0 version, blessed seed-1 version, unblessed seed-2 version), work dir)."""
-    from serving.predictor.contract_model import ContractSpec, register
+    from tests.support.contract_model import ContractSpec, register
 
     root = Path(tempfile.mkdtemp(prefix="kfloop-serving-tests-"))
     atexit.register(shutil.rmtree, root, True)

@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from kserve import InferInput, InferRequest
 from kserve.errors import InvalidInput, ModelNotReady
 
-from serving.predictor.api import Ranking, expand_mostly
-from serving.stack import testbed
+from serving.common.protocol import Ranking, expand_mostly
 from serving.transformer.config import TransformerConfig
 from serving.transformer.features import OnlineFeatures
 from serving.transformer.server import RankerTransformer
+from tests.support import testbed
 from tests.unit.serving_junk import ranking_bodies
 
 pytestmark = pytest.mark.serving

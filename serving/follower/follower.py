@@ -20,11 +20,12 @@ from typing import Any
 
 from kfloop.eventlog import sealed_files
 from kfloop.eventlog.tail import WalTailer
-from kfloop.features import metrics, names
+from kfloop.features import names
 from kfloop.features.aggregates import Aggregator, Key, keys_of, views_of
 from kfloop.features.config import FeaturesConfig
 from kfloop.features.offline import sealed_events
 from kfloop.features.online_write import OnlineWriter
+from serving.follower import metrics
 
 log = logging.getLogger(__name__)
 

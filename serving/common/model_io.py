@@ -15,7 +15,7 @@ import numpy as np
 
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
-from serving.predictor.api import mostly_parts
+from serving.common.protocol import mostly_parts
 
 SERVING_SIGNATURE = "serving_default"
 EXPLAIN_INPUTS_SIGNATURE = "explain_inputs"
@@ -92,7 +92,7 @@ class SavedRanker:
     ) -> Feed:
         """One matrix per dtype (item_id is the candidates, a user value is repeated per candidate), and the
         exact values recorded for the audit. Per-candidate features come as columns (`items`) or in the
-        compact form (`items_mostly`, serving.predictor.api). A missing or mistyped feature is a 400 naming it."""
+        compact form (`items_mostly`, serving.common.protocol). A missing or mistyped feature is a 400 naming it."""
         n = len(candidates)
         mostly_in = items_mostly or {}
         recorded_user: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """`kfloop serve | deploy | promote | rollback` handlers (serve needs the serving environment).
 
-Arguments (wired in kfloop/cli.py):
+Arguments (wired in kfloop/cli/app.py):
     serve:    --config FILE, --state-dir DIR, --registry-uri URI, --host H, --port P, --predictor-replicas N
     deploy:   VERSION, --canary P, --force, --reason TEXT, --operator NAME, + the common ones below
     promote:  the common ones
@@ -22,7 +22,7 @@ from kfloop.errors import KfloopError
 
 
 def serve(args: argparse.Namespace) -> int:
-    from serving.stack.main import run
+    from serving.local.stack.main import run
 
     args.config_file = getattr(args, "config", None)
     return run(args)
@@ -32,7 +32,7 @@ def _settings(args: argparse.Namespace) -> tuple[Path, Path, Any]:
     """(state dir, manifest, registry) from the serving config and the command line."""
     from kfloop.config import load_config
     from kfloop.registry import ModelRegistry
-    from serving.stack.config import DEFAULT_CONFIG, ServingConfig
+    from serving.local.stack.config import DEFAULT_CONFIG, ServingConfig
 
     path = getattr(args, "config", None) or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     overrides = {

@@ -61,8 +61,8 @@ def materialize(args: argparse.Namespace) -> int:
 
 
 def follow(args: argparse.Namespace) -> int:
-    from kfloop.features.follower import FeatureFollower
     from kfloop.features.store import open_store
+    from serving.follower.follower import FeatureFollower
 
     config = _load(args)
     port = getattr(args, "metrics_port", None)

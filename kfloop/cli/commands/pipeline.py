@@ -1,6 +1,6 @@
 """`kfloop pipeline compile | run --local | submit | propose-schema` handlers (pipeline environment).
 
-Arguments (wired in kfloop/cli.py; every subcommand also takes --config FILE):
+Arguments (wired in kfloop/cli/app.py; every subcommand also takes --config FILE):
     compile:        --output PATH (default: training.yaml)
     run:            --local (required: the only runner here), --registry URI, --force, --operator NAME,
                     --reason TEXT, --timings-dir DIR

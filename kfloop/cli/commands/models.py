@@ -1,6 +1,6 @@
 """`kfloop models list | show VERSION | force VERSION`: the model registry, read from any environment.
 
-Arguments (wired in kfloop/cli.py):
+Arguments (wired in kfloop/cli/app.py):
     list:  --config FILE, --registry URI, --json
     show:  VERSION, --config FILE, --registry URI
     force: VERSION, --operator NAME, --reason TEXT, --config FILE, --registry URI

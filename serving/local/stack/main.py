@@ -1,4 +1,4 @@
-"""`python -m serving.stack` (what `kfloop serve` runs): the local serving stack until SIGINT/SIGTERM."""
+"""`python -m serving.local.stack` (what `kfloop serve` runs): the local serving stack until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from kfloop.errors import KfloopError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.stack", description="Run the local serving stack.")
+    p = argparse.ArgumentParser(prog="python -m serving.local.stack", description="Run the local serving stack.")
     add_arguments(p)
     return p
 
@@ -47,8 +47,8 @@ def overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from serving.stack.config import DEFAULT_CONFIG, ServingConfig
-    from serving.stack.supervisor import Stack
+    from serving.local.stack.config import DEFAULT_CONFIG, ServingConfig
+    from serving.local.stack.supervisor import Stack
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = args.config_file or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)

@@ -32,8 +32,8 @@ from kfloop.errors import NotFound
 from kfloop.processes import free_port
 from kfloop.registry import ModelRegistry
 from serving.common.process import Background, ServiceProcess
-from serving.router.routes import CanaryRoute, Route, Routes, write_routes
-from serving.stack.config import ServingConfig
+from serving.local.router.routes import CanaryRoute, Route, Routes, write_routes
+from serving.local.stack.config import ServingConfig
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Stack:
                 "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
             )
             self.services["explainer"].background = self.stack.background()
-        self.services["router"] = self._managed("router", "serving.router", cfg, self.ports["router"], "/readyz")
+        self.services["router"] = self._managed("router", "serving.local.router", cfg, self.ports["router"], "/readyz")
         self.services["transformer"] = self._managed(
             "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()
         )

@@ -33,7 +33,7 @@ def venvs_dir() -> Path:
     configured = os.environ.get("KFLOOP_VENVS")
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[1] / ".venvs"
+    return Path(__file__).resolve().parents[2] / ".venvs"
 
 
 def interpreter_for(stack: Stack) -> Path:

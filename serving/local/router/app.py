@@ -27,15 +27,15 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from kfloop.config import load_config
+from kfloop.config import load_section
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
+from serving.common.protocol import VARIANT_HEADER
 from serving.common.service import serve_app
-from serving.predictor.api import VARIANT_HEADER
-from serving.router.config import RouterConfig
-from serving.router.http import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
-from serving.router.routes import Route, Routes, read_routes
+from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
+from serving.local.router.config import RouterConfig
+from serving.local.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
 
@@ -317,9 +317,7 @@ async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from serving.stack.config import ServingConfig
-
-    parser = argparse.ArgumentParser(prog="python -m serving.router", description="Run the local canary router.")
+    parser = argparse.ArgumentParser(prog="python -m serving.local.router", description="Run the local canary router.")
     parser.add_argument("--config-file", help="the serving YAML (its `router` section)")
     parser.add_argument("--routes-file", help="routing table (overrides router.routes_file)")
     parser.add_argument("--seed", type=int, help="seed of the split (overrides router.seed)")
@@ -327,11 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port (overrides router.port)")
     args = parser.parse_args(argv)
     overrides = {
-        "router.routes_file": args.routes_file,
-        "router.seed": args.seed,
-        "router.host": args.host,
-        "router.port": args.port,
+        "routes_file": args.routes_file,
+        "seed": args.seed,
+        "host": args.host,
+        "port": args.port,
     }
-    config = load_config(ServingConfig, args.config_file, overrides).router
+    config = load_section(RouterConfig, args.config_file, "router", overrides)
     serve_app(create_app(config), config.host, config.port)
     return 0

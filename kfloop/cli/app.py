@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kfloop.envs import Stack, has_stack, reexec_in
+from kfloop.cli.envs import Stack, has_stack, reexec_in
 
 
 def _config(p: argparse.ArgumentParser) -> None:
@@ -193,135 +193,139 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command(
-        ("data", "fetch"), Stack.CORE, "kfloop.commands.data:fetch", "download and verify the OBD sample", _data_dir
+        ("data", "fetch"), Stack.CORE, "kfloop.cli.commands.data:fetch", "download and verify the OBD sample", _data_dir
     ),
     Command(
         ("events", "import-obd"),
         Stack.CORE,
-        "kfloop.commands.data:import_obd",
+        "kfloop.cli.commands.data:import_obd",
         "turn the OBD sample into feedback events in the log",
         _import_obd,
     ),
-    Command(("events", "schema"), Stack.CORE, "kfloop.commands.events:schema", "print the event JSON Schema"),
-    Command(("events", "count"), Stack.CORE, "kfloop.commands.events:count", "count logged events by type", _config),
+    Command(("events", "schema"), Stack.CORE, "kfloop.cli.commands.events:schema", "print the event JSON Schema"),
+    Command(
+        ("events", "count"), Stack.CORE, "kfloop.cli.commands.events:count", "count logged events by type", _config
+    ),
     Command(
         ("collector",),
         Stack.SERVING,
-        "kfloop.commands.services:collector",
+        "kfloop.cli.commands.services:collector",
         "run the feedback collector (HTTP, Segment-compatible)",
         _collector,
     ),
     Command(
         ("features", "apply"),
         Stack.CORE,
-        "kfloop.commands.features:apply",
+        "kfloop.cli.commands.features:apply",
         "register the Feast feature repo and create the online tables",
         _config,
     ),
     Command(
         ("features", "materialize"),
         Stack.CORE,
-        "kfloop.commands.features:materialize",
+        "kfloop.cli.commands.features:materialize",
         "recompute offline feature tables from the event log and load the online store",
         _features_materialize,
     ),
     Command(
         ("features", "follow"),
         Stack.CORE,
-        "kfloop.commands.features:follow",
+        "kfloop.cli.commands.features:follow",
         "keep online aggregates fresh from the event log",
         _features_follow,
     ),
     Command(
         ("features", "show"),
         Stack.CORE,
-        "kfloop.commands.features:show",
+        "kfloop.cli.commands.features:show",
         "print a user's (and candidate items') online features",
         _features_show,
     ),
     Command(
         ("audit", "pull"),
         Stack.CORE,
-        "kfloop.commands.audit:pull",
+        "kfloop.cli.commands.audit:pull",
         "export audit records with their chain hashes",
         _audit_pull,
     ),
     Command(
         ("audit", "verify"),
         Stack.CORE,
-        "kfloop.commands.audit:verify",
+        "kfloop.cli.commands.audit:verify",
         "check the audit chain (store or export); names the first altered record",
         _audit_verify,
     ),
     Command(
         ("audit", "explain"),
         Stack.SERVING,
-        "kfloop.commands.audit:explain",
+        "kfloop.cli.commands.audit:explain",
         "explain a past decision from its stored inputs and model version",
         _audit_explain,
     ),
-    Command(("audit", "sink"), Stack.SERVING, "kfloop.commands.audit:sink", "run the audit sink", _audit_sink),
+    Command(("audit", "sink"), Stack.SERVING, "kfloop.cli.commands.audit:sink", "run the audit sink", _audit_sink),
     Command(
         ("pipeline", "compile"),
         Stack.PIPELINE,
-        "kfloop.commands.pipeline:compile_command",
+        "kfloop.cli.commands.pipeline:compile_command",
         "write the training pipeline's KFP IR YAML",
         _pipeline_compile,
     ),
     Command(
         ("pipeline", "run"),
         Stack.PIPELINE,
-        "kfloop.commands.pipeline:run_command",
+        "kfloop.cli.commands.pipeline:run_command",
         "run the training pipeline (--local: kfp.local, here)",
         _pipeline_run,
     ),
     Command(
         ("pipeline", "submit"),
         Stack.PIPELINE,
-        "kfloop.commands.pipeline:submit_command",
+        "kfloop.cli.commands.pipeline:submit_command",
         "submit the training pipeline to Kubeflow Pipelines (optionally on a schedule)",
         _pipeline_submit,
     ),
     Command(
         ("pipeline", "propose-schema"),
         Stack.PIPELINE,
-        "kfloop.commands.pipeline:propose_schema_command",
+        "kfloop.cli.commands.pipeline:propose_schema_command",
         "propose a schema update from current data, for review",
         _pipeline_propose_schema,
     ),
-    Command(("models", "list"), Stack.CORE, "kfloop.commands.models:list_models", "list model versions", _models_list),
+    Command(
+        ("models", "list"), Stack.CORE, "kfloop.cli.commands.models:list_models", "list model versions", _models_list
+    ),
     Command(
         ("models", "show"),
         Stack.CORE,
-        "kfloop.commands.models:show_model",
+        "kfloop.cli.commands.models:show_model",
         "print a version's model card",
         _models_show,
     ),
     Command(
         ("models", "force"),
         Stack.CORE,
-        "kfloop.commands.models:force_model",
+        "kfloop.cli.commands.models:force_model",
         "make an unblessed version deployable (recorded)",
         _models_force,
     ),
     Command(
         ("serve",),
         Stack.SERVING,
-        "kfloop.commands.serve:serve",
+        "kfloop.cli.commands.serve:serve",
         "run the local serving stack (transformer, predictors, explainer, router, audit sink)",
         _serve,
     ),
-    Command(("deploy",), Stack.SERVING, "kfloop.commands.serve:deploy", "deploy a version as canary", _deploy),
-    Command(("promote",), Stack.SERVING, "kfloop.commands.serve:promote", "make the canary stable", _cluster),
-    Command(("rollback",), Stack.SERVING, "kfloop.commands.serve:rollback", "drop the canary", _cluster),
+    Command(("deploy",), Stack.SERVING, "kfloop.cli.commands.serve:deploy", "deploy a version as canary", _deploy),
+    Command(("promote",), Stack.SERVING, "kfloop.cli.commands.serve:promote", "make the canary stable", _cluster),
+    Command(("rollback",), Stack.SERVING, "kfloop.cli.commands.serve:rollback", "drop the canary", _cluster),
     Command(
         ("serving", "status"),
         Stack.SERVING,
-        "kfloop.commands.serve:status",
+        "kfloop.cli.commands.serve:status",
         "print the serving state (stable, canary, split)",
         _serving_settings,
     ),
-    Command(("generate",), Stack.CORE, "kfloop.commands.generate:generate", "write generated files", _generate),
+    Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )
 
 

@@ -221,7 +221,7 @@ def register(
     candidate = Candidate(
         data_version=f"contract-data-{spec.seed}",
         schema_version="contract",
-        code_version="serving.predictor.contract_model",
+        code_version="tests.support.contract_model",
         parameters={"contract": spec.__dict__},
         blessing=Blessing(
             blessed=blessed,

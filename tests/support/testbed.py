@@ -1,6 +1,6 @@
 """A small but real serving testbed: a Feast store with item context and a few users' feedback, and
 contract-model versions in a model registry. For tests, benchmarks and trying the stack without a trained
-model (`python -m serving.stack.testbed DIR` prints a config that serves it).
+model (`python -m tests.support.testbed DIR` prints a config that serves it).
 
 Item context is the Open Bandit Dataset sample's when `kfloop data fetch` has put it in `data/` (80 items),
 else a generated one in the same layout. User `u-clicker` clicked item 3 four times in the last day;
@@ -84,7 +84,7 @@ def build_features(root: Path, *, n_items: int = 12, use_obd_sample: bool = Fals
 
 def build_registry(root: Path, versions: int = 2) -> tuple[str, list[str]]:
     """`versions` contract-model versions (seeds 0, 1, ...), registered a minute apart, oldest first."""
-    from serving.predictor.contract_model import ContractSpec, register
+    from tests.support.contract_model import ContractSpec, register
 
     uri = str(root / "registry")
     registry = ModelRegistry(uri)
@@ -127,7 +127,7 @@ def stack_config(testbed: Testbed, *, manifest: Path, ports_free: bool = True, e
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.stack.testbed", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.support.testbed", description=__doc__)
     parser.add_argument("root", help="directory to build the testbed in")
     parser.add_argument("--obd", action="store_true", help="use the OBD sample's 80 items from ./data")
     args = parser.parse_args(argv)

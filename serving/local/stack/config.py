@@ -9,8 +9,8 @@ from pydantic import Field
 from kfloop.config import StrictModel
 from serving.common.process import Background
 from serving.explainer.config import ExplainerConfig
+from serving.local.router.config import RouterConfig
 from serving.predictor.config import PredictorConfig
-from serving.router.config import RouterConfig
 from serving.transformer.config import TransformerConfig
 
 DEFAULT_CONFIG = Path("manifests/serving/serving.yaml")

@@ -14,7 +14,7 @@ def schema(args: argparse.Namespace) -> int:
 
 
 def count(args: argparse.Namespace) -> int:
-    from kfloop.commands.data import log_config_from
+    from kfloop.cli.commands.data import log_config_from
     from kfloop.eventlog import read_events
 
     config = log_config_from(args.config)

@@ -1,0 +1,1 @@
+"""The feature follower (`kfloop features follow`): keeps the online aggregates fresh from the event log."""

@@ -1,0 +1,1 @@
+"""Test doubles and fixtures shared by tests and benchmarks (a synthetic contract model, a serving testbed)."""
