@@ -51,9 +51,10 @@ test-serving: ## tests of kfloop/ and the serving side, in the serving environme
 test-pipeline: ## tests of kfloop/ and the pipeline side, in the pipeline environment
 	$(PIPELINE)/pytest -m "not serving" tests
 
-lint: ## ruff check and format check
+lint: ## ruff check and format check, and the import contracts (lint-imports)
 	$(SERVING)/ruff check .
 	$(SERVING)/ruff format --check .
+	$(SERVING)/lint-imports
 
 format: ## apply ruff's fixes and formatting
 	$(SERVING)/ruff check --fix .
