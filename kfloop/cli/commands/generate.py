@@ -24,10 +24,17 @@ def _training_pipeline() -> str:
     return compiled_yaml(PipelineConfig())
 
 
+def _monitoring_rules() -> dict[str, Callable[[], str]]:
+    from monitoring import rulegen
+
+    return rulegen.GENERATED
+
+
 # path relative to the repo root -> function producing its content
 GENERATED: dict[str, Callable[[], str]] = {
     "kfloop/events/event-v1.schema.json": _event_schema,
     "pipelines/compiled/training.yaml": _training_pipeline,
+    **_monitoring_rules(),
 }
 
 
