@@ -55,7 +55,7 @@ def create_app(config: JoinerConfig, joiner: LogJoiner | None = None) -> FastAPI
         return {"status": "ready"}
 
     @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def prometheus_metrics() -> Response:
+    def prometheus_metrics() -> Response:  # in a worker thread: it may wait for a slice of the replay
         return metrics_response(registry)
 
     app.include_router(router)

@@ -40,6 +40,7 @@ JOIN_COLUMNS = [
     "dwell_ms",
 ]
 _TIME_COLUMNS = ("ts", "received_at")
+_SLICE = 10_000
 
 
 def wall_clock_us() -> int:
@@ -68,10 +69,9 @@ def arrival_dates(since_us: int, until_us: int) -> list[str]:
     return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
 
 
-def sealed_since(log_uri: str, since_us: int, until_us: int) -> tuple[list[str], list[Row]]:
-    """The sealed files of the arrival dates from since to until, and their records that arrived since then
-    (the joiner's columns only; timestamps as epoch microseconds)."""
-    paths = sealed_files(log_uri, dates=arrival_dates(since_us, until_us))
+def sealed_records(log_uri: str, paths: list[str], since_us: int) -> list[Row]:
+    """The records of these sealed files that arrived since then (the joiner's columns only; timestamps as
+    epoch microseconds)."""
     fs, _ = resolve(log_uri)
     since = datetime.fromtimestamp(since_us / 1e6, tz=UTC)
     records: list[Row] = []
@@ -81,7 +81,7 @@ def sealed_since(log_uri: str, since_us: int, until_us: int) -> tuple[list[str],
             index = table.column_names.index(column)
             table = table.set_column(index, column, table.column(column).cast(pa.int64()))
         records.extend(table.to_pylist())
-    return paths, records
+    return records
 
 
 class LogJoiner:
@@ -106,11 +106,15 @@ class LogJoiner:
         """Rebuild the state from the last `remember_s` of the log; returns the records replayed."""
         began = time.perf_counter()
         now = self.clock()
-        wal = self.tailer.poll()  # before the sealed files: a segment sealed meanwhile is in both
         since = now - int(self.config.remember_s * 1e6)
-        paths, sealed = sealed_since(self.config.event_log.log_uri, since, now)
-        self.tailer.mark_sealed_read(paths)
-        # The same writer's record read twice (its segment and the sealed copy) is one copy, not a duplicate.
+        log_uri = self.config.event_log.log_uri
+        paths = sealed_files(log_uri, dates=arrival_dates(since, now))
+        self.tailer.mark_sealed_read(paths)  # read below, not again by the tailer
+        # After the listing: a segment sealed since is read through its lines (or its Parquet, if never seen).
+        wal = [r for r in self.tailer.poll() if r["received_at"] >= since]
+        sealed = sealed_records(log_uri, paths, since)
+        # A segment sealed while it was listed can be read both ways: that is one copy of its records, not a
+        # duplicate (another writer's copy has its own arrival time).
         copies = {(r["event_id"], r["received_at"]): r for r in sealed + wal}
         records = sorted(copies.values(), key=arrival)
         self._ingest(records, now)
@@ -144,9 +148,12 @@ class LogJoiner:
             return Snapshot(joiner.counts.copy(), joiner.pending, joiner.requests, self.events_read, self.replayed)
 
     def _ingest(self, records: list[Row], now_us: int) -> None:
+        # In slices, so that a scrape during a long replay waits for one slice, not for the whole log.
+        for begin in range(0, len(records), _SLICE):
+            with self._lock:
+                for record in records[begin : begin + _SLICE]:
+                    self.joiner.ingest(record)
         with self._lock:
-            for record in records:
-                self.joiner.ingest(record)
             self.joiner.advance(now_us)
 
     # -- as the service's durable resource (serving.common.lifecycle) ------------------------------------

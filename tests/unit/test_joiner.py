@@ -8,15 +8,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from kfloop.cli.app import build_parser
 from kfloop.config import load_config
 from kfloop.errors import ConfigError
 from kfloop.eventlog import EventLog, EventLogConfig
+from serving.joiner import flags
 from serving.joiner.app import create_app
 from serving.joiner.config import JoinerConfig
 from serving.joiner.follow import LogJoiner, wall_clock_us
 from serving.joiner.join import NO_REQUEST_ID, UNKNOWN_REQUEST, Counts, Joiner
+from tests.manifests import REPO, render
 from tests.support.joiner import counts_from_metrics, feedback, metric, recount, slate
 
 WINDOW = timedelta(seconds=60)
@@ -136,6 +140,8 @@ def test_counts_equal_a_recount_live_and_after_a_restart(tmp_path: Path) -> None
     }
     live.close()
     restarted.close()
+    clock.offset_us = (3600 + 60) * S
+    assert LogJoiner(config, clock=clock).start() == 0  # what arrived more than remember_s ago is not replayed
 
 
 # -- the pure join, record by record --------------------------------------------------------------------------
@@ -230,8 +236,7 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_the_shipped_config_keeps_local_state_under_dot_kfloop() -> None:
-    repo = Path(__file__).resolve().parents[2]
-    config = load_config(JoinerConfig, repo / "manifests" / "joiner" / "joiner.yaml")
+    config = load_config(JoinerConfig, REPO / "manifests" / "joiner" / "joiner.yaml")
     assert (config.host, config.port) == ("127.0.0.1", 8092)
     assert config.event_log.wal_dir == Path(".kfloop/wal") and config.event_log.log_uri == ".kfloop/events"
     assert config == JoinerConfig()  # the file spells out the defaults
@@ -256,3 +261,33 @@ def test_metrics_show_the_counts_and_a_zero_click_series(tmp_path: Path) -> None
     assert metric(text, "kfloop_joiner_impressions_total", model_version="unknown", variant="canary") == 1
     assert 'kfloop_joiner_clicks_total{model_version="unknown",variant="canary"} 0.0' in text
     assert metric(text, "kfloop_joiner_replayed_events") == len(first_part()) + len(second_part())
+
+
+# -- on a cluster ---------------------------------------------------------------------------------------------
+def test_the_cluster_joiner_reads_the_collectors_write_ahead_volume_with_its_shipped_config() -> None:
+    """The Deployment's command is a `kfloop joiner` the CLI parses, and with the ConfigMap's file it makes a
+    config whose write-ahead directory is the collectors' volume, mounted read-only, on the port it exposes."""
+    rendered = render(REPO / "manifests")
+    (deployment,) = [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "kfloop-joiner"]
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    spec = deployment["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"][:2] == ["kfloop", "joiner"]
+    args = build_parser().parse_args(container["command"][1:])
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: (m, volumes[m["name"]]) for m in container["volumeMounts"]}
+    config_map_name = mounts[str(Path(args.config).parent)][1]["configMap"]["name"]
+    (config_map,) = [d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"] == config_map_name]
+    data = yaml.safe_load(config_map["data"][Path(args.config).name])
+    config = JoinerConfig.model_validate(data)
+    assert config == load_config(JoinerConfig, REPO / "manifests" / "joiner" / "joiner.yaml")
+    overridden = load_config(JoinerConfig, REPO / "manifests" / "joiner" / "joiner.yaml", flags.overrides(args))
+    assert overridden.host == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": overridden.port}
+    mount, volume = mounts[str(overridden.event_log.wal_dir)]
+    assert mount["readOnly"] and volume["persistentVolumeClaim"] == {"claimName": "kfloop-wal", "readOnly": True}
+    (collector,) = [d for d in rendered if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kfloop-collector"]
+    assert f"--wal-dir={overridden.event_log.wal_dir}" in collector["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert overridden.event_log.log_uri == "$(KFLOOP_LOG_URI)"  # expanded by the kubelet from kfloop-params
+    monitors = [d for d in rendered if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "kfloop-joiner"]
+    assert [m["spec"]["endpoints"][0]["path"] for m in monitors] == ["/metrics"]
