@@ -2,7 +2,7 @@
 
 Records come in the write-ahead form (timestamps as epoch microseconds), in arrival order. The rules:
 
-- Each `event_id` counts once; later copies (another collector replica's, a re-read) count as duplicates.
+- Each `event_id` counts once; later copies (another collector replica's) count as duplicates.
 - A request's decision time is the `ts` of its earliest impression. Feedback naming the request is attributed
   when its own `ts` is at most `window` after the decision (earlier is accepted: client clocks differ), late
   (counted, dropped) when later. It takes the (model_version, variant) of the impression of its item in that
