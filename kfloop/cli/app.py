@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfloop.cli.envs import Stack, has_stack, reexec_in
+from serving.joiner.flags import add_arguments as _joiner
 
 
 def _config(p: argparse.ArgumentParser) -> None:
@@ -212,6 +213,13 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.cli.commands.services:collector",
         "run the feedback collector (HTTP, Segment-compatible)",
         _collector,
+    ),
+    Command(
+        ("joiner",),
+        Stack.CORE,
+        "serving.joiner.app:command",
+        "join feedback to served impressions; serve counts per model version and variant on /metrics",
+        _joiner,
     ),
     Command(
         ("features", "apply"),

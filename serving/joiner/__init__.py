@@ -1,0 +1,1 @@
+"""The joiner (`kfloop joiner`): feedback joined to served impressions, counted per model version and variant."""
