@@ -5,23 +5,24 @@ Hypotheses, with d = candidate CTR - production CTR and m the preregistered marg
     promote ("non_inferior") rejects  H0: d <= -m   (the candidate is worse by the margin or more)
     roll back ("inferior")   rejects  H0': d >= -m  (the candidate is no worse than that)
 
-Method: a mixture sequential probability ratio test (Johari, Pekelis & Walsh 2017/2022, "Always valid
-inference"), i.e. Robbins' normal-mixture boundary (`kfloop.experiments.mixture`; Howard et al. 2021) applied to
-the difference of the two arms' click rates in information time:
+Method: a mixture sequential probability ratio test (Johari, Koomen, Pekelis & Walsh 2022, "Always valid
+inference: continuous monitoring of A/B tests", Operations Research), i.e. Robbins' normal-mixture boundary
+(`kfloop.experiments.mixture`; Howard et al. 2021) applied to the difference of the two arms' click rates in
+information time:
 
     S = (d_hat + m) * I,   V = I = 1 / (q_c (1 - q_c) / n_c + q_p (1 - q_p) / n_p)
 
 where n_c, n_p are the arms' impressions and q_c, q_p the arms' CTRs re-estimated under the null boundary
-d = -m (Farrington & Manning 1990's restricted maximum likelihood, the score test's variance; it keeps the
-error rate at small click counts where the plug-in variance does not). Under H0 at its boundary S is
-approximately a Gaussian martingale with variance V, so the one-sided mixture M(S, V) (half-normal prior of
-precision rho = 1 / m^2 on the effect: effects of the margin's size are the ones to detect) is an e-process:
-"non_inferior" the first time log M(S, V) >= log(1/alpha), "inferior" the first time log M(-S, V) >=
-log(1/alpha). Each error (a false promotion, a false "inferior") is at most alpha however often the test
-is checked, after every impression included; this is an asymptotic guarantee (a CLT for the clicks), which
-is why no decision is taken before `min_samples` candidate impressions (Waudby-Smith et al. 2024,
-"Time-uniform central limit theory and asymptotic confidence sequences"). The unit tests check it by
-simulation at CTRs of a few percent.
+d = -m (Farrington & Manning 1990, Statistics in Medicine 9: the restricted maximum likelihood, the score
+test's variance; it keeps the error rate at small click counts where the plug-in variance does not). Under
+H0 at its boundary S is approximately a Gaussian martingale with variance V, so the one-sided mixture M(S, V)
+(half-normal prior of precision rho = 1 / m^2 on the effect: effects of the margin's size are the ones to
+detect) is an e-process: "non_inferior" the first time log M(S, V) >= log(1/alpha), "inferior" the first time
+log M(-S, V) >= log(1/alpha). Each error (a false promotion, a false "inferior") is at most alpha however often
+the test is checked, after every impression included; this is an asymptotic guarantee (a CLT for the clicks),
+which is why no decision is taken before `min_samples` candidate impressions (Waudby-Smith, Arbour, Sinha,
+Kennedy & Ramdas 2024, "Time-uniform central limit theory and asymptotic confidence sequences", Ann.
+Statist.). The unit tests check it by simulation at CTRs of 1% and 5%.
 
 Reported for dashboards: the statistic z = (d_hat + m) sqrt(I) against its boundary b = u(I) / sqrt(I) (promote
 when z >= b, inferior when z <= -b; b grows slowly with I, which is the price of peeking), and the always-valid
