@@ -27,74 +27,30 @@ blessing gate should decide on.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 
 from kfloop.errors import InvalidInput
+from kfloop.ope.bootstrap import CiOptions, LoggedRows, Terms, as_vector, bootstrap_ratios, make_estimate
+from kfloop.ope.results import DEFAULT_THRESHOLDS, Comparison, Estimate, EvidenceThresholds
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "Comparison",
+    "Estimate",
+    "EstimatorName",
+    "EvidenceThresholds",
+    "dr",
+    "estimate_difference",
+    "expected_reward",
+    "ips",
+    "logged_propensity",
+    "snips",
+]
 
 EstimatorName = Literal["ips", "snips", "dr"]
-_CELLS_PER_CHUNK = 2_000_000
-
-
-@dataclass(frozen=True)
-class EvidenceThresholds:
-    """When an estimate is flagged `low_evidence` (any one rule suffices)."""
-
-    min_rewards: int = 50
-    """Fewer logged positive rewards than this. 50 clicks put an on-policy CTR's 95% interval at about
-    +-28% of its value; fewer cannot separate policies a few percent apart."""
-    min_effective_rewards: float = 30.0
-    """Fewer "effective rewards" than this: (sum |w r|)^2 / sum (w r)^2, the number of equally weighted
-    rewards that would carry as much information as the weighted ones do (= clicks when w = 1). A few
-    heavily weighted clicks can carry the whole estimate even when many clicks were logged."""
-    min_ess: float = 1000.0
-    """Kish effective sample size (sum w)^2 / sum w^2 below this many rows: the target policy differs so
-    much from the logging policy that few logged rows inform it."""
-
-
-DEFAULT_THRESHOLDS = EvidenceThresholds()
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """An off-policy value estimate with its bootstrap interval and evidence diagnostics."""
-
-    estimator: str
-    value: float
-    ci_low: float
-    ci_high: float
-    ci_level: float
-    n: int  # logged rows
-    n_decisions: int  # resampling units: distinct slate ids, else rows
-    n_rewards: int  # rows with a positive reward (clicks)
-    ess: float  # Kish effective sample size of the importance weights
-    effective_rewards: float
-    max_weight: float
-    clip: float | None
-    low_evidence: bool
-    reasons: tuple[str, ...]
-
-    @property
-    def reason(self) -> str:
-        """The low-evidence reasons as one sentence ("" when the evidence suffices)."""
-        return "; ".join(self.reasons)
-
-    def covers(self, value: float) -> bool:
-        return bool(self.ci_low <= value <= self.ci_high)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "reasons": list(self.reasons)}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Two policies' estimates on the same rows and their difference (target - reference), paired."""
-
-    target: Estimate
-    reference: Estimate
-    difference: Estimate
 
 
 def ips(
@@ -189,39 +145,46 @@ def estimate_difference(
     """
     if estimator not in ("ips", "snips", "dr"):
         raise InvalidInput(f"estimator must be 'ips', 'snips' or 'dr', got {estimator!r}")
-    rows = _LoggedRows.check(reward, pscore, slate_id)
+    rows = LoggedRows.check(reward, pscore, slate_id)
     if estimator == "dr" and (q_hat is None or q_hat_target is None or q_hat_reference is None):
         raise InvalidInput("estimator 'dr' needs q_hat, q_hat_target and q_hat_reference")
     target = _Policy.check(rows, "target_pscore", target_pscore, clip, q_hat, q_hat_target, estimator)
     reference = _Policy.check(rows, "reference_pscore", reference_pscore, clip, q_hat, q_hat_reference, estimator)
-    ci = _CiOptions.check(n_boot, ci_level, seed)
-    resampled = _bootstrap_ratios(rows, [target.terms, reference.terms], ci)
-    estimates = [
-        _make_estimate(estimator, rows, policy, policy.terms.value(), draws, ci, clip, thresholds)
+    ci = CiOptions.check(n_boot, ci_level, seed)
+    resampled = bootstrap_ratios(rows, [target.terms, reference.terms], ci)
+    target_estimate, reference_estimate = (
+        make_estimate(estimator, rows, policy.weight, policy.terms.value(), draws, ci, clip, thresholds)
         for policy, draws in zip((target, reference), resampled, strict=True)
-    ]
-    difference = _make_estimate(
+    )
+    difference = make_estimate(
         f"{estimator}_difference",
         rows,
-        target,
-        estimates[0].value - estimates[1].value,
+        target.weight,
+        target_estimate.value - reference_estimate.value,
         resampled[0] - resampled[1],
         ci,
         clip,
         thresholds,
     )
-    reasons = tuple(f"target: {r}" for r in estimates[0].reasons) + tuple(
-        f"reference: {r}" for r in estimates[1].reasons
+    return Comparison(
+        target=target_estimate,
+        reference=reference_estimate,
+        difference=_with_both_policies_evidence(difference, target_estimate, reference_estimate),
     )
-    difference = replace(
+
+
+def _with_both_policies_evidence(difference: Estimate, target: Estimate, reference: Estimate) -> Estimate:
+    """A difference is as weakly evidenced as its weaker side: its diagnostics are the worse of the two, and
+    its reasons say which policy each is about."""
+    reasons = tuple(f"target: {r}" for r in target.reasons) + tuple(f"reference: {r}" for r in reference.reasons)
+    return replace(
         difference,
-        ess=min(estimates[0].ess, estimates[1].ess),
-        effective_rewards=min(estimates[0].effective_rewards, estimates[1].effective_rewards),
-        max_weight=max(estimates[0].max_weight, estimates[1].max_weight),
+        ess=min(target.ess, reference.ess),
+        effective_rewards=min(target.effective_rewards, reference.effective_rewards),
+        max_weight=max(target.max_weight, reference.max_weight),
         low_evidence=bool(reasons),
         reasons=reasons,
     )
-    return Comparison(target=estimates[0], reference=estimates[1], difference=difference)
 
 
 def logged_propensity(
@@ -260,54 +223,18 @@ def _row_index(propensities: np.ndarray, like: np.ndarray, context: np.ndarray |
     return np.arange(len(propensities))
 
 
-# ---- internals ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _LoggedRows:
-    reward: np.ndarray
-    pscore: np.ndarray
-    cluster: np.ndarray  # resampling unit of each row, 0..n_clusters-1
-    n_clusters: int
-
-    @classmethod
-    def check(cls, reward: Any, pscore: Any, slate_id: Any) -> _LoggedRows:
-        reward = _vector("reward", reward)
-        pscore = _vector("pscore", pscore, length=len(reward))
-        if np.any(pscore <= 0) or np.any(pscore > 1):
-            raise InvalidInput("pscore must be in (0, 1]: the logging policy must have shown each logged item")
-        if slate_id is None:
-            cluster, n_clusters = np.arange(len(reward)), len(reward)
-        else:
-            ids = np.asarray(slate_id)
-            if ids.shape != reward.shape:
-                raise InvalidInput(f"slate_id has shape {ids.shape}, reward {reward.shape}")
-            uniques, cluster = np.unique(ids, return_inverse=True)
-            n_clusters = len(uniques)
-        return cls(reward, pscore, cluster.reshape(-1), n_clusters)
-
-
-@dataclass(frozen=True)
-class _Terms:
-    """Per-row numerator and denominator: the estimate is sum(num) / sum(den) over the (resampled) rows."""
-
-    num: np.ndarray
-    den: np.ndarray
-
-    def value(self) -> float:
-        den = self.den.sum()
-        return float(self.num.sum() / den) if den > 0 else float("nan")
+# ---- internals -------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class _Policy:
     weight: np.ndarray
-    terms: _Terms
+    terms: Terms
 
     @classmethod
     def check(
         cls,
-        rows: _LoggedRows,
+        rows: LoggedRows,
         name: str,
         target_pscore: Any,
         clip: float | None,
@@ -315,7 +242,7 @@ class _Policy:
         q_hat_target: Any,
         estimator: str,
     ) -> _Policy:
-        target = _vector(name, target_pscore, length=len(rows.reward))
+        target = as_vector(name, target_pscore, length=len(rows.reward))
         if np.any(target < 0) or np.any(target > 1):
             raise InvalidInput(f"{name} must be in [0, 1]")
         if clip is not None and not clip > 0:
@@ -325,41 +252,14 @@ class _Policy:
             weight = np.minimum(weight, clip)
         ones = np.ones_like(weight)
         if estimator == "ips":
-            terms = _Terms(weight * rows.reward, ones)
+            terms = Terms(weight * rows.reward, ones)
         elif estimator == "snips":
-            terms = _Terms(weight * rows.reward, weight)
+            terms = Terms(weight * rows.reward, weight)
         else:
-            q_logged = _vector("q_hat", q_hat, length=len(rows.reward))
-            q_target = _vector(f"q_hat for {name}", q_hat_target, length=len(rows.reward))
-            terms = _Terms(q_target + weight * (rows.reward - q_logged), ones)
+            q_logged = as_vector("q_hat", q_hat, length=len(rows.reward))
+            q_target = as_vector(f"q_hat for {name}", q_hat_target, length=len(rows.reward))
+            terms = Terms(q_target + weight * (rows.reward - q_logged), ones)
         return cls(weight, terms)
-
-
-@dataclass(frozen=True)
-class _CiOptions:
-    n_boot: int
-    ci_level: float
-    rng: np.random.Generator
-
-    @classmethod
-    def check(cls, n_boot: int, ci_level: float, seed: int | np.random.Generator) -> _CiOptions:
-        if n_boot < 100:
-            raise InvalidInput(f"n_boot must be at least 100 for a percentile interval, got {n_boot}")
-        if not 0 < ci_level < 1:
-            raise InvalidInput(f"ci_level must be in (0, 1), got {ci_level}")
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        return cls(n_boot, ci_level, rng)
-
-
-def _vector(name: str, values: Any, length: int | None = None) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise InvalidInput(f"{name} must be a non-empty 1-d array, got shape {array.shape}")
-    if length is not None and array.size != length:
-        raise InvalidInput(f"{name} has {array.size} rows, reward has {length}")
-    if not np.all(np.isfinite(array)):
-        raise InvalidInput(f"{name} must be finite")
-    return array
 
 
 def _single(
@@ -376,92 +276,8 @@ def _single(
     seed: int | np.random.Generator,
     thresholds: EvidenceThresholds,
 ) -> Estimate:
-    rows = _LoggedRows.check(reward, pscore, slate_id)
+    rows = LoggedRows.check(reward, pscore, slate_id)
     policy = _Policy.check(rows, "target_pscore", target_pscore, clip, q_hat, q_hat_target, estimator)
-    ci = _CiOptions.check(n_boot, ci_level, seed)
-    (draws,) = _bootstrap_ratios(rows, [policy.terms], ci)
-    return _make_estimate(estimator, rows, policy, policy.terms.value(), draws, ci, clip, thresholds)
-
-
-def _bootstrap_ratios(rows: _LoggedRows, terms: list[_Terms], ci: _CiOptions) -> list[np.ndarray]:
-    """For each terms, n_boot resampled sum(num) / sum(den), all from the same resamples (paired).
-
-    Resamples whole clusters (decisions): their sums are pre-aggregated, then each resample draws
-    n_clusters cluster indices with replacement; chunked so that memory stays near _CELLS_PER_CHUNK.
-    """
-    columns = [
-        np.bincount(rows.cluster, weights=array, minlength=rows.n_clusters) for t in terms for array in (t.num, t.den)
-    ]
-    chunk = max(1, _CELLS_PER_CHUNK // rows.n_clusters)
-    sums = np.empty((ci.n_boot, len(columns)))
-    for start in range(0, ci.n_boot, chunk):
-        stop = min(start + chunk, ci.n_boot)
-        picks = ci.rng.integers(0, rows.n_clusters, size=(stop - start, rows.n_clusters))
-        for c, column in enumerate(columns):
-            sums[start:stop, c] = column[picks].sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = sums[:, 0::2] / sums[:, 1::2]
-    ratios[~np.isfinite(ratios)] = np.nan
-    return [ratios[:, i] for i in range(len(terms))]
-
-
-def _make_estimate(
-    estimator: str,
-    rows: _LoggedRows,
-    policy: _Policy,
-    value: float,
-    draws: np.ndarray,
-    ci: _CiOptions,
-    clip: float | None,
-    thresholds: EvidenceThresholds,
-) -> Estimate:
-    tail = (1 - ci.ci_level) / 2
-    if np.all(np.isnan(draws)):
-        low = high = float("nan")
-    else:
-        low, high = (float(x) for x in np.nanquantile(draws, [tail, 1 - tail]))
-    weight, reward = policy.weight, rows.reward
-    ess = _kish(weight)
-    effective_rewards = _kish(np.abs(weight * reward))
-    n_rewards = int(np.count_nonzero(reward > 0))
-    reasons = _evidence_reasons(n_rewards, effective_rewards, ess, len(reward), weight, thresholds)
-    return Estimate(
-        estimator=estimator,
-        value=float(value),
-        ci_low=low,
-        ci_high=high,
-        ci_level=ci.ci_level,
-        n=len(reward),
-        n_decisions=rows.n_clusters,
-        n_rewards=n_rewards,
-        ess=ess,
-        effective_rewards=effective_rewards,
-        max_weight=float(weight.max()),
-        clip=clip,
-        low_evidence=bool(reasons),
-        reasons=reasons,
-    )
-
-
-def _kish(values: np.ndarray) -> float:
-    """(sum v)^2 / sum v^2: how many equal values would carry as much information (0 if all are 0)."""
-    squares = float(np.square(values).sum())
-    return float(values.sum()) ** 2 / squares if squares > 0 else 0.0
-
-
-def _evidence_reasons(
-    n_rewards: int, effective_rewards: float, ess: float, n: int, weight: np.ndarray, thresholds: EvidenceThresholds
-) -> tuple[str, ...]:
-    reasons = []
-    if not np.any(weight > 0):
-        reasons.append("the target policy gives no probability to any logged item at its position")
-    if n_rewards < thresholds.min_rewards:
-        reasons.append(f"only {n_rewards} positive rewards logged (fewer than {thresholds.min_rewards})")
-    if effective_rewards < thresholds.min_effective_rewards:
-        reasons.append(
-            f"after weighting, the rewards carry as much evidence as {effective_rewards:.1f} equally weighted "
-            f"ones (fewer than {thresholds.min_effective_rewards:g})"
-        )
-    if ess < thresholds.min_ess:
-        reasons.append(f"effective sample size {ess:.0f} of {n} rows (below {thresholds.min_ess:g})")
-    return tuple(reasons)
+    ci = CiOptions.check(n_boot, ci_level, seed)
+    (draws,) = bootstrap_ratios(rows, [policy.terms], ci)
+    return make_estimate(estimator, rows, policy.weight, policy.terms.value(), draws, ci, clip, thresholds)
