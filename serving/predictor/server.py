@@ -18,6 +18,8 @@ import numpy as np
 from prometheus_client import Counter
 
 from kfloop.errors import KfloopError
+from kfloop.events.schema import Consent
+from serving.common.consent import resolved
 from serving.common.errors import to_kserve_error
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import quiet_model_server
@@ -33,6 +35,7 @@ from serving.common.protocol import (
 from serving.common.versions import ResolvedVersion
 from serving.predictor.config import PredictorConfig
 from serving.predictor.decisions import DecisionLog, build_decision
+from serving.predictor.impressions import SLATES_WITHOUT_CONSENT
 from serving.predictor.ranking import choose_slate, make_policy
 
 log = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class RankerPredictor(kserve.Model):
         if config.audit.enabled:
             # one spool per version: a restarted process resumes shipping what its predecessor spooled
             spool_dir = config.audit.spool.dir / resolved.version
-            self.decisions = DecisionLog(config.audit, config.model_name, spool_dir)
+            self.decisions = DecisionLog(config.audit, config.model_name, spool_dir, config.impressions)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -120,14 +123,17 @@ class RankerPredictor(kserve.Model):
             raise NotReady(f"model version {self.version} is still loading")
         scored = [self._rank(r, variant) for r in rankings]
         if self.decisions is not None:
-            futures = [self.decisions.submit(decision) for _, decision in scored]
+            futures = [self.decisions.submit(decision) for _, decision, _ in scored]
             await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-            for _, decision in scored:
+            for _, decision, _ in scored:
                 self.decisions.after_answer(decision)
         DECISIONS.labels(variant, self.version).inc(len(scored))
-        return [result for result, _ in scored]
+        unconsented = sum(not consent.personalization for _, _, consent in scored)
+        if unconsented:
+            SLATES_WITHOUT_CONSENT.labels(variant, self.version).inc(unconsented)
+        return [result for result, _, _ in scored]
 
-    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any]:
+    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any, Consent]:
         from kfloop.errors import MalformedRequest
 
         candidates = ranking.candidates or []
@@ -146,10 +152,11 @@ class RankerPredictor(kserve.Model):
             slate=choice.indices,
             propensities=choice.propensities,
         )
+        consent = resolved(ranking.consent, self.config.consent_default)
         decision = None
         if self.decisions is not None:
-            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed)
-        return result, decision
+            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent)
+        return result, decision, consent
 
 
 def _v2_response(model_name: str, result: RankResult) -> Any:
