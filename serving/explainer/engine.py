@@ -15,7 +15,6 @@ For each shown item, from the exact inputs the model was given:
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from kfloop import model_contract as contract
 from kfloop.audit.record import CONTEXT_REF
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
@@ -50,20 +50,20 @@ class VersionModels:
     baseline: np.ndarray
 
 
-def build_tower(explainer_dir: Path) -> tuple[Any, dict[str, Any]]:
+def build_tower(explainer_dir: Path) -> tuple[Any, contract.ExplainerDescription]:
     """The explainer sub-model in Keras (whatever Keras the serving side runs), from weights.npz and
     explainer.json: dense layers, then + the fixed serving-position bias, then sigmoid."""
     import keras
 
-    description = json.loads((explainer_dir / "explainer.json").read_text())
-    weights = np.load(explainer_dir / "weights.npz")
-    inputs = keras.Input((description["input_width"],), name="x")
+    description = contract.read_explainer_description(explainer_dir)
+    weights = contract.read_explainer_weights(explainer_dir, description)
+    inputs = keras.Input((description.input_width,), name=contract.X)
     hidden = inputs
-    for index, layer in enumerate(description["layers"]):
-        dense = keras.layers.Dense(layer["units"], activation=layer["activation"], name=f"dense_{index}")
+    for index, (layer, (kernel, offset)) in enumerate(zip(description.layers, weights, strict=True)):
+        dense = keras.layers.Dense(layer.units, activation=layer.activation, name=f"dense_{index}")
         hidden = dense(hidden)
-        dense.set_weights([weights[f"kernel_{index}"], weights[f"bias_{index}"]])
-    bias = float(description["position_bias"])
+        dense.set_weights([kernel, offset])
+    bias = description.position_bias
     shifted = keras.layers.Rescaling(1.0, offset=bias, name="position_bias")(hidden)
     score = keras.layers.Activation("sigmoid", name="score")(shifted)
     return keras.Model(inputs, score), description
@@ -84,12 +84,12 @@ def load_version(config: ExplainerConfig, version: str | None) -> VersionModels:
         version=resolved.version,
         ranker=SavedRanker(resolved.model_path),
         tower=tower,
-        tower_signature=_KeepAlive(exported, exported.signatures["serving_default"]),
+        tower_signature=_KeepAlive(exported, exported.signatures[contract.SERVING_SIGNATURE]),
         integrated_gradients=IntegratedGradients(
             tower, method=ig.method, n_steps=ig.n_steps, internal_batch_size=ig.internal_batch_size
         ),
-        layout=description["layout"],
-        baseline=np.asarray(description["baseline"], dtype=np.float32),
+        layout=[span.model_dump() for span in description.layout],
+        baseline=np.asarray(description.baseline, dtype=np.float32),
     )
 
 
@@ -100,7 +100,7 @@ class _KeepAlive:
         self._loaded, self._signature = loaded, signature
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self._signature(x=x.astype(np.float32))["score"].numpy().reshape(-1)
+        return self._signature(**{contract.X: x.astype(np.float32)})[contract.SCORE].numpy().reshape(-1)
 
 
 # -- readable names -------------------------------------------------------------------------------------
