@@ -29,6 +29,7 @@ is a Plackett-Luce draw that took the remaining argmax. A greedy slot's item is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import comb
@@ -173,20 +174,20 @@ def _greedy_ranks(batch: np.ndarray) -> np.ndarray:
 
 
 def greedy_ranks(scores: np.ndarray) -> np.ndarray:
-    """Each item's place in the greedy order, [n_items] or [batch, n_items]: 0 = the highest score, ties to the
+    """Each item's place in the greedy order, for one context ([n_items]): 0 = the highest score, ties to the
     lower index (the order every policy here reads the scores in)."""
-    array = np.asarray(scores, dtype=np.float64)
-    ranks = _greedy_ranks(np.atleast_2d(array))
-    return ranks[0] if array.ndim == 1 else ranks
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
 
 
-def greedy_slots(shown_ranks: np.ndarray) -> np.ndarray:
-    """For each slot of a slate, given its items' greedy ranks ([k] or [batch, k], slot 0 first): True where the
-    draw took the best item still remaining. That is rank r when the r better items all fill earlier slots."""
-    ranks = np.asarray(shown_ranks, dtype=np.int64)
-    earlier = np.tril(np.ones((ranks.shape[-1],) * 2, dtype=bool), k=-1)  # [slot, earlier slot]
-    better_before = ((ranks[..., None, :] < ranks[..., :, None]) & earlier).sum(axis=-1)
-    return better_before == ranks
+def greedy_slots(shown_ranks: Sequence[int]) -> list[bool]:
+    """For each slot of one slate, given its items' greedy ranks (slot 0 first): True where the draw took the
+    best item still remaining, i.e. rank r when the r better items all fill earlier slots. (A slate is a few
+    slots: plain Python is quicker here than numpy's per-call overhead, on the serving path.)"""
+    ranks = [int(rank) for rank in shown_ranks]
+    return [sum(earlier < rank for earlier in ranks[:slot]) == rank for slot, rank in enumerate(ranks)]
 
 
 @lru_cache(maxsize=64)

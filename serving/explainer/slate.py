@@ -61,7 +61,7 @@ def shown_slate(
     candidates: list[str], scores: np.ndarray, logits: np.ndarray, slots: list[Slot] | None, k: int, version: str
 ) -> ShownSlate:
     """The facts for each shown slot. `slots` None: the top k by score (k as requested, at most the candidates)."""
-    ranks = greedy_ranks(np.asarray(logits, dtype=np.float64))
+    ranks = greedy_ranks(logits)
     order = np.argsort(ranks)
     source = RECOMPUTED
     if slots is None:
@@ -71,7 +71,7 @@ def shown_slate(
     k = len(rows)
     shown_ranks = [s.rank if s.rank is not None else int(ranks[row]) + 1 for s, row in zip(slots, rows, strict=True)]
     _check_ranks(shown_ranks, len(candidates))
-    inferred = greedy_slots(np.asarray(shown_ranks) - 1)
+    inferred = greedy_slots([rank - 1 for rank in shown_ranks])
     items = []
     for position, (slot, row, rank, greedy) in enumerate(zip(slots, rows, shown_ranks, inferred, strict=True), start=1):
         recorded = slot.rank is not None and slot.draw is not None
