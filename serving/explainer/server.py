@@ -2,11 +2,12 @@
 
 Each instance is either a recorded decision's form (what the predictor records and the audit keeps):
     {"model_version": "v...", "inputs": {"candidates": [...], "k": 3, "user": {...}, "items": {...}},
-     "slate": ["17", "3", "52"]}
-or the transformer's featured request ({"user_id", "candidates", "k", "features": {"user", "items",
-"items_mostly"}}), which explains the top k by score with the default version. The answer is
-{"explanations": [one per instance]}. Explanations run one at a time on a worker thread, so health checks
-stay answered meanwhile.
+     "slate": [{"item_id": "17", "rank": 1, "draw": "greedy"}, ...]}
+(each slot as recorded: its rank by score and how the policy drew it; for a bare item id, as older records
+give it, both are recomputed and the explanation says so), or the transformer's featured request ({"user_id",
+"candidates", "k", "features": {"user", "items", "items_mostly"}}), which explains the top k by score with the
+default version. The answer is {"explanations": [one per instance]}. Explanations run one at a time on a
+worker thread, so health checks stay answered meanwhile.
 """
 
 from __future__ import annotations
@@ -24,20 +25,19 @@ from serving.common.errors import to_kserve_error
 from serving.common.modelserver import quiet_model_server
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
+from serving.explainer.inputs import Slot, parse_slate
 
 log = logging.getLogger(__name__)
 
 
-def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[str] | None]:
+def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[Slot] | None]:
     """(model_version, inputs, slate) of one explain instance."""
     if not isinstance(instance, Mapping):
         raise MalformedRequest("each instance must be a JSON object")
     if not isinstance(instance.get("model_version"), str | None):
         raise MalformedRequest(f"model_version must be a version name, got {instance['model_version']!r}")
     if "inputs" in instance:
-        slate = instance.get("slate")
-        if slate is not None and (not isinstance(slate, list) or not all(isinstance(s, str) for s in slate)):
-            raise MalformedRequest("slate must be a list of item ids")
+        slate = parse_slate(instance.get("slate"))
         inputs = instance["inputs"]
         if not isinstance(inputs, Mapping):
             raise MalformedRequest("inputs must be an object")
@@ -89,7 +89,7 @@ class RankerExplainer(kserve.Model):
         except KfloopError as exc:
             raise to_kserve_error(exc) from None
 
-    def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[str] | None) -> dict[str, Any]:
+    def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[Slot] | None) -> dict[str, Any]:
         with self._one_at_a_time:
             return self.engine.explain(version, inputs, slate)
 
@@ -98,6 +98,7 @@ def serve(config: ExplainerConfig) -> None:
     from kserve.model_repository import ModelRepository
 
     # Alibi warns on every anchor below the precision threshold; the explanation reports the precision reached
+    # and its sentence then gives no rule as the reason
     logging.getLogger("alibi.explainers.anchors.anchor_base").setLevel(logging.ERROR)
     model = RankerExplainer(config, ExplanationEngine(config))
     repository = ModelRepository()

@@ -145,6 +145,8 @@ class RankerPredictor(kserve.Model):
             scores=scores,
             slate=choice.indices,
             propensities=choice.propensities,
+            ranks=choice.ranks,
+            draws=choice.draws,
         )
         decision = None
         if self.decisions is not None:

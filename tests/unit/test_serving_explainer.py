@@ -116,6 +116,11 @@ def test_a_past_decision_is_explained_on_demand_from_its_stored_inputs(registry,
         assert explanation.trigger == "on_demand" and explanation.explainer == EXPLAINER_NAME
         assert explanation.model_version == versions[0] and explanation.decision_hash
         assert [i["item_id"] for i in explanation.explanation["items"]] == ["9", "4"]
+        # a record without ranks and draws (older ones): recomputed from its inputs, and said to be
+        first, second = explanation.explanation["items"]
+        assert first["slot_source"] == second["slot_source"] == "recomputed"
+        assert first["draw"] == "exploration" and second["draw"] == "greedy"  # 4 is the best by score
+        assert "inferred from the recomputed scores" in first["anchor"]["readable"]
         assert verify_store(store).ok
 
 

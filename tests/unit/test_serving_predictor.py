@@ -34,7 +34,7 @@ from serving.predictor.decisions import DecisionWriter, RemoteExplainer, decisio
 from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.server import RankerPredictor
 from tests.unit.serving_junk import ranking_bodies
-from tests.unit.test_serving_support import STRONG, contract_registry, features
+from tests.unit.test_serving_support import STRONG, contract_registry, features, recording_predictor
 
 pytestmark = pytest.mark.serving
 
@@ -141,18 +141,10 @@ def test_a_bad_compact_feature_is_a_400_that_names_it(ranker, entry, reason):
 
 @pytest.fixture(scope="module")
 def predictor(registry, tmp_path_factory):
-    uri, versions, root = registry
+    _, versions, _ = registry
     spool_dir = tmp_path_factory.mktemp("spool")
     # a sink nobody listens on: records stay in the spool, where the test reads them
-    audit = PredictorAuditConfig.model_validate(
-        {
-            "spool": {"dir": str(spool_dir), "sink_url": f"http://127.0.0.1:{free_port()}", "retry_initial_s": 30},
-            "drain_on_stop_s": 0,
-        }
-    )
-    config = PredictorConfig(registry_uri=uri, cache_dir=root / "cache", policy=PolicyConfig(seed=7), audit=audit)
-    model = RankerPredictor(config, resolve(uri, versions[0], None, config.cache_dir))
-    model.load()
+    model = recording_predictor(spool_dir, PolicyConfig(seed=7))
     yield model, spool_dir / versions[0]
     model.stop()
 
@@ -188,6 +180,14 @@ def test_a_ranking_is_recorded_exactly_before_it_is_answered(predictor):
     ]
     assert record["inputs"]["candidates"] == [str(i) for i in range(12)] and record["inputs"]["k"] == 3
     assert record["inputs"]["items_mostly"][STRONG] == {"value": 0, "except": [[2, 6]]}
+    # each slot: its item's rank among the answer's scores, and greedy exactly when it took the best remaining one
+    scores = answer["scores"]
+    taken: set[int] = set()
+    for slot in record["candidates"]:
+        rank = 1 + sum(score > scores[slot["item_id"]] for score in scores.values())
+        assert slot["rank"] == rank
+        assert slot["draw"] == ("greedy" if rank == min(set(range(1, 13)) - taken) else "exploration")
+        taken.add(rank)
 
 
 def test_an_item_context_seen_again_is_recorded_once_and_referred_to(predictor):
