@@ -186,7 +186,8 @@ def _records_in(payload: Any, limit: int) -> list[Any]:
     if not items:
         raise InvalidInput("no records", details=[{"field": "records", "reason": "must not be empty"}])
     if len(items) > limit:
-        raise PayloadTooLarge(f"{len(items)} records in one request; at most {limit}", details={"limit_records": limit})
+        problem = {"field": "records", "reason": f"at most {limit} records in one request", "limit_records": limit}
+        raise PayloadTooLarge(f"{len(items)} records in one request; at most {limit}", details=[problem])
     return items
 
 

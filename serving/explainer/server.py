@@ -21,8 +21,7 @@ from typing import Any
 import kserve
 
 from kfloop.errors import KfloopError, MalformedRequest
-from serving.common.errors import to_kserve_error
-from serving.common.modelserver import quiet_model_server
+from serving.common.modelserver import KfloopModelServer
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
 from serving.explainer.inputs import Slot, parse_slate
@@ -74,20 +73,17 @@ class RankerExplainer(kserve.Model):
         self.ready = True
 
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-        raise to_kserve_error(MalformedRequest("this is the explainer: POST /v1/models/NAME:explain"))
+        raise MalformedRequest("this is the explainer: POST /v1/models/NAME:explain")
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        try:
-            if not isinstance(payload, Mapping) or not isinstance(payload.get("instances"), list):
-                raise MalformedRequest("the body must be {'instances': [...]}")
-            instances = payload["instances"]
-            if not instances or len(instances) > self.config.max_instances:
-                raise MalformedRequest(f"send 1 to {self.config.max_instances} instances")
-            arguments = [instance_arguments(i) for i in instances]
-            explanations = [await asyncio.to_thread(self._explain, *a) for a in arguments]
-            return {"explanations": explanations}
-        except KfloopError as exc:
-            raise to_kserve_error(exc) from None
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("instances"), list):
+            raise MalformedRequest("the body must be {'instances': [...]}")
+        instances = payload["instances"]
+        if not instances or len(instances) > self.config.max_instances:
+            raise MalformedRequest(f"send 1 to {self.config.max_instances} instances")
+        arguments = [instance_arguments(i) for i in instances]
+        explanations = [await asyncio.to_thread(self._explain, *a) for a in arguments]
+        return {"explanations": explanations}
 
     def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[Slot] | None) -> dict[str, Any]:
         with self._one_at_a_time:
@@ -104,4 +100,4 @@ def serve(config: ExplainerConfig) -> None:
     repository = ModelRepository()
     repository.update(model)
     threading.Thread(target=model.warm_up, name="explainer-warm-up", daemon=True).start()
-    quiet_model_server(config.http_port, repository).start([])
+    KfloopModelServer(config.http_port, repository).start([])

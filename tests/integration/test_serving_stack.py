@@ -191,7 +191,8 @@ def test_a_standard_open_inference_protocol_client_works_unchanged(stack):
 )
 def test_malformed_requests_are_400_with_the_reason(stack, client, path, body, reason):
     response = client.post(stack.url + path, content=body, headers={"content-type": "application/json"})
-    assert response.status_code == 400 and reason in response.json()["error"]
+    assert response.status_code == 400 and response.json()["error"] == "MalformedRequest"
+    assert reason in response.json()["message"]
 
 
 def test_unknown_users_and_items_are_served_from_cold_start_defaults(stack, client):

@@ -1,6 +1,7 @@
 """The predictor in-process (its HTTP side is in the integration test): the SavedModel through its signature,
 requests checked against the model's inputs, decisions recorded exactly (and compactly) before the answer,
-V1 and V2, errors mapped to KServe's HTTP statuses, versions resolved with clear errors."""
+V1 and V2, errors raised with their HTTP statuses (tests/unit/test_error_shape.py: as answered over HTTP),
+versions resolved with clear errors."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pytest
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from hypothesis import given, settings
 from kserve import InferRequest
-from kserve.errors import InvalidInput, ModelNotReady
 
 from kfloop.audit import Candidate, Decision, PolicyInfo
 from kfloop.audit.record import ItemContext, parse_record, with_context
@@ -250,7 +250,7 @@ def test_a_stop_in_the_middle_of_a_request_refuses_it_rather_than_answer_unrecor
         return score(feed)
 
     monkeypatch.setattr(model.ranker, "score", score_then_stop)
-    with pytest.raises(ModelNotReady):
+    with pytest.raises(NotReady):
         asyncio.run(model.predict(v1_body("req-stopped"), {}))
     assert "req-stopped" not in spooled(tmp_path / versions[0])
 
@@ -295,23 +295,25 @@ def test_v2_tensors_in_and_out(predictor):
     assert response.parameters == {"model_version": model.version, "variant": "stable", "request_id": "req-v2"}
 
 
-def test_request_problems_are_kserves_400_and_a_loading_model_is_503(predictor, registry):
+def test_request_problems_are_400_and_a_loading_model_is_503(predictor, registry):
     model, _ = predictor
-    with pytest.raises(InvalidInput, match=r"instances\[0\].user_id"):
+    with pytest.raises(MalformedRequest, match=r"instances\[0\].user_id") as caught:
         asyncio.run(model.predict({"instances": [{"user_id": "a@b.c"}]}, {}))
+    assert caught.value.http_status == 400 and caught.value.details[0]["field"] == "instances[0].user_id"
     body = v1_body("req-bad")
     del body["instances"][0]["features"]["items"][STRONG]
-    with pytest.raises(InvalidInput, match=f"feature {STRONG} is missing"):
+    with pytest.raises(MalformedRequest, match=f"feature {STRONG} is missing"):
         asyncio.run(model.predict(body, {}))
-    with pytest.raises(InvalidInput, match=r"x-kfloop-variant"):
+    with pytest.raises(MalformedRequest, match=r"x-kfloop-variant"):
         asyncio.run(model.predict(v1_body("req-h"), {"x-kfloop-variant": "no spaces allowed"}))
     uri, versions, root = registry
     loading = RankerPredictor(
         PredictorConfig(registry_uri=uri, audit=PredictorAuditConfig(enabled=False)),
         resolve(uri, versions[0], None, root / "cache"),
     )
-    with pytest.raises(ModelNotReady):
+    with pytest.raises(NotReady) as caught:
         asyncio.run(loading.predict(v1_body("req-early"), {}))
+    assert caught.value.http_status == 503
 
 
 def test_softmax_propensities_match_observed_frequencies_for_a_fixed_user(registry):
@@ -426,7 +428,7 @@ def test_no_request_body_crashes_the_predictor(predictor, body):
     model, _ = predictor
     try:
         response = asyncio.run(model.predict(body, {}))
-    except InvalidInput:  # a 400 naming the field
+    except MalformedRequest:  # a 400 naming the field
         return
     assert response["predictions"]
 

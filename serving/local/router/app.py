@@ -114,7 +114,7 @@ class Router:
             _check_json_object(body)
             answer = await self.forward(scope["path"], body, _forwarded(scope))
         except KfloopError as exc:
-            await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), "application/json")
+            await _respond(send, exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
             return
         await _respond(send, answer.status, answer.body, answer.content_type)
 
