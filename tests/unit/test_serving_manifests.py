@@ -43,14 +43,9 @@ def test_every_object_validates_and_a_bad_field_would_be_caught(rendered):
 def test_the_inference_service_has_the_three_roles_in_serverless_mode(rendered):
     isvc = isvc_of(rendered)
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-    commands = {
-        role: isvc["spec"][role]["containers"][0]["command"] for role in ("predictor", "transformer", "explainer")
-    }
-    assert commands == {
-        "predictor": ["python", "-m", "serving.predictor"],
-        "transformer": ["python", "-m", "serving.transformer"],
-        "explainer": ["python", "-m", "serving.explainer"],
-    }
+    for role in ("predictor", "transformer", "explainer"):
+        container = isvc["spec"][role]["containers"][0]
+        assert (container["command"], container["args"][0]) == (["kfloop"], role)
     predictor = isvc["spec"]["predictor"]["containers"][0]
     assert predictor["name"] == "kserve-container"
     assert {e["name"] for e in predictor["env"]} == {"STORAGE_URI", "KFLOOP_VARIANT"}
