@@ -102,7 +102,7 @@ def stack(tmp_path_factory) -> Stack:
     path.write_text(yaml.safe_dump(config))
     log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed at teardown)
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local.stack", "--config-file", str(path)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "kfloop", "serve", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
     )
     running = Stack(root, path, bed, process, {})
     try:

@@ -91,9 +91,9 @@ def test_the_role_entry_points_refuse_a_bad_config_with_exit_2_naming_it(tmp_pat
 
     config = tmp_path / "serving.yaml"
     config.write_text("transformer: {}\n")
-    assert transformer_main.main(["--config-file", str(config)]) == 2
+    assert transformer_main.main(["--config", str(config)]) == 2
     assert "transformer: no predictor" in capsys.readouterr().err
-    assert explainer_main.main(["--config-file", str(config), "--port", "70000"]) == 2
+    assert explainer_main.main(["--config", str(config), "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explainer: ") and "http_port" in err
 
