@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfloop.cli.envs import Stack, has_stack, reexec_in
-from serving.joiner.flags import add_arguments as _joiner
 
 # Each deployable declares its flags once, in a light module of its own (argparse only), used here and by its
 # `python -m` entry point; the handlers below are its entry functions, imported once the environment is right.
@@ -22,6 +21,7 @@ from serving.audit import flags as audit_flags
 from serving.collector import flags as collector_flags
 from serving.explainer import flags as explainer_flags
 from serving.follower import flags as follower_flags
+from serving.joiner.flags import add_arguments as _joiner
 from serving.local.router import flags as router_flags
 from serving.local.stack import flags as stack_flags
 from serving.predictor import flags as predictor_flags
