@@ -1,4 +1,4 @@
-"""What every component does around its logic: parse the config, time the stage, quiet TensorFlow's logs.
+"""What every component does around its logic: parse its config, time the stage, quiet TensorFlow's logs.
 
 Timing splits a task into `import` (process start until the heavy libraries are loaded: Python, the KFP
 executor, TensorFlow and friends) and `work` (the rest). With `timings_dir` set (the bench does), each
@@ -11,7 +11,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def quiet_tensorflow() -> None:
@@ -19,10 +24,17 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.Transform 1.16 and TFMA 0.47 need Keras 2
 
 
-def load_pipeline_config(config_json: str) -> Any:
-    from pipelines.config import PipelineConfig
+def load_task_config(model: type[M], config_json: str) -> M:
+    """A task's own configuration, from the JSON its pipeline parameter carries; errors name the field."""
+    from pydantic import ValidationError
 
-    return PipelineConfig.model_validate_json(config_json)
+    from kfloop.errors import ConfigError, field_errors
+
+    try:
+        return model.model_validate_json(config_json)
+    except ValidationError as exc:
+        problems = "; ".join(f"{e['field']}: {e['reason']}" for e in field_errors(exc))
+        raise ConfigError(f"{model.__name__}: {problems}", details=field_errors(exc)) from None
 
 
 def _process_start() -> float:
@@ -68,14 +80,15 @@ class StageTimer:
 def code_version() -> str:
     """The package version plus a hash of the pipeline's own source (kfloop/, components/, pipelines/)."""
     import hashlib
-
-    import components
-    import kfloop
-    import pipelines
+    from importlib.util import find_spec
 
     digest = hashlib.sha256()
-    for package in (kfloop, components, pipelines):
-        root = Path(package.__file__).resolve().parent
+    for package in ("kfloop", "components", "pipelines"):
+        # located, not imported: a component reads the pipeline's source files, never runs its code
+        spec = find_spec(package)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"package {package} is not installed next to components: no code version")
+        root = Path(spec.origin).resolve().parent
         for path in sorted(root.rglob("*.py")):
             digest.update(str(path.relative_to(root.parent)).encode())
             digest.update(path.read_bytes())

@@ -16,10 +16,16 @@ class KfloopError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": type(self).__name__, "message": self.message}
-        if self.details is not None:
-            body["details"] = self.details
-        return body
+        return error_body(type(self).__name__, self.message, self.details)
+
+
+def error_body(error: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The one error body of every kfloop HTTP service: {"error": a machine code, "message": for a person,
+    "details": an optional list of objects, e.g. [{"field": ..., "reason": ...}]}. A single object is listed."""
+    body: dict[str, Any] = {"error": error, "message": message}
+    if details is not None:
+        body["details"] = details if isinstance(details, list) else [details]
+    return body
 
 
 class MalformedRequest(KfloopError):

@@ -29,11 +29,16 @@ class LocalRun:
     pushed: dict[str, Any]
 
 
+def pipeline_of(config: PipelineConfig) -> Any:
+    """The pipeline whose parameters default to this config's cut into tasks."""
+    return create_pipeline(tasks=config.tasks(), base_image=config.base_image, pipeline_name=config.name)
+
+
 def compile_pipeline(config: PipelineConfig, output: Path) -> Path:
     from kfp import compiler
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(create_pipeline(config=config), str(output))
+    compiler.Compiler().compile(pipeline_of(config), str(output))
     return output
 
 
@@ -78,10 +83,10 @@ def run_local(
 
     config = with_absolute_paths(config)
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=config.pipeline_root, raise_on_error=True)
-    pipeline = create_pipeline(config=config)
+    pipeline = pipeline_of(config)
     try:
         task = pipeline(
-            config_json=config.model_dump_json(),
+            **config.tasks().parameters(),
             force=force,
             operator=operator,
             force_reason=force_reason,
@@ -136,7 +141,7 @@ def submit(
 
     client = Client(host=host)
     exp = client.create_experiment(name=experiment)
-    params = {"config_json": config.model_dump_json()}
+    params: dict[str, Any] = config.tasks().parameters()
     with tempfile.TemporaryDirectory() as folder:
         package = str(compile_pipeline(config, Path(folder) / "training.yaml"))
         pipeline_id = client.get_pipeline_id(config.name)

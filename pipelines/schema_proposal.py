@@ -22,7 +22,7 @@ def propose(config: PipelineConfig, output: Path) -> tuple[Path, str]:
     """Write the proposal to `output`; return it and a unified diff against the committed schema."""
     current_file = schema_path(config.validation.schema_path)
     with tempfile.TemporaryDirectory() as folder:
-        generate(config, Path(folder), now=datetime.now(UTC))
+        generate(config.examplegen_task(), Path(folder), now=datetime.now(UTC))
         stats = statistics(examples_io.read_split(folder, "train"))
     text = schema_text(propose_schema(stats))
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.evaluate.config import BlessingConfig
 from kfloop.registry import Blessing
-from pipelines.config import BlessingConfig
 
 PASS, FAIL, UNDECIDED = "pass", "fail", "undecided"
 CANDIDATE, PRODUCTION = "candidate", "production"

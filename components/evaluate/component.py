@@ -12,8 +12,10 @@ def evaluate(
     report: Output[Markdown],
     metrics: Output[Metrics],
 ):
-    """Metrics by slice and the off-policy value against production (or the logging policy); the verdict."""
-    from components.runtime import StageTimer, load_pipeline_config, quiet_tensorflow
+    """Metrics by slice and the off-policy value against production (or the logging policy); the verdict.
+
+    config_json: this task's EvaluateTask (components/evaluate/config.py)."""
+    from components.runtime import StageTimer, load_task_config, quiet_tensorflow
 
     timer = StageTimer("evaluate", timings_dir)
     quiet_tensorflow()
@@ -22,13 +24,14 @@ def evaluate(
     import tensorflow_model_analysis  # noqa: F401  (the import is timed apart from the work)
 
     from components.evaluate import logic
+    from components.evaluate.config import EvaluateTask
 
     timer.imports_done()
-    config = load_pipeline_config(config_json)
+    config = load_task_config(EvaluateTask, config_json)
     result = logic.evaluate(
         pathlib.Path(examples.path),
         pathlib.Path(model.path),
-        registry_uri=config.registry.uri,
+        registry_uri=config.registry_uri,
         config=config.evaluate,
         out_dir=pathlib.Path(evaluation.path),
     )

@@ -17,10 +17,11 @@ import numpy as np
 from components import examples_io
 from components.contract import POSITION
 from components.evaluate.blessing import CANDIDATE, PRODUCTION, decide
+from components.evaluate.config import EvaluateConfig
 from components.evaluate.metrics import tfma_metrics
 from components.evaluate.ope import off_policy, ope_rows, reward_grid
 from components.evaluate.scoring import Scorer
-from pipelines.config import EvaluateConfig
+from kfloop.model_contract import MODEL_DIR
 
 EVALUATION_FILE = "evaluation.json"
 LOGGING_POLICY = "logging-policy"
@@ -28,14 +29,14 @@ LOGGING_POLICY = "logging-policy"
 
 def production_scorer(registry_uri: str, workdir: Path, needed: set[str]) -> tuple[str | None, Scorer | None, str]:
     """(version, scorer, note) of the newest deployable version, if there is one that can score the data."""
-    from kfloop.registry import MODEL, ModelRegistry
+    from kfloop.registry import ModelRegistry
 
     registry = ModelRegistry(registry_uri)
     version = registry.latest_deployable()
     if version is None:
         return None, None, "no deployable version in the registry yet: compared with the logging policy"
     try:
-        scorer = Scorer(registry.local_copy(version, MODEL, workdir))
+        scorer = Scorer(registry.local_copy(version, MODEL_DIR, workdir))
     except Exception as exc:  # an unreadable model must not stop the evaluation: say so, use the logging policy
         return version, None, f"production {version} could not be loaded ({exc}): compared with the logging policy"
     missing = sorted(set(scorer.inputs) - needed)
@@ -51,13 +52,13 @@ def production_scorer(registry_uri: str, workdir: Path, needed: set[str]) -> tup
 def evaluate(
     examples: Path, model_dir: Path, *, registry_uri: str, config: EvaluateConfig, out_dir: Path
 ) -> dict[str, Any]:
-    from components.train.logic import SERVING_DIR, TRAIN_INFO
+    from components.train.logic import TRAIN_INFO
 
     out_dir.mkdir(parents=True, exist_ok=True)
     evaluation = examples_io.read_split(examples, "eval")
     candidates = examples_io.read_candidates(examples)
     info = json.loads((model_dir / TRAIN_INFO).read_text())
-    candidate = Scorer(model_dir / SERVING_DIR)
+    candidate = Scorer(model_dir / MODEL_DIR)
     with tempfile.TemporaryDirectory() as workdir:
         version, production, note = production_scorer(registry_uri, Path(workdir), set(evaluation.columns))
         positions = evaluation[POSITION].fillna(0).to_numpy(dtype=np.int64)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import EvaluateConfig
+from components.evaluate.config import EvaluateConfig
 
 METRICS = ("example_count", "auc", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")
 OVERALL = "overall"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import EvaluateConfig
+from components.evaluate.config import EvaluateConfig
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kfloop.errors import InvalidInput
+from kfloop.model_contract import LOGIT, POSITION_INPUT, SCORE, SCORE_AT_POSITION_SIGNATURE, SERVING_SIGNATURE
 
 BATCH = 65_536
 
@@ -23,8 +24,8 @@ class Scorer:
 
         self._tf = tf
         self.module = tf.saved_model.load(str(path))
-        self.serving = self.module.signatures["serving_default"]
-        self.at_position = self.module.signatures["score_at_position"]
+        self.serving = self.module.signatures[SERVING_SIGNATURE]
+        self.at_position = self.module.signatures[SCORE_AT_POSITION_SIGNATURE]
         self.inputs = {name: spec.dtype for name, spec in self.serving.structured_input_signature[1].items()}
 
     def missing_inputs(self, frame: pd.DataFrame) -> list[str]:
@@ -32,11 +33,13 @@ class Scorer:
 
     def logits(self, frame: pd.DataFrame) -> np.ndarray:
         """Logit of each row at the serving position (what ranking uses)."""
-        return self._run(frame, lambda feeds, _: self.serving(**feeds)["logit"])
+        return self._run(frame, lambda feeds, _: self.serving(**feeds)[LOGIT])
 
     def scores_at(self, frame: pd.DataFrame, position: np.ndarray) -> np.ndarray:
         """P(click) of each row at its own position (for metrics on logged clicks)."""
-        return self._run(frame, lambda feeds, rows: self.at_position(**feeds, position=position[rows])["score"])
+        return self._run(
+            frame, lambda feeds, rows: self.at_position(**feeds, **{POSITION_INPUT: position[rows]})[SCORE]
+        )
 
     def _run(self, frame: pd.DataFrame, call: Any) -> np.ndarray:
         missing = self.missing_inputs(frame)

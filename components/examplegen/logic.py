@@ -15,9 +15,9 @@ from typing import Any
 import pandas as pd
 
 from components import examples_io
+from components.examplegen.config import ExampleGenTask, WindowConfig
 from components.examplegen.labels import EVENT_COLUMNS, LABEL, label_examples
 from kfloop.errors import InvalidInput
-from pipelines.config import PipelineConfig, WindowConfig
 
 FeatureJoin = Callable[[pd.DataFrame], pd.DataFrame]
 """Entity rows (user_id, item_id, event_timestamp) -> the same rows, in order, plus one column per feature."""
@@ -141,7 +141,7 @@ def last_window_end(registry_uri: str) -> datetime | None:
     return _parse_time(end) if end else None
 
 
-def choose_join(config: PipelineConfig) -> FeatureJoin:
+def choose_join(config: ExampleGenTask) -> FeatureJoin:
     from components.examplegen import features
 
     if config.examples.feature_join == "feast":
@@ -150,14 +150,14 @@ def choose_join(config: PipelineConfig) -> FeatureJoin:
 
 
 def generate(
-    config: PipelineConfig, out_dir: Path, *, now: datetime, join: FeatureJoin | None = None
+    config: ExampleGenTask, out_dir: Path, *, now: datetime, join: FeatureJoin | None = None
 ) -> dict[str, Any]:
     """Write the Examples artifact for this run's window; returns its span description."""
     log_uri = config.features.event_log.log_uri
     window = resolve_window(
         config.window,
         newest_event=newest_event_time(log_uri),
-        last_end=last_window_end(config.registry.uri) if config.window.mode == "since_last_run" else None,
+        last_end=last_window_end(config.registry_uri) if config.window.mode == "since_last_run" else None,
         now=now,
     )
     if config.examples.refresh_features:

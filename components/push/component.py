@@ -5,6 +5,10 @@ from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 def push(
     config_json: str,
+    examplegen_config: str,
+    transform_config: str,
+    train_config: str,
+    evaluate_config: str,
     timings_dir: str,
     force: bool,
     operator: str,
@@ -17,18 +21,33 @@ def push(
     evaluation: Input[Artifact],
     pushed: Output[Artifact],
 ):
-    """Every version is registered; only a blessed (or operator-forced) one is deployable. Idempotent."""
-    from components.runtime import StageTimer, code_version, load_pipeline_config
+    """Every version is registered; only a blessed (or operator-forced) one is deployable. Idempotent.
+
+    config_json: this task's PushTask (components/push/config.py); examplegen_config ... evaluate_config: the
+    configurations those tasks ran with, recorded on the card."""
+    from components.runtime import StageTimer, code_version, load_task_config
 
     timer = StageTimer("push", timings_dir)
     import json
     import pathlib
 
+    from components.evaluate.config import EvaluateTask
+    from components.examplegen.config import ExampleGenTask
     from components.push import logic
+    from components.push.config import PushTask
+    from components.train.config import TrainConfig
+    from components.transform.config import TransformConfig
 
     timer.imports_done()
+    parameters = logic.training_parameters(
+        load_task_config(ExampleGenTask, examplegen_config),
+        load_task_config(TransformConfig, transform_config),
+        load_task_config(TrainConfig, train_config),
+        load_task_config(EvaluateTask, evaluate_config),
+    )
     result = logic.push(
-        load_pipeline_config(config_json),
+        load_task_config(PushTask, config_json),
+        parameters=parameters,
         examples=pathlib.Path(examples.path),
         statistics=pathlib.Path(statistics.path),
         baseline=pathlib.Path(baseline.path),

@@ -5,15 +5,10 @@ an example without a logged propensity (explicit feedback outside a ranked slate
 factor. Weights are scaled to mean 1 over the training split, so the learning rate means the same whatever
 the propensities. Fixed seeds and deterministic ops: the same data and parameters train the same weights.
 
-Exports (under the Model artifact):
-    serving/    SavedModel, tf.Transform graph inside. Signatures:
-                  serving_default(raw model inputs, each [batch])       -> score, logit (at the serving position)
-                  score_at_position(raw model inputs, position [batch]) -> score, logit (training form)
-                  explain_inputs(raw model inputs)                      -> x [batch, width] (explainer input)
-    explainer/  SavedModel x -> score (serving position), plus weights.npz and explainer.json (layout of x's
-                columns by feature, activations, the fixed bias, a baseline x): plain enough to rebuild in any
-                Keras, since the serving side runs Keras 3.
-    train_info.json
+Exports under the Model artifact the layout of a registered version (`kfloop.model_contract`): `model/` (the
+SavedModel, tf.Transform graph inside, with the contract's three signatures) and `explainer/` (the numeric
+sub-model x -> score, its weights and description, plain enough to rebuild in any Keras, since the serving side
+runs Keras 3); plus train_info.json.
 """
 
 from __future__ import annotations
@@ -28,10 +23,9 @@ import pandas as pd
 
 from components import examples_io
 from components.contract import LABEL, POSITION, PROPENSITY, SIGNAL
-from pipelines.config import TrainConfig
+from components.train.config import TrainConfig
+from kfloop import model_contract as contract
 
-SERVING_DIR = "serving"
-EXPLAINER_DIR = "explainer"
 TRAIN_INFO = "train_info.json"
 
 
@@ -126,9 +120,9 @@ def train(examples: Path, transform_dir: Path, config: TrainConfig, out_dir: Pat
     losses = _fit(tf, ranker.training_model, features, labels, weights, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     serving_bias = _bias_at(ranker, config.serving_position, config.max_position)
-    _export_serving(tf, ranker, tft_layer, raw_spec, serving_bias, config, out_dir / SERVING_DIR)
+    _export_serving(tf, ranker, tft_layer, raw_spec, serving_bias, config, out_dir / contract.MODEL_DIR)
     baseline = _baseline_x(tf, ranker, tft_layer, frame, raw_spec)
-    _export_explainer(tf, ranker, serving_bias, baseline, out_dir / EXPLAINER_DIR)
+    _export_explainer(tf, ranker, serving_bias, baseline, out_dir / contract.EXPLAINER_DIR)
     info = {
         "examples": len(frame),
         "positives": int(frame[LABEL].sum()),
@@ -173,28 +167,26 @@ def _export_serving(
     @tf.function(input_signature=[signature], autograph=False)
     def serving_default(features: dict[str, Any]) -> dict[str, Any]:
         logit = tower(x_of(features))[:, 0] + fixed
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return {contract.SCORE: tf.sigmoid(logit), contract.LOGIT: logit}
 
-    @tf.function(input_signature=[signature, tf.TensorSpec([None], tf.int64, name=POSITION)], autograph=False)
+    position_spec = tf.TensorSpec([None], tf.int64, name=contract.POSITION_INPUT)
+
+    @tf.function(input_signature=[signature, position_spec], autograph=False)
     def score_at_position(features: dict[str, Any], position: Any) -> dict[str, Any]:
         bucket = tf.where((position >= 1) & (position <= max_position), position, tf.zeros_like(position))
         logit = tower(x_of(features))[:, 0] + bias_table(bucket)[:, 0]
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return {contract.SCORE: tf.sigmoid(logit), contract.LOGIT: logit}
 
     @tf.function(input_signature=[signature], autograph=False)
     def explain_inputs(features: dict[str, Any]) -> dict[str, Any]:
-        return {"x": x_of(features)}
+        return {contract.X: x_of(features)}
 
     module.serving_default, module.score_at_position, module.explain_inputs = (
         serving_default,
         score_at_position,
         explain_inputs,
     )
-    signatures = {
-        "serving_default": serving_default.get_concrete_function(),
-        "score_at_position": score_at_position.get_concrete_function(),
-        "explain_inputs": explain_inputs.get_concrete_function(),
-    }
+    signatures = contract.model_signatures(serving_default, score_at_position, explain_inputs)
     tf.saved_model.save(module, str(path), signatures=signatures)
 
 
@@ -210,25 +202,23 @@ def _export_explainer(tf: Any, ranker: Any, bias: float, baseline: np.ndarray, p
     tower = ranker.tower
     fixed = tf.constant(bias, tf.float32)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, ranker.input_width], tf.float32, name="x")], autograph=False)
+    x_spec = tf.TensorSpec([None, ranker.input_width], tf.float32, name=contract.X)
+
+    @tf.function(input_signature=[x_spec], autograph=False)
     def serving_default(x: Any) -> dict[str, Any]:
         logit = tower(x)[:, 0] + fixed
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return {contract.SCORE: tf.sigmoid(logit), contract.LOGIT: logit}
 
     module.serving_default = serving_default
-    tf.saved_model.save(module, str(path), signatures={"serving_default": serving_default.get_concrete_function()})
+    tf.saved_model.save(module, str(path), signatures=contract.explainer_signatures(serving_default))
     dense = [layer for layer in ranker.tower.layers if layer.get_weights()]
-    arrays = {}
-    for index, layer in enumerate(dense):
-        kernel, offset = layer.get_weights()
-        arrays[f"kernel_{index}"], arrays[f"bias_{index}"] = kernel, offset
-    np.savez(path / "weights.npz", **arrays)
-    description = {
-        "input_width": ranker.input_width,
-        "layers": [{"units": int(layer.units), "activation": layer.get_config()["activation"]} for layer in dense],
-        "output": "sigmoid(tower(x) + position_bias)",
-        "position_bias": bias,
-        "layout": ranker.layout,
-        "baseline": [float(v) for v in baseline],
-    }
-    (path / "explainer.json").write_text(json.dumps(description, indent=2) + "\n")
+    description = contract.ExplainerDescription(
+        input_width=ranker.input_width,
+        layers=[
+            contract.DenseLayer(units=int(layer.units), activation=layer.get_config()["activation"]) for layer in dense
+        ],
+        position_bias=bias,
+        layout=ranker.layout,
+        baseline=[float(v) for v in baseline],
+    )
+    contract.write_explainer_files(path, description, [tuple(layer.get_weights()) for layer in dense])

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.config import TrainConfig
-
-POSITION = "position"
+from components.contract import POSITION
+from components.train.config import TrainConfig
+from kfloop.model_contract import InputSpan, input_layout
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Ranker:
     bias: Any
     training_model: Any
     input_width: int
-    layout: list[dict[str, Any]]
+    layout: list[InputSpan]
 
 
 def build_ranker(categorical: list[str], numeric: list[str], *, vocabulary_size: int, config: TrainConfig) -> Ranker:
@@ -61,14 +61,7 @@ def build_ranker(categorical: list[str], numeric: list[str], *, vocabulary_size:
     total = keras.layers.Add(name="logit")([tower(embed(inputs)), bias(clipped)])
     probability = keras.layers.Activation("sigmoid", name="probability")(total)
     training_model = keras.Model({**inputs, POSITION: position}, probability, name="ranker")
-    layout = [
-        {"feature": n, "kind": "embedding", "start": i * config.embedding_dim, "end": (i + 1) * config.embedding_dim}
-        for i, n in enumerate(categorical)
-    ]
-    offset = len(categorical) * config.embedding_dim
-    layout += [
-        {"feature": n, "kind": "numeric", "start": offset + i, "end": offset + i + 1} for i, n in enumerate(numeric)
-    ]
+    layout = input_layout(categorical, numeric, config.embedding_dim)
     return Ranker(embed, tower, bias, training_model, width, layout)
 
 

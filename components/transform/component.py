@@ -10,8 +10,10 @@ def transform(
     statistics: Input[Artifact],
     transform_graph: Output[Artifact],
 ):
-    """Vocabularies and scaling analyzed on the training split; writes the transform graph."""
-    from components.runtime import StageTimer, load_pipeline_config, quiet_tensorflow
+    """Vocabularies and scaling analyzed on the training split; writes the transform graph.
+
+    config_json: this task's TransformConfig (components/transform/config.py)."""
+    from components.runtime import StageTimer, load_task_config, quiet_tensorflow
 
     timer = StageTimer("transform", timings_dir)
     quiet_tensorflow()
@@ -21,11 +23,12 @@ def transform(
     import tensorflow_transform  # noqa: F401
 
     from components.transform import logic
+    from components.transform.config import TransformConfig
     from components.validate.logic import load_schema
 
     timer.imports_done()
-    config = load_pipeline_config(config_json)
+    config = load_task_config(TransformConfig, config_json)
     schema = load_schema(pathlib.Path(statistics.path) / "schema.pbtxt")  # the schema the data was validated on
-    layout = logic.analyze(pathlib.Path(examples.path), schema, config.transform, pathlib.Path(transform_graph.path))
+    layout = logic.analyze(pathlib.Path(examples.path), schema, config, pathlib.Path(transform_graph.path))
     transform_graph.metadata.update({"categorical": len(layout["categorical"]), "numeric": len(layout["numeric"])})
     timer.finish()

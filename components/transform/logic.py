@@ -13,8 +13,8 @@ from typing import Any
 
 from components import examples_io
 from components.contract import model_inputs
+from components.transform.config import TransformConfig
 from components.transform.preprocessing import VOCABULARY, make_preprocessing_fn
-from pipelines.config import TransformConfig
 
 FEATURES_FILE = "features.json"
 

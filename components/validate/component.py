@@ -12,8 +12,10 @@ def validate(
     report: Output[Markdown],
     drift: Output[Metrics],
 ):
-    """TFDV statistics; anomalies against the committed schema fail the run with a Markdown report."""
-    from components.runtime import StageTimer, load_pipeline_config, quiet_tensorflow
+    """TFDV statistics; anomalies against the committed schema fail the run with a Markdown report.
+
+    config_json: this task's ValidateTask (components/validate/config.py)."""
+    from components.runtime import StageTimer, load_task_config, quiet_tensorflow
 
     timer = StageTimer("validate", timings_dir)
     quiet_tensorflow()
@@ -26,14 +28,14 @@ def validate(
 
     from components.contract import schema_path
     from components.validate import logic
-    from kfloop.registry import ModelRegistry
+    from components.validate.config import ValidateTask
 
     timer.imports_done()
-    config = load_pipeline_config(config_json)
+    config = load_task_config(ValidateTask, config_json)
     schema_file = schema_path(config.validation.schema_path)
     out = pathlib.Path(statistics.path)
     with tempfile.TemporaryDirectory() as workdir:
-        previous = logic.previous_statistics(config.registry.uri, pathlib.Path(workdir))
+        previous = logic.previous_statistics(config.registry_uri, pathlib.Path(workdir))
         result, text, histograms = logic.validate(
             pathlib.Path(examples.path),
             config=config.validation,
@@ -49,13 +51,9 @@ def validate(
         drift.log_metric(f"{kind}_{measurement['feature']}", measurement["value"])
     drift.log_metric("anomalies", len(result.anomalies))
     if result.anomalies:
-        data_version = json.loads((pathlib.Path(examples.path) / "span.json").read_text())["data_version"]
-        kept = ModelRegistry(config.registry.uri).record_rejection(data_version, text)
+        error = logic.reject_span(pathlib.Path(examples.path), result, text, config.registry_uri)
         timer.finish(anomalies=len(result.anomalies))
-        raise logic.DataValidationError(
-            f"{len(result.anomalies)} schema anomalies (report kept at {kept}): "
-            + "; ".join(f"{a['feature']}: {a['short']}" for a in result.anomalies)
-        )
+        raise error
     if config.validation.fail_on_drift and result.flagged:
         timer.finish(flagged=len(result.flagged))
         raise logic.DataValidationError(f"drift or skew over threshold: {[m['feature'] for m in result.flagged]}")

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from components.contract import BOOKKEEPING, DWELL, LABEL, NOT_COMPARED, POSITION, PROPENSITY, SIGNAL
+from components.validate.config import ValidationConfig
 from kfloop.errors import KfloopError
-from pipelines.config import ValidationConfig
 
 STATS_FILES = {"train": "train_stats.pb", "eval": "eval_stats.pb"}
 OTHER = "__other__"
@@ -318,6 +318,18 @@ def _apply_rules(feature, schema_pb2) -> None:
             feature.float_domain.min, feature.float_domain.max = 1.0, 5.0
         elif stat == "dwell_s":
             feature.float_domain.min = 0.0
+
+
+def reject_span(examples: Path, result: Validation, report: str, registry_uri: str) -> DataValidationError:
+    """Keep the report of a span that broke the schema in the registry; returns the error that stops the run."""
+    from components import examples_io
+    from kfloop.registry import ModelRegistry
+
+    kept = ModelRegistry(registry_uri).record_rejection(examples_io.read_span(examples)["data_version"], report)
+    return DataValidationError(
+        f"{len(result.anomalies)} schema anomalies (report kept at {kept}): "
+        + "; ".join(f"{a['feature']}: {a['short']}" for a in result.anomalies)
+    )
 
 
 def previous_statistics(registry_uri: str, workdir: Path) -> Path | None:

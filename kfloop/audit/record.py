@@ -39,6 +39,11 @@ ITEM_CONTEXT = "item_context"
 RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT})
 CONTEXT_REF = "item_context"
 """The key, in a decision's inputs, of the item context's id the inputs leave out (see ItemContext)."""
+GREEDY = "greedy"
+EXPLORATION = "exploration"
+SlotDraw = Literal["greedy", "exploration"]
+"""How the policy filled a slot: greedy when its draw took the best remaining item by score (see
+kfloop.ope.policies.greedy_slots), exploration otherwise."""
 CONTEXT_FIELDS = ("candidates", "items")
 """The inputs an item context holds: the candidates and their per-candidate columns (the catalog's item
 features, the same for every request until the catalog changes)."""
@@ -99,6 +104,12 @@ class Candidate(_AuditModel):
     """The model's score for it."""
     propensity: float | None = Field(default=None, gt=0.0, le=1.0)
     """Probability that the policy put this item at this position (off-policy evaluation needs it)."""
+    rank: int | None = Field(default=None, ge=1)
+    """Its place among all the decision's candidates by score, 1 = best (ties to the earlier candidate), as
+    the policy ordered them; None in records made before it was recorded."""
+    draw: SlotDraw | None = None
+    """How the policy filled this slot: greedy (the best remaining item by score) or exploration; None in
+    records made before it was recorded (explanations then infer it from recomputed scores, and say so)."""
 
 
 class PolicyInfo(_AuditModel):
@@ -151,6 +162,16 @@ class Decision(_AuditModel):
         items = [c.item_id for c in self.candidates]
         if len(set(items)) != len(items):
             raise ValueError("candidates: an item appears twice")
+        ranks = [c.rank for c in self.candidates if c.rank is not None]
+        if len(set(ranks)) != len(ranks):
+            raise ValueError("candidates: two candidates share a rank")
+        for c in self.candidates:
+            # before slot p only p - 1 items are taken, so the best remaining one ranks p or better
+            if c.draw == GREEDY and c.rank is not None and c.rank > c.position:
+                raise ValueError(
+                    f"candidates: item {c.item_id} is a greedy draw at position {c.position} with rank {c.rank}; "
+                    "a greedy draw takes the best remaining item, ranked at most its position"
+                )
         return self
 
 

@@ -1,6 +1,7 @@
 """`kfloop`: one command for people; each subcommand runs in the environment whose stack it needs.
 
-Argument definitions live here and import nothing heavy; a handler (`module:function`, called with the
+Argument definitions live here, a deployable's in its own flags module (argparse only, shared with its
+`python -m` entry point), and import nothing heavy; a handler (`module:function`, called with the
 parsed arguments) is imported only once the right environment is running.
 """
 
@@ -13,7 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfloop.cli.envs import Stack, has_stack, reexec_in
+
+# Each deployable declares its flags once, in a light module of its own (argparse only), used here and by its
+# `python -m` entry point; the handlers below are its entry functions, imported once the environment is right.
+from serving.audit import flags as audit_flags
+from serving.collector import flags as collector_flags
+from serving.explainer import flags as explainer_flags
+from serving.follower import flags as follower_flags
 from serving.joiner.flags import add_arguments as _joiner
+from serving.local.router import flags as router_flags
+from serving.local.stack import flags as stack_flags
+from serving.predictor import flags as predictor_flags
+from serving.transformer import flags as transformer_flags
 
 
 def _config(p: argparse.ArgumentParser) -> None:
@@ -22,19 +34,6 @@ def _config(p: argparse.ArgumentParser) -> None:
 
 def _data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="data", help="where fetched data lives (default: ./data)")
-
-
-def _collector(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--host", help="bind address (overrides the config)")
-    p.add_argument("--port", type=int, help="port (overrides the config)")
-    p.add_argument("--writer-id", help="this replica's writer id in the log (default: hostname)")
-    p.add_argument("--wal-dir", help="local directory of write-ahead segments (overrides event_log.wal_dir)")
-    p.add_argument("--log-uri", help="where sealed Parquet goes, path or URI (overrides event_log.log_uri)")
-    p.add_argument(
-        "--segment-secrets-dir",
-        help="a mounted Secret with files `write-keys` and `pseudonymization-key` (replace the config's keys)",
-    )
 
 
 def _import_obd(p: argparse.ArgumentParser) -> None:
@@ -47,14 +46,6 @@ def _features_materialize(p: argparse.ArgumentParser) -> None:
     p.add_argument("--end", help="ISO 8601 time to compute and load up to (default: now)")
 
 
-def _features_follow(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
-    p.add_argument("--partition-index", type=int, help="this follower's share of users (a StatefulSet pod index)")
-    p.add_argument("--partition-count", type=int, help="how many followers split the users")
-    p.add_argument("--log-uri", help="where sealed Parquet is, path or URI (overrides event_log.log_uri)")
-
-
 def _features_show(p: argparse.ArgumentParser) -> None:
     _config(p)
     p.add_argument("user_id", help="pseudonymous user id")
@@ -63,11 +54,7 @@ def _features_show(p: argparse.ArgumentParser) -> None:
 
 def _audit_store(p: argparse.ArgumentParser) -> None:
     _config(p)
-    p.add_argument(
-        "--store-url",
-        help="sqlite:///path.db or postgresql://user@host:port/db (overrides the config; default "
-        "$KFLOOP_AUDIT_STORE_URL, where a URL with a password belongs: a command line is visible in ps)",
-    )
+    audit_flags.add_store_url(p)
 
 
 def _audit_pull(p: argparse.ArgumentParser) -> None:
@@ -92,12 +79,6 @@ def _audit_explain(p: argparse.ArgumentParser) -> None:
     _audit_store(p)
     p.add_argument("request_id", help="the decision to explain")
     p.add_argument("--explainer", help="module:factory building the explainer")
-
-
-def _audit_sink(p: argparse.ArgumentParser) -> None:
-    _audit_store(p)
-    p.add_argument("--host", help="bind address (overrides the config)")
-    p.add_argument("--port", type=int, help="port (overrides the config)")
 
 
 def _registry(p: argparse.ArgumentParser) -> None:
@@ -147,23 +128,8 @@ def _models_force(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", required=True, help="why an unblessed version may be deployed")
 
 
-def _serving_settings(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--state-dir", help="local serving state directory (overrides stack.state_dir)")
-    p.add_argument("--registry-uri", help="the model registry (overrides the config)")
-
-
-def _serve(p: argparse.ArgumentParser) -> None:
-    _serving_settings(p)
-    p.add_argument("--host", help="address the services bind (overrides stack.host)")
-    p.add_argument("--port", type=int, help="the front door's port (overrides stack.transformer_port)")
-    p.add_argument(
-        "--predictor-replicas", type=int, help="predictor processes per version (overrides stack.predictor_replicas)"
-    )
-
-
 def _cluster(p: argparse.ArgumentParser) -> None:
-    _serving_settings(p)
+    stack_flags.add_state_arguments(p)
     p.add_argument("--operator", help="who makes the change (default: the OS user)")
     p.add_argument("--cluster", action="store_true", help="also patch the InferenceService on the cluster")
     p.add_argument("--namespace", help="the InferenceService's namespace (with --cluster)")
@@ -210,9 +176,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         ("collector",),
         Stack.SERVING,
-        "kfloop.cli.commands.services:collector",
-        "run the feedback collector (HTTP, Segment-compatible)",
-        _collector,
+        "serving.collector.app:run_from_args",
+        collector_flags.HELP,
+        collector_flags.add_arguments,
     ),
     Command(
         ("joiner",),
@@ -238,9 +204,9 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         ("features", "follow"),
         Stack.CORE,
-        "kfloop.cli.commands.features:follow",
-        "keep online aggregates fresh from the event log",
-        _features_follow,
+        "serving.follower.main:run_from_args",
+        follower_flags.HELP,
+        follower_flags.add_arguments,
     ),
     Command(
         ("features", "show"),
@@ -270,7 +236,9 @@ COMMANDS: tuple[Command, ...] = (
         "explain a past decision from its stored inputs and model version",
         _audit_explain,
     ),
-    Command(("audit", "sink"), Stack.SERVING, "kfloop.cli.commands.audit:sink", "run the audit sink", _audit_sink),
+    Command(
+        ("audit", "sink"), Stack.SERVING, "serving.audit.app:run_from_args", audit_flags.HELP, audit_flags.add_arguments
+    ),
     Command(
         ("pipeline", "compile"),
         Stack.PIPELINE,
@@ -317,11 +285,35 @@ COMMANDS: tuple[Command, ...] = (
         _models_force,
     ),
     Command(
-        ("serve",),
+        ("serve",), Stack.SERVING, "serving.local.stack.main:run_from_args", stack_flags.HELP, stack_flags.add_arguments
+    ),
+    Command(
+        ("predictor",),
         Stack.SERVING,
-        "kfloop.cli.commands.serve:serve",
-        "run the local serving stack (transformer, predictors, explainer, router, audit sink)",
-        _serve,
+        "serving.predictor.main:run_from_args",
+        predictor_flags.HELP,
+        predictor_flags.add_arguments,
+    ),
+    Command(
+        ("transformer",),
+        Stack.SERVING,
+        "serving.transformer.main:run_from_args",
+        transformer_flags.HELP,
+        transformer_flags.add_arguments,
+    ),
+    Command(
+        ("explainer",),
+        Stack.SERVING,
+        "serving.explainer.main:run_from_args",
+        explainer_flags.HELP,
+        explainer_flags.add_arguments,
+    ),
+    Command(
+        ("router",),
+        Stack.SERVING,
+        "serving.local.router.app:run_from_args",
+        router_flags.HELP,
+        router_flags.add_arguments,
     ),
     Command(("deploy",), Stack.SERVING, "kfloop.cli.commands.serve:deploy", "deploy a version as canary", _deploy),
     Command(("promote",), Stack.SERVING, "kfloop.cli.commands.serve:promote", "make the canary stable", _cluster),
@@ -331,7 +323,7 @@ COMMANDS: tuple[Command, ...] = (
         Stack.SERVING,
         "kfloop.cli.commands.serve:status",
         "print the serving state (stable, canary, split)",
-        _serving_settings,
+        stack_flags.add_state_arguments,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )

@@ -18,10 +18,18 @@ item fills every slot) and each row to at most 1 (an item is shown at most once)
   for k > 3 use `monte_carlo_position_propensities` (documented sampling error) instead.
 - `UniformRandom()`: a uniformly random slate; every item has 1/n_items at every position (as the `random`
   log of the Open Bandit Dataset).
+
+How each slot of a drawn slate was filled, for any policy: `greedy_slots(greedy_ranks(scores)[slate])`. A slot is
+greedy when its draw took the best item still remaining (what a purely greedy policy would have put there after
+the slots before it), else it is exploration. For epsilon-greedy that is every exploit draw (and the rare
+uniform draw that lands on the best remaining item: the same item, shown for the same reason); for softmax it
+is a Plackett-Luce draw that took the remaining argmax. A greedy slot's item is always among the top k by score
+(before slot j only j - 1 items are taken); an exploration slot's item may be too.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import comb
@@ -163,6 +171,23 @@ def _greedy_ranks(batch: np.ndarray) -> np.ndarray:
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(batch.shape[1])[None, :], axis=1)
     return ranks
+
+
+def greedy_ranks(scores: np.ndarray) -> np.ndarray:
+    """Each item's place in the greedy order, for one context ([n_items]): 0 = the highest score, ties to the
+    lower index (the order every policy here reads the scores in)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
+def greedy_slots(shown_ranks: Sequence[int]) -> list[bool]:
+    """For each slot of one slate, given its items' greedy ranks (slot 0 first): True where the draw took the
+    best item still remaining, i.e. rank r when the r better items all fill earlier slots. (A slate is a few
+    slots: plain Python is quicker here than numpy's per-call overhead, on the serving path.)"""
+    ranks = [int(rank) for rank in shown_ranks]
+    return [sum(earlier < rank for earlier in ranks[:slot]) == rank for slot, rank in enumerate(ranks)]
 
 
 @lru_cache(maxsize=64)

@@ -5,14 +5,12 @@ TensorFlow.
 """
 
 from kfloop.registry.card import DEPLOYABLE, Blessing, ModelCard, State, StatusChange, VersionStatus
-from kfloop.registry.registry import CARD, EXPLAINER, MODEL, Candidate, ModelRegistry, Registered
+from kfloop.registry.registry import CARD, Candidate, ModelRegistry, Registered
 from kfloop.registry.versions import fingerprint, is_version_id, version_id
 
 __all__ = [
     "CARD",
     "DEPLOYABLE",
-    "EXPLAINER",
-    "MODEL",
     "Blessing",
     "Candidate",
     "ModelCard",

@@ -2,6 +2,7 @@
 
     {uri}/{version}/model/            SavedModel with the tf.Transform graph inside (what serving loads)
     {uri}/{version}/explainer/        numeric post-transform sub-model (what an explainer differentiates)
+                                      (both as kfloop.model_contract describes them)
     {uri}/{version}/...               other files the pipeline keeps (baseline histograms, reports)
     {uri}/{version}/status.json       state (blessed | unblessed | forced) and its history
     {uri}/{version}/model_card.json   written last: a version exists once its card does
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kfloop.errors import InvalidInput, NotFound
+from kfloop.model_contract import EXPLAINER_DIR, MODEL_DIR
 from kfloop.registry.card import Blessing, ModelCard, State, StatusChange, VersionStatus
 from kfloop.registry.files import Location
 from kfloop.registry.versions import fingerprint, is_version_id, version_id
@@ -27,8 +29,6 @@ from kfloop.registry.versions import fingerprint, is_version_id, version_id
 CARD = "model_card.json"
 STATUS = "status.json"
 INDEX = "index.json"
-MODEL = "model"
-EXPLAINER = "explainer"
 PIPELINE = "pipeline"
 
 
@@ -97,7 +97,7 @@ class ModelRegistry:
             return VersionStatus(state=State.UNBLESSED, history=[])
         return VersionStatus.model_validate(self.location.read_json(version, STATUS))
 
-    def artifact_uri(self, version: str, name: str = MODEL) -> str:
+    def artifact_uri(self, version: str, name: str = MODEL_DIR) -> str:
         """Where a file of a version lives (`model` is the SavedModel serving loads)."""
         self._require(version)
         return self.location.uri_of(version, name)
@@ -139,7 +139,7 @@ class ModelRegistry:
             return Registered(existing, False, self.status(existing))
         moment = created_at or _now()
         version = version_id(moment, candidate.fingerprint)
-        artifacts = {"model": MODEL} | ({"explainer": EXPLAINER} if explainer_dir else {})
+        artifacts = {MODEL_DIR: MODEL_DIR} | ({EXPLAINER_DIR: EXPLAINER_DIR} if explainer_dir else {})
         artifacts |= {name: name for name in (files or {})}
         card = ModelCard(
             version=version,
@@ -161,7 +161,7 @@ class ModelRegistry:
         status = VersionStatus(
             state=state, history=[StatusChange(at=card.created_at, state=state, by=PIPELINE, reason=reason)]
         )
-        sources = {MODEL: model_dir} | ({EXPLAINER: explainer_dir} if explainer_dir else {}) | (files or {})
+        sources = {MODEL_DIR: model_dir} | ({EXPLAINER_DIR: explainer_dir} if explainer_dir else {}) | (files or {})
         self._write_version(version, card, status, sources)
         self._write_index()
         return Registered(version, True, status)

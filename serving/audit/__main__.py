@@ -1,4 +1,4 @@
-"""`python -m serving.audit [--config PATH] [--host H] [--port P] [--store-url URL]`."""
+"""`python -m serving.audit` (see `kfloop audit sink --help`)."""
 
 import sys
 

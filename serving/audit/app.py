@@ -23,16 +23,17 @@ from starlette.responses import JSONResponse, Response
 
 from kfloop.audit.canonical import parse_rfc3339, rfc3339
 from kfloop.audit.chain import StoredRow
-from kfloop.audit.config import STORE_URL_ENV, store_url_given
+from kfloop.audit.config import store_url_given
 from kfloop.audit.contexts import referenced_contexts
 from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
 from kfloop.audit.store import RowQuery, SqlStore, make_store
 from kfloop.config import load_config
 from kfloop.errors import InvalidInput, MalformedRequest, NotFound, PayloadTooLarge, field_errors
-from serving.audit import cloudevents
+from serving.audit import cloudevents, flags
 from serving.audit.config import AuditSinkConfig
 from serving.audit.metrics import AuditSinkMetrics
 from serving.common.body import parse_json, read_body
+from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
@@ -186,7 +187,8 @@ def _records_in(payload: Any, limit: int) -> list[Any]:
     if not items:
         raise InvalidInput("no records", details=[{"field": "records", "reason": "must not be empty"}])
     if len(items) > limit:
-        raise PayloadTooLarge(f"{len(items)} records in one request; at most {limit}", details={"limit_records": limit})
+        problem = {"field": "records", "reason": f"at most {limit} records in one request", "limit_records": limit}
+        raise PayloadTooLarge(f"{len(items)} records in one request; at most {limit}", details=[problem])
     return items
 
 
@@ -293,24 +295,18 @@ def run(config: AuditSinkConfig) -> int:
     return 0
 
 
-def load(
-    config_path: str | None, *, host: str | None, port: int | None, store_url: str | None, environ: Mapping[str, str]
-) -> AuditSinkConfig:
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> AuditSinkConfig:
     """The config file with the command line's settings over it (None: not given); the store URL from
     --store-url, else $KFLOOP_AUDIT_STORE_URL, else the file's."""
-    overrides = {"host": host, "port": port, "store.url": store_url_given(store_url, environ)}
-    return load_config(AuditSinkConfig, config_path, overrides)
+    overrides = {"host": args.host, "port": args.port, "store.url": store_url_given(args.store_url, environ)}
+    return load_config(AuditSinkConfig, args.config, overrides)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop audit sink` (and `python -m serving.audit`): the same flags, parsed."""
+    return run(config_from_args(args, os.environ))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kfloop audit sink", description="Run the audit sink.")
-    parser.add_argument("--config", help="YAML config file (defaults apply where omitted)")
-    parser.add_argument("--host", help="bind address (overrides the config)")
-    parser.add_argument("--port", type=int, help="port (overrides the config)")
-    parser.add_argument(
-        "--store-url",
-        help=f"sqlite:///path.db or postgresql://... (overrides store.url; default ${STORE_URL_ENV}, where a URL "
-        "with a password belongs)",
-    )
-    args = parser.parse_args(argv)
-    return run(load(args.config, host=args.host, port=args.port, store_url=args.store_url, environ=os.environ))
+    """`python -m serving.audit`."""
+    return run_from_args(parser_for("serving.audit", flags.HELP, flags.add_arguments).parse_args(argv))

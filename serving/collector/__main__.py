@@ -1,4 +1,4 @@
-"""`python -m serving.collector [--config PATH] [--host H] [--port P]`."""
+"""`python -m serving.collector` (see `kfloop collector --help`)."""
 
 import sys
 

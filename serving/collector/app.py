@@ -10,6 +10,7 @@ import argparse
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
@@ -21,7 +22,7 @@ from kfloop.config import load_config
 from kfloop.errors import InvalidInput
 from kfloop.eventlog import EventLog
 from kfloop.events import event_json_schema
-from serving.collector import openapi
+from serving.collector import flags, openapi
 from serving.collector.config import CollectorConfig
 from serving.collector.ingest import DurableSink, EventValidator, Outcome, summarize
 from serving.collector.metrics import CollectorMetrics
@@ -29,6 +30,7 @@ from serving.collector.native import events_in
 from serving.collector.origin import ServingOrigin
 from serving.collector.segment_ingest import SegmentIngest
 from serving.common.body import parse_json, read_body
+from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import RequestLatencyMiddleware, metrics_response
@@ -210,21 +212,26 @@ def run(config: CollectorConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m serving.collector`: the same flags as `kfloop collector`."""
-    parser = argparse.ArgumentParser(prog="python -m serving.collector", description="Run the feedback collector.")
-    parser.add_argument("--config", help="YAML config file (defaults apply where omitted)")
-    parser.add_argument("--host", help="bind address (overrides the config)")
-    parser.add_argument("--port", type=int, help="port (overrides the config)")
-    parser.add_argument("--writer-id", help="this replica's writer id in the log (default: hostname)")
-    parser.add_argument("--wal-dir", help="write-ahead directory (overrides event_log.wal_dir)")
-    parser.add_argument("--log-uri", help="where sealed Parquet goes (overrides event_log.log_uri)")
-    args = parser.parse_args(argv)
+def config_from_args(args: argparse.Namespace) -> CollectorConfig:
+    """The config file, then the command line's settings over it (validated together)."""
+    secrets = Path(args.segment_secrets_dir) if args.segment_secrets_dir else None
     overrides = {
         "host": args.host,
         "port": args.port,
         "writer_id": args.writer_id,
         "event_log.wal_dir": args.wal_dir,
         "event_log.log_uri": args.log_uri,
+        "segment.write_keys_file": str(secrets / "write-keys") if secrets else None,
+        "segment.pseudonymization_key_file": str(secrets / "pseudonymization-key") if secrets else None,
     }
-    return run(load_config(CollectorConfig, args.config, overrides))
+    return load_config(CollectorConfig, args.config, overrides)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop collector` (and `python -m serving.collector`): the same flags, parsed."""
+    return run(config_from_args(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.collector`."""
+    return run_from_args(parser_for("serving.collector", flags.HELP, flags.add_arguments).parse_args(argv))

@@ -35,6 +35,6 @@ def events_in(payload: Any, *, max_events: int) -> list[Any]:
     if len(items) > max_events:
         raise PayloadTooLarge(
             f"{len(items)} events in one request; the limit is {max_events}",
-            details={"limit_events": max_events},
+            details=[{"field": "events", "reason": f"at most {max_events} events", "limit_events": max_events}],
         )
     return items

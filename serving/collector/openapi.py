@@ -50,8 +50,9 @@ class ErrorResponse(BaseModel):
     """Error class, e.g. MalformedRequest, PayloadTooLarge, InvalidInput, Unauthorized, NotReady."""
     message: str
     """What went wrong, for a person."""
-    details: Any = None
-    """Machine-readable specifics (field errors, per-event results, limits)."""
+    details: list[dict[str, Any]] | None = None
+    """Machine-readable specifics, a list of objects: field errors ({"field", "reason"}), per-event results,
+    limits."""
 
 
 class SegmentMessage(BaseModel):

@@ -80,7 +80,7 @@ def envelope_of(payload: Any, endpoint_type: str | None, *, max_messages: int) -
     if len(batch) > max_messages:
         raise PayloadTooLarge(
             f"{len(batch)} messages in one batch; the limit is {max_messages}",
-            details={"limit_events": max_messages},
+            details=[{"field": "batch", "reason": f"at most {max_messages} messages", "limit_events": max_messages}],
         )
     shared = payload.get("context") if isinstance(payload.get("context"), dict) else {}
     messages = [_with_context(m, shared) for m in batch]

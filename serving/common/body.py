@@ -15,7 +15,8 @@ _IDENTITY = {"", "identity"}
 
 
 def _too_large(limit: int, what: str) -> PayloadTooLarge:
-    return PayloadTooLarge(f"{what} is larger than {limit} bytes", details={"limit_bytes": limit})
+    reason = f"larger than {limit} bytes"
+    return PayloadTooLarge(f"{what} is {reason}", details=[{"field": "(body)", "reason": reason, "limit_bytes": limit}])
 
 
 def _check_content_length(request: Request, limit: int) -> None:

@@ -38,7 +38,7 @@ class ConsentDefault(StrictModel):
         return Consent(personalization=self.personalization, analytics=self.analytics)
 
 
-def resolved(consent: Consent | None, default: ConsentDefault) -> Consent:
+def consent_or_default(consent: Consent | None, default: ConsentDefault) -> Consent:
     """The request's consent, else the configured default."""
     return consent if consent is not None else default.consent()
 

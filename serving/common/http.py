@@ -1,7 +1,10 @@
 """One mapping from errors to HTTP, installed on every service.
 
-KfloopError subclasses carry their status; FastAPI's own errors (404, 405, parameter validation) get the
-same JSON shape; anything unexpected becomes a logged 500 instead of a dropped connection.
+Every error is answered in one body shape (kfloop.errors.error_body): {"error": a machine code, "message": for
+a person, "details": optional, a list of objects such as {"field": ..., "reason": ...}}. KfloopError subclasses
+carry their status; FastAPI's own errors (404, 405, parameter validation) get the same shape; anything
+unexpected becomes a logged 500 instead of a dropped connection. The KServe roles add KServe's exception types
+(serving/common/errors.py).
 """
 
 from __future__ import annotations
@@ -9,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,16 +19,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kfloop.errors import KfloopError
+from kfloop.errors import KfloopError, error_body
 
 log = logging.getLogger(__name__)
-
-
-def error_body(error: str, message: str, details: Any = None) -> dict[str, Any]:
-    body: dict[str, Any] = {"error": error, "message": message}
-    if details is not None:
-        body["details"] = details
-    return body
 
 
 def kfloop_error_response(exc: KfloopError) -> JSONResponse:
@@ -59,7 +54,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
         {"field": ".".join(str(p) for p in err.get("loc", ())), "reason": err.get("msg", "invalid")}
         for err in exc.errors()
     ]
-    return JSONResponse(error_body("InvalidInput", "request validation failed", details), status_code=422)
+    message = "; ".join(f"{d['field']}: {d['reason']}" for d in details) or "request validation failed"
+    return JSONResponse(error_body("InvalidInput", message, details), status_code=422)
 
 
 _INTERNAL = json.dumps(error_body("InternalError", "internal error; the server logged the details")).encode()

@@ -15,10 +15,8 @@ import numpy as np
 
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
+from kfloop.model_contract import EXPLAIN_INPUTS_SIGNATURE, SCORE_OUTPUTS, SERVING_SIGNATURE, X
 from serving.common.protocol import mostly_parts
-
-SERVING_SIGNATURE = "serving_default"
-EXPLAIN_INPUTS_SIGNATURE = "explain_inputs"
 
 
 def import_tensorflow() -> Any:
@@ -79,9 +77,9 @@ class SavedRanker:
         self._groups = {
             kind: [n for n in self.input_kinds if self.input_kinds[n] == kind] for kind in ("string", "int", "float")
         }
-        self._score = _packed(tf, serve, self._groups, self.input_dtypes, ("score", "logit"))
+        self._score = _packed(tf, serve, self._groups, self.input_dtypes, SCORE_OUTPUTS)
         explain = self._loaded.signatures.get(EXPLAIN_INPUTS_SIGNATURE)
-        self._explain = _packed(tf, explain, self._groups, self.input_dtypes, ("x",)) if explain else None
+        self._explain = _packed(tf, explain, self._groups, self.input_dtypes, (X,)) if explain else None
 
     def feed(
         self,
@@ -142,7 +140,7 @@ class SavedRanker:
     def explain_inputs(self, feed: Feed) -> np.ndarray:
         """x, the explainer sub-model's input, per candidate."""
         if self._explain is None:
-            raise MalformedRequest("this model exports no explain_inputs signature")
+            raise MalformedRequest(f"this model exports no {EXPLAIN_INPUTS_SIGNATURE} signature")
         return self._explain(feed.tensors)[0]
 
     def describe(self) -> str:

@@ -1,4 +1,17 @@
-"""kserve.ModelServer as every role here runs it: REST only, quiet, on uvloop, V1 predict on a short path."""
+"""kserve.ModelServer as every role here runs it: REST only, quiet, on uvloop, V1 predict on a short path,
+every error in the one body shape.
+
+The boundary is two subclasses, not patches. KServe 0.15.2 offers no constructor argument or public hook for
+an app's middlewares (its timing middleware is always added) or its exception handlers (its own are added at
+start, over any registered before), and ModelServer.start() builds KServe's RESTServer itself. So:
+- KfloopRESTServer overrides RESTServer.create_application(), the public step that builds the app at start:
+  KServe's endpoints (its `_register_endpoints`, called, not replaced), our middlewares instead of KServe's
+  timing middleware, and our error handlers instead of KServe's (serving/common/errors.py).
+- KfloopModelServer overrides ModelServer.start(), the public entry point: the same steps as KServe's for one
+  worker without gRPC, building a KfloopRESTServer, on a uvloop loop that KServe's setup_event_loop() configures
+  (KServe's own start configures the loop it finds before `asyncio.run` makes another).
+Both are checked against KServe's own answers by tests/unit/test_serving_modelserver.py.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,13 @@ import asyncio
 import logging
 import re
 from typing import Any
+
+import kserve
+from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.protocol.rest.server import RESTServer
+from uvicorn.importer import import_from_string
+
+from serving.common.errors import install_kserve_error_handlers
 
 
 class JsonByDefault:
@@ -26,8 +46,9 @@ class V1PredictFastPath:
     """`POST /v1/models/{name}:predict` answered by KServe's own V1 handler (V1Endpoints.predict: decode,
     infer, encode through the DataPlane) without FastAPI's routing, dependency and telemetry layers, which
     cost ~0.8 ms of CPU a request here (measured: a trivial model, 12 KB body, 1.3 ms through FastAPI, 0.55 ms
-    on a bare ASGI app); with two model servers on the ranking path that is a fifth of its CPU. Errors get
-    KServe's own handlers (the same status and body); every other route is KServe's app unchanged."""
+    on a bare ASGI app); with two model servers on the ranking path that is a fifth of its CPU. Errors get the
+    app's own handlers (the same status and body as on the route; one without a handler goes on to the app's
+    catch-all); every other route is KServe's app unchanged."""
 
     def __init__(self, app: Any, *, dataplane: Any, kserve_app: Any) -> None:
         from kserve.protocol.rest.v1_endpoints import V1Endpoints
@@ -63,29 +84,50 @@ class V1PredictFastPath:
 _V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
 
 
-def _add_middlewares(rest_server: Any, app: Any) -> None:
-    """In place of KServe's: its timing middleware's only output is two log lines per request (silenced
-    anyway) and its metric naming costs more than the router hop; its Prometheus histograms stay."""
-    app.add_middleware(V1PredictFastPath, dataplane=rest_server.dataplane, kserve_app=app)
-    app.add_middleware(JsonByDefault)  # added last: the outermost, so the fast path sees the content type
+class KfloopRESTServer(RESTServer):
+    """KServe's REST server; `app` may be an import string (KServe's app, the default) or an app (tests)."""
+
+    def create_application(self) -> None:
+        app = import_from_string(self.config.app)  # an app object passes through unchanged
+        self._register_endpoints(app)
+        install_model_server_edges(app, self.dataplane)
 
 
-def quiet_model_server(http_port: int, repository: Any = None) -> Any:
+def install_model_server_edges(app: Any, dataplane: Any) -> None:
+    """Middlewares and error handlers, in place of KServe's. Its timing middleware's only output is two log
+    lines per request (silenced anyway) and its metric naming costs more than the router hop; its Prometheus
+    histograms stay. Added innermost first: the catch-all (added with the handlers) wraps the fast path, and
+    the JSON default wraps both, so the fast path sees the content type."""
+    app.add_middleware(V1PredictFastPath, dataplane=dataplane, kserve_app=app)
+    install_kserve_error_handlers(app)
+    app.add_middleware(JsonByDefault)
+
+
+class KfloopModelServer(kserve.ModelServer):
     """A ModelServer without gRPC and without a log line per request (at 200 requests/s they cost CPU;
-    KServe's Prometheus histograms at /metrics keep the timings). Started on uvloop: KServe runs its server
-    in `asyncio.run`, so the installed loop policy decides the loop."""
-    import kserve
-    import uvloop
-    from kserve.protocol.rest import server as rest_server
+    KServe's Prometheus histograms at /metrics keep the timings), on uvloop."""
 
-    rest_server.RESTServer._add_middlewares = _add_middlewares
+    def __init__(self, http_port: int, registered_models: Any = None) -> None:
+        super().__init__(
+            http_port=http_port, enable_grpc=False, enable_latency_logging=False, registered_models=registered_models
+        )
+        for name in ("uvicorn.access", "kserve.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
-    server = kserve.ModelServer(
-        http_port=http_port, enable_grpc=False, enable_latency_logging=False, registered_models=repository
-    )
-    for name in ("uvicorn.access", "kserve.trace"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    uvloop.install()
-    # ModelServer.start() asks for the current loop before its asyncio.run(); uvloop's policy makes none
-    asyncio.set_event_loop(asyncio.new_event_loop())
-    return server
+    def start(self, models: list[Any]) -> None:
+        import uvloop
+
+        self._register_and_check_atleast_one_model_is_ready(models)
+        self._rest_server = KfloopRESTServer(
+            FASTAPI_APP_IMPORT_STRING,
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            grace_period=self.grace_period,
+        )
+        self.servers.append(self._rest_server.start())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            asyncio.set_event_loop(runner.get_loop())  # the loop KServe's setup_event_loop() configures
+            self.setup_event_loop()
+            self.register_signal_handler()
+            runner.run(self._serve())

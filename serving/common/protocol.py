@@ -341,6 +341,10 @@ class RankResult:
     slate: list[int]
     """Candidate indices, slot 1 first."""
     propensities: list[float]
+    ranks: list[int] | None = None
+    """Per shown slot: its item's rank among the candidates by score (1 = best), as the policy ordered them."""
+    draws: list[str] | None = None
+    """Per shown slot: greedy or exploration (serving.predictor.ranking.choose_slate)."""
 
     def slate_json(self) -> list[dict[str, Any]]:
         return [

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kfloop.errors import InvalidInput, NotFound
-from kfloop.registry import CARD, EXPLAINER, MODEL, ModelCard, ModelRegistry
+from kfloop.model_contract import EXPLAINER_DIR, MODEL_DIR
+from kfloop.registry import CARD, ModelCard, ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def from_registry(registry_uri: str, version: str | None, cache_dir: Path) -> Re
     registry = ModelRegistry(registry_uri)
     chosen = pick_version(registry, version)
     card = registry.card(chosen)
-    model_path = registry.local_copy(chosen, MODEL, cache_dir)
-    explainer = registry.local_copy(chosen, EXPLAINER, cache_dir) if "explainer" in card.artifacts else None
+    model_path = registry.local_copy(chosen, MODEL_DIR, cache_dir)
+    explainer = registry.local_copy(chosen, EXPLAINER_DIR, cache_dir) if EXPLAINER_DIR in card.artifacts else None
     return ResolvedVersion(chosen, model_path, explainer, card)
 
 
@@ -58,8 +59,8 @@ def from_folder(folder: Path) -> ResolvedVersion:
     if not card_path.is_file():
         raise NotFound(f"{folder} holds no {CARD}: point the storage URI at a registry version folder")
     card = ModelCard.model_validate_json(card_path.read_text())
-    explainer = folder / EXPLAINER
-    return ResolvedVersion(card.version, folder / MODEL, explainer if explainer.is_dir() else None, card)
+    explainer = folder / EXPLAINER_DIR
+    return ResolvedVersion(card.version, folder / MODEL_DIR, explainer if explainer.is_dir() else None, card)
 
 
 def resolve(registry_uri: str, version: str | None, model_dir: Path | None, cache_dir: Path) -> ResolvedVersion:

@@ -1,4 +1,4 @@
-"""`python -m serving.explainer --config-file FILE ...` (see main's --help)."""
+"""`python -m serving.explainer` (see `kfloop explainer --help`)."""
 
 import sys
 

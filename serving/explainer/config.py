@@ -33,7 +33,8 @@ class AnchorConfig(StrictModel):
 
     threshold: float = Field(default=0.95, gt=0, le=1)
     """Precision a rule must reach: with the rule's conditions held and every other item feature drawn from the
-    request's other candidates, the item stays in (or out of) the top slots this often."""
+    request's other candidates, the item stays in (or out of) the top slots this often. A readable explanation
+    gives a rule as the reason only at this precision; below it, it says no rule reached it and names the best."""
     batch_size: int = Field(default=100, ge=10)
     """Samples per precision estimate."""
     coverage_samples: int = Field(default=1000, ge=100)

@@ -1,4 +1,4 @@
-"""`python -m serving.explainer`: the explainer service behind kserve.ModelServer."""
+"""`kfloop explainer` (`python -m serving.explainer`): the explainer service behind kserve.ModelServer."""
 
 from __future__ import annotations
 
@@ -7,23 +7,20 @@ from collections.abc import Callable
 from typing import Any
 
 from serving.common.entry import run_role
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.explainer", description="Run the explainer service.")
-    p.add_argument("--config-file", help="the serving YAML (its `explainer` section)")
-    p.add_argument("--registry-uri", help="the model registry (overrides explainer.registry_uri)")
-    p.add_argument("--model-version", help="version for requests that name none (default: latest deployable)")
-    p.add_argument("--host", help="ignored: KServe's model server binds every address")
-    p.add_argument("--port", type=int, help="REST port (overrides explainer.http_port)")
-    p.add_argument("--http_port", type=int, help=argparse.SUPPRESS)
-    return p
+from serving.common.flags import parser_for
+from serving.explainer import flags
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.explainer`."""
+    return run_from_args(parser_for("serving.explainer", flags.HELP, flags.add_arguments).parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop explainer` (and `python -m serving.explainer`): the same flags, parsed."""
     from serving.explainer.config import ExplainerConfig
 
-    return run_role("explainer", parser(), argv, ExplainerConfig, "explainer", _overrides, _prepare)
+    return run_role("explainer", args, ExplainerConfig, "explainer", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 Each instance is either a recorded decision's form (what the predictor records and the audit keeps):
     {"model_version": "v...", "inputs": {"candidates": [...], "k": 3, "user": {...}, "items": {...}},
-     "slate": ["17", "3", "52"]}
-or the transformer's featured request ({"user_id", "candidates", "k", "features": {"user", "items",
-"items_mostly"}}), which explains the top k by score with the default version. The answer is
-{"explanations": [one per instance]}. Explanations run one at a time on a worker thread, so health checks
-stay answered meanwhile.
+     "slate": [{"item_id": "17", "rank": 1, "draw": "greedy"}, ...]}
+(each slot as recorded: its rank by score and how the policy drew it; for a bare item id, as older records
+give it, both are recomputed and the explanation says so), or the transformer's featured request ({"user_id",
+"candidates", "k", "features": {"user", "items", "items_mostly"}}), which explains the top k by score with the
+default version. The answer is {"explanations": [one per instance]}. Explanations run one at a time on a
+worker thread, so health checks stay answered meanwhile.
 """
 
 from __future__ import annotations
@@ -20,24 +21,22 @@ from typing import Any
 import kserve
 
 from kfloop.errors import KfloopError, MalformedRequest
-from serving.common.errors import to_kserve_error
-from serving.common.modelserver import quiet_model_server
+from serving.common.modelserver import KfloopModelServer
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
+from serving.explainer.inputs import Slot, parse_slate
 
 log = logging.getLogger(__name__)
 
 
-def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[str] | None]:
+def instance_arguments(instance: Any) -> tuple[str | None, dict[str, Any], list[Slot] | None]:
     """(model_version, inputs, slate) of one explain instance."""
     if not isinstance(instance, Mapping):
         raise MalformedRequest("each instance must be a JSON object")
     if not isinstance(instance.get("model_version"), str | None):
         raise MalformedRequest(f"model_version must be a version name, got {instance['model_version']!r}")
     if "inputs" in instance:
-        slate = instance.get("slate")
-        if slate is not None and (not isinstance(slate, list) or not all(isinstance(s, str) for s in slate)):
-            raise MalformedRequest("slate must be a list of item ids")
+        slate = parse_slate(instance.get("slate"))
         inputs = instance["inputs"]
         if not isinstance(inputs, Mapping):
             raise MalformedRequest("inputs must be an object")
@@ -74,22 +73,19 @@ class RankerExplainer(kserve.Model):
         self.ready = True
 
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
-        raise to_kserve_error(MalformedRequest("this is the explainer: POST /v1/models/NAME:explain"))
+        raise MalformedRequest("this is the explainer: POST /v1/models/NAME:explain")
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        try:
-            if not isinstance(payload, Mapping) or not isinstance(payload.get("instances"), list):
-                raise MalformedRequest("the body must be {'instances': [...]}")
-            instances = payload["instances"]
-            if not instances or len(instances) > self.config.max_instances:
-                raise MalformedRequest(f"send 1 to {self.config.max_instances} instances")
-            arguments = [instance_arguments(i) for i in instances]
-            explanations = [await asyncio.to_thread(self._explain, *a) for a in arguments]
-            return {"explanations": explanations}
-        except KfloopError as exc:
-            raise to_kserve_error(exc) from None
+        if not isinstance(payload, Mapping) or not isinstance(payload.get("instances"), list):
+            raise MalformedRequest("the body must be {'instances': [...]}")
+        instances = payload["instances"]
+        if not instances or len(instances) > self.config.max_instances:
+            raise MalformedRequest(f"send 1 to {self.config.max_instances} instances")
+        arguments = [instance_arguments(i) for i in instances]
+        explanations = [await asyncio.to_thread(self._explain, *a) for a in arguments]
+        return {"explanations": explanations}
 
-    def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[str] | None) -> dict[str, Any]:
+    def _explain(self, version: str | None, inputs: dict[str, Any], slate: list[Slot] | None) -> dict[str, Any]:
         with self._one_at_a_time:
             return self.engine.explain(version, inputs, slate)
 
@@ -98,9 +94,10 @@ def serve(config: ExplainerConfig) -> None:
     from kserve.model_repository import ModelRepository
 
     # Alibi warns on every anchor below the precision threshold; the explanation reports the precision reached
+    # and its sentence then gives no rule as the reason
     logging.getLogger("alibi.explainers.anchors.anchor_base").setLevel(logging.ERROR)
     model = RankerExplainer(config, ExplanationEngine(config))
     repository = ModelRepository()
     repository.update(model)
     threading.Thread(target=model.warm_up, name="explainer-warm-up", daemon=True).start()
-    quiet_model_server(config.http_port, repository).start([])
+    KfloopModelServer(config.http_port, repository).start([])

@@ -1,4 +1,4 @@
-"""`python -m serving.predictor --config-file FILE ...` (see main's --help)."""
+"""`python -m serving.predictor` (see `kfloop predictor --help`)."""
 
 import sys
 

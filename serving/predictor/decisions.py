@@ -54,21 +54,28 @@ AUDIT_FAILURES = Counter("kfloop_predictor_audit_failures_total", "Decisions tha
 def build_decision(
     result: RankResult, user_id: str, k: int, policy: PolicyConfig, feed: Feed, consent: Consent
 ) -> Decision:
-    """The audit record of one decision: exactly the inputs the model was given, the slate and propensities,
-    and the consent it was made under.
+    """The audit record of one decision: exactly the inputs the model was given, the slate with propensities,
+    per slot the item's rank by score and how the policy drew it (greedy or exploration), and the consent it was
+    made under.
 
     Every field is validated except `inputs`, which is attached after validation: its values were already
     checked (finite numbers, strings) when the model's input matrices were built, and walking ~2,000 values
     again in Python would cost more than scoring.
     """
+    shown = len(result.slate)
+    ranks, draws = result.ranks or [None] * shown, result.draws or [None] * shown
     candidates = [
         Candidate(
             item_id=result.candidates[index],
             position=position,
             score=float(result.scores[index]),
             propensity=propensity,
+            rank=rank,
+            draw=draw,
         )
-        for position, (index, propensity) in enumerate(zip(result.slate, result.propensities, strict=True), start=1)
+        for position, (index, propensity, rank, draw) in enumerate(
+            zip(result.slate, result.propensities, ranks, draws, strict=True), start=1
+        )
     ]
     decision = Decision(
         request_id=result.request_id,
@@ -89,7 +96,7 @@ def build_decision(
 def decision_inputs(candidates: list[str], k: int, feed: Feed) -> dict[str, Any]:
     """The recorded inputs: candidates (the item_id input), k, per-request values, per-candidate columns, and
     per-candidate columns mostly one value (that value, and the exceptions by candidate index). The explainer
-    reads this layout back (serving.explainer.engine.unpack_inputs)."""
+    reads this layout back (serving.explainer.inputs.unpack_inputs)."""
     return {
         "candidates": list(candidates),
         "k": k,
@@ -267,12 +274,13 @@ class RemoteExplainer:
 
 
 def decision_explain_instance(decision: Decision) -> dict[str, Any]:
-    """What the explainer service needs to explain a decision exactly: its version, inputs and slate."""
-    return {
-        "model_version": decision.model_version,
-        "inputs": decision.inputs,
-        "slate": [c.item_id for c in sorted(decision.candidates, key=lambda c: c.position)],
-    }
+    """What the explainer service needs to explain a decision exactly: its version, inputs and slate (each slot
+    with its recorded rank and draw, which the explanation reads rather than infers)."""
+    slate = [
+        {"item_id": c.item_id, "rank": c.rank, "draw": c.draw}
+        for c in sorted(decision.candidates, key=lambda c: c.position)
+    ]
+    return {"model_version": decision.model_version, "inputs": decision.inputs, "slate": slate}
 
 
 class DecisionLog:

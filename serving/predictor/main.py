@@ -1,6 +1,6 @@
-"""`python -m serving.predictor`: one model version behind kserve.ModelServer.
+"""`kfloop predictor` (`python -m serving.predictor`): one model version behind kserve.ModelServer.
 
-Arguments KServe itself passes (--http_port, --model_name, ...) are left to KServe's own parser.
+KServe's own flags (--http_port, --workers, ...) are declared with ours (serving/common/flags.py) and handed on.
 """
 
 from __future__ import annotations
@@ -10,26 +10,20 @@ from collections.abc import Callable
 from typing import Any
 
 from serving.common.entry import run_role
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.predictor", description="Serve one ranker version.")
-    p.add_argument("--config-file", help="the serving YAML (its `predictor` section)")
-    p.add_argument("--model-version", help="version to serve (default: the latest deployable)")
-    p.add_argument("--model-dir", help="a registry version folder on disk (the storage initializer's /mnt/models)")
-    p.add_argument("--registry-uri", help="the model registry (overrides predictor.registry_uri)")
-    p.add_argument("--variant", help="variant reported when the router names none (default: stable)")
-    p.add_argument("--seed", type=int, help="seed of the exploration policy (tests)")
-    p.add_argument("--spool-dir", help="root of the audit spool (the process uses {root}/{version})")
-    p.add_argument("--host", help="ignored: KServe's model server binds every address")
-    p.add_argument("--port", type=int, help="REST port (overrides predictor.http_port)")
-    return p
+from serving.common.flags import parser_for
+from serving.predictor import flags
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.predictor`."""
+    return run_from_args(parser_for("serving.predictor", flags.HELP, flags.add_arguments).parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop predictor` (and `python -m serving.predictor`): the same flags, parsed."""
     from serving.predictor.config import PredictorConfig
 
-    return run_role("predictor", parser(), argv, PredictorConfig, "predictor", _overrides, _prepare)
+    return run_role("predictor", args, PredictorConfig, "predictor", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,7 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "variant": args.variant,
         "policy.seed": args.seed,
         "audit.spool.dir": args.spool_dir,
-        "http_port": args.port,
+        "http_port": args.port or args.http_port,
     }
 
 

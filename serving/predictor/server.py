@@ -2,7 +2,8 @@
 the decision durably, and answers V1 JSON and V2 (Open Inference Protocol) through kserve.ModelServer.
 
 The server answers as soon as it starts; the model loads in the background (TensorFlow takes 20-30 s), and
-until it is ready, requests get 503 (KServe's ModelNotReady). Request problems are 400 with the reason.
+until it is ready, requests get 503 (NotReady). Request problems are 400 with the reason; the KfloopErrors
+raised here are answered by the handlers the model server registers (serving/common/errors.py).
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import kserve
 import numpy as np
 from prometheus_client import Counter
 
-from kfloop.errors import KfloopError
 from kfloop.events.schema import Consent
-from serving.common.consent import resolved
-from serving.common.errors import to_kserve_error
+from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
-from serving.common.modelserver import quiet_model_server
+from serving.common.modelserver import KfloopModelServer
 from serving.common.protocol import (
     VARIANT_HEADER,
     Ranking,
@@ -97,16 +96,13 @@ class RankerPredictor(kserve.Model):
 
     # -- serving -----------------------------------------------------------------------------------------
     async def predict(self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None) -> Any:
-        try:
-            variant = self._variant(headers)
-            if isinstance(payload, dict):
-                rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=True)
-                results = await self._rank_all(rankings, variant)
-                return {"predictions": [r.v1_json() for r in results]}
-            (result,) = await self._rank_all([parse_v2(payload, with_features=True)], variant)
-            return _v2_response(self.name, result)
-        except KfloopError as exc:
-            raise to_kserve_error(exc) from None
+        variant = self._variant(headers)
+        if isinstance(payload, dict):
+            rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=True)
+            results = await self._rank_all(rankings, variant)
+            return {"predictions": [r.v1_json() for r in results]}
+        (result,) = await self._rank_all([parse_v2(payload, with_features=True)], variant)
+        return _v2_response(self.name, result)
 
     def _variant(self, headers: dict[str, str] | None) -> str:
         from kfloop.errors import MalformedRequest
@@ -151,8 +147,10 @@ class RankerPredictor(kserve.Model):
             scores=scores,
             slate=choice.indices,
             propensities=choice.propensities,
+            ranks=choice.ranks,
+            draws=choice.draws,
         )
-        consent = resolved(ranking.consent, self.config.consent_default)
+        consent = consent_or_default(ranking.consent, self.config.consent_default)
         decision = None
         if self.decisions is not None:
             decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent)
@@ -191,5 +189,4 @@ def serve(config: PredictorConfig, resolved: ResolvedVersion) -> None:
             os._exit(3)
 
     threading.Thread(target=load, name="model-load", daemon=True).start()
-    server = quiet_model_server(config.http_port, repository)
-    server.start([])
+    KfloopModelServer(config.http_port, repository).start([])

@@ -1,4 +1,4 @@
-"""`python -m serving.transformer --config-file FILE ...` (see main's --help)."""
+"""`python -m serving.transformer` (see `kfloop transformer --help`)."""
 
 import sys
 

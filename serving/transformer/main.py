@@ -1,4 +1,5 @@
-"""`python -m serving.transformer`: feature lookup in front of the predictor, behind kserve.ModelServer.
+"""`kfloop transformer` (`python -m serving.transformer`): feature lookup in front of the predictor, behind
+kserve.ModelServer.
 
 On a cluster the InferenceService controller passes --model_name, --predictor_host and --http_port; they are
 honoured (the predictor host becomes http://HOST).
@@ -12,26 +13,20 @@ from typing import Any
 
 from kfloop.errors import ConfigError
 from serving.common.entry import run_role
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.transformer", description="Run the transformer.")
-    p.add_argument("--config-file", help="the serving YAML (its `transformer` section)")
-    p.add_argument("--predictor-url", help="base URL of the predictor (overrides transformer.predictor_url)")
-    p.add_argument("--explainer-url", help="base URL of the explainer (overrides transformer.explainer_url)")
-    p.add_argument("--host", help="ignored: KServe's model server binds every address")
-    p.add_argument("--port", type=int, help="REST port (overrides transformer.http_port)")
-    # What KServe's controller passes a transformer container:
-    p.add_argument("--predictor_host", help=argparse.SUPPRESS)
-    p.add_argument("--http_port", type=int, help=argparse.SUPPRESS)
-    p.add_argument("--model_name", help=argparse.SUPPRESS)
-    return p
+from serving.common.flags import parser_for
+from serving.transformer import flags
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.transformer`."""
+    return run_from_args(parser_for("serving.transformer", flags.HELP, flags.add_arguments).parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop transformer` (and `python -m serving.transformer`): the same flags, parsed."""
     from serving.transformer.config import TransformerConfig
 
-    return run_role("transformer", parser(), argv, TransformerConfig, "transformer", _overrides, _prepare)
+    return run_role("transformer", args, TransformerConfig, "transformer", _overrides, _prepare)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

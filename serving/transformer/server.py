@@ -20,10 +20,9 @@ import orjson
 from prometheus_client import Histogram
 
 from kfloop.errors import KfloopError, MalformedRequest, NotReady
-from serving.common.consent import resolved
-from serving.common.errors import to_kserve_error
+from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
-from serving.common.modelserver import quiet_model_server
+from serving.common.modelserver import KfloopModelServer
 from serving.common.protocol import (
     Ranking,
     feature_json,
@@ -92,20 +91,17 @@ class RankerTransformer(kserve.Model):
 
     # -- preprocess ----------------------------------------------------------------------------------------
     async def preprocess(self, payload: Any, headers: dict[str, str] | None = None) -> Forward:
-        try:
-            if isinstance(payload, dict):
-                rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=False)
-                return Forward(False, {"instances": [feature_json(self._featurize(r)) for r in rankings]})
-            ranking = self._featurize(parse_v2(payload, with_features=False))
-            return Forward(True, v2_request_json(ranking, include_features=True))
-        except KfloopError as exc:
-            raise to_kserve_error(exc) from None
+        if isinstance(payload, dict):
+            rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=False)
+            return Forward(False, {"instances": [feature_json(self._featurize(r)) for r in rankings]})
+        ranking = self._featurize(parse_v2(payload, with_features=False))
+        return Forward(True, v2_request_json(ranking, include_features=True))
 
     def _featurize(self, ranking: Ranking) -> Ranking:
         if ranking.candidates is not None and len(ranking.candidates) > self.config.max_candidates:
             raise MalformedRequest(f"at most {self.config.max_candidates} candidates, got {len(ranking.candidates)}")
         # the consent goes on to the predictor as decided here, so both act on the same one
-        ranking.consent = resolved(ranking.consent, self.config.consent_default)
+        ranking.consent = consent_or_default(ranking.consent, self.config.consent_default)
         ranking = self.features.featurize(ranking, personal=ranking.consent.personalization)
         if not ranking.candidates:
             raise NotReady("no candidates: the request names none and the catalog is empty (materialize features)")
@@ -120,9 +116,9 @@ class RankerTransformer(kserve.Model):
 
     async def explain(self, payload: Forward, headers: dict[str, str] | None = None) -> Any:
         if self.explainer_url is None:
-            raise to_kserve_error(NotReady("no explainer is configured for this transformer"))
+            raise NotReady("no explainer is configured for this transformer")
         if payload.v2:
-            raise to_kserve_error(MalformedRequest(":explain takes V1 JSON (KServe's explain protocol)"))
+            raise MalformedRequest(":explain takes V1 JSON (KServe's explain protocol)")
         path = f"/v1/models/{self.name}:explain"
         return await self._call(
             "explainer", self.explainer_url, path, payload.body, headers, timeout=self.config.explain_timeout_s
@@ -145,24 +141,25 @@ class RankerTransformer(kserve.Model):
             answer = await self.pool(base_url).request("POST", path, orjson.dumps(body), forward, timeout_s=timeout)
             outcome = str(answer.status)
         except UpstreamUnavailable as exc:
-            raise to_kserve_error(NotReady(f"{target} unreachable: {exc}")) from None
+            raise NotReady(f"{target} unreachable: {exc}") from None
         finally:
             UPSTREAM_SECONDS.labels(target, outcome).observe(time.perf_counter() - started)
         if answer.status == 200:
             return orjson.loads(answer.body)
-        raise to_kserve_error(_upstream_error(target, answer))
+        raise _upstream_error(target, answer)
 
 
 def _upstream_error(target: str, answer: Answer) -> KfloopError:
-    text = answer.body.decode("utf-8", "replace")
+    """The upstream's error, in the one error shape (its message and details, when it answered in that shape)."""
     try:
         payload = orjson.loads(answer.body)
-        reason = (payload.get("message") or payload.get("error")) if isinstance(payload, dict) else None
     except orjson.JSONDecodeError:
-        reason = None
-    reason = reason or text[:500]
+        payload = None
+    payload = payload if isinstance(payload, dict) else {}
+    reason = payload.get("message") or payload.get("error") or answer.body.decode("utf-8", "replace")[:500]
     if answer.status in (400, 413, 422):
-        return MalformedRequest(reason)
+        details = payload.get("details")
+        return MalformedRequest(reason, details=details if isinstance(details, list) else None)
     if answer.status == 503:
         return NotReady(f"{target}: {reason}")
     return UpstreamError(f"{target} answered {answer.status}: {reason}")
@@ -176,4 +173,4 @@ def serve(config: TransformerConfig, predictor_url: str) -> None:
     log.info("transformer: %d catalog items; predictor %s", len(features.catalog), predictor_url)
     model = RankerTransformer(config, features, predictor_url)
     freeze_loaded_heap()
-    quiet_model_server(config.http_port).start([model])
+    KfloopModelServer(config.http_port).start([model])

@@ -327,7 +327,7 @@ def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float, rep
     config_file.write_text(yaml.safe_dump(config))
     with open(root / f"stack-{explanation_rate}.log", "wb") as log:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "serving.local.stack", "--config-file", str(config_file)],
+            [sys.executable, "-m", "serving.local.stack", "--config", str(config_file)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )

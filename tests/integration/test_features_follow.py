@@ -21,12 +21,6 @@ from kfloop.processes import free_port
 
 pytestmark = pytest.mark.integration
 
-RUN_FOLLOW = (
-    "import argparse, sys\n"
-    "from kfloop.cli.commands.features import follow\n"
-    "sys.exit(follow(argparse.Namespace(config=sys.argv[1], metrics_port=int(sys.argv[2]))))\n"
-)
-
 
 def click_is_online(features) -> bool:
     return features.user["u_clicks_1h"] == 1 and features.items["ui_clicks_1h"].tolist() == [1]
@@ -48,7 +42,8 @@ def test_follow_process_updates_the_online_store_and_stops_on_sigterm(tmp_path: 
     config = load_config(FeaturesConfig, path)
     feature_store = apply(config)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-c", RUN_FOLLOW, str(path), str(port)], cwd=tmp_path)
+    follow = ["features", "follow", "--config", str(path), "--metrics-port", str(port)]
+    process = subprocess.Popen([sys.executable, "-m", "kfloop", *follow], cwd=tmp_path)
     try:
         with EventLog(config.event_log, writer_id="collector-0") as log:
             log.append([feedback_record("f1", "click", "u-f", "9", datetime.now(UTC))])

@@ -21,6 +21,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
+from components.evaluate.config import EvaluateTask
+from components.examplegen.config import ExampleGenTask
+from components.push.config import PushTask
+from components.validate.config import ValidateTask
 from kfloop.cli.commands.pipeline import compile_command
 from pipelines.config import PipelineConfig
 from pipelines.runner import kfp_cron, submit
@@ -166,8 +170,11 @@ def test_a_submission_uploads_the_pipeline_and_starts_a_run_with_the_config(kfp_
     assert run["body"]["experiment_id"] == submitted.experiment_id
     reference = run["body"]["pipeline_version_reference"]
     assert (reference["pipeline_id"], reference["pipeline_version_id"]) == (submitted.pipeline_id, submitted.version_id)
-    sent = PipelineConfig.model_validate_json(run["body"]["runtime_config"]["parameters"]["config_json"])
-    assert sent.registry.uri == "s3://models/kfloop"
+    sent = run["body"]["runtime_config"]["parameters"]
+    assert sent == config.tasks().parameters(), "each task's configuration, one parameter each"
+    readers = {"examplegen": ExampleGenTask, "validate": ValidateTask, "evaluate": EvaluateTask, "push": PushTask}
+    for task, model in readers.items():
+        assert model.model_validate_json(sent[f"{task}_config"]).registry_uri == "s3://models/kfloop", task
     assert not calls(state, "POST", f"{API}/recurringruns")
     assert state.unanswered == []
 
@@ -208,4 +215,5 @@ def test_compile_writes_ir_yaml_with_the_configured_image(tmp_path: Path):
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/kfloop-pipeline:9.9"}
     defaults = spec["root"]["inputDefinitions"]["parameters"]
-    assert PipelineConfig.model_validate_json(defaults["config_json"]["defaultValue"]).base_image.startswith("registry")
+    expected = PipelineConfig().tasks().parameters()
+    assert {name: defaults[name]["defaultValue"] for name in expected} == expected

@@ -120,7 +120,8 @@ def test_a_standard_open_inference_protocol_client_works_unchanged(stack):
 )
 def test_malformed_requests_are_400_with_the_reason(stack, client, path, body, reason):
     response = client.post(stack.url + path, content=body, headers={"content-type": "application/json"})
-    assert response.status_code == 400 and reason in response.json()["error"]
+    assert response.status_code == 400 and response.json()["error"] == "MalformedRequest"
+    assert reason in response.json()["message"]
 
 
 def test_unknown_users_and_items_are_served_from_cold_start_defaults(stack, client):
@@ -241,7 +242,17 @@ def test_a_sample_of_decisions_is_explained_in_the_background(stack, client):
 
     for explanation in wait_for(explained, 180, "background explanations in the audit sink"):
         assert explanation["trigger"] == "sampled"
-        assert [i["position"] for i in explanation["explanation"]["items"]] == [1, 2, 3]
+        items = explanation["explanation"]["items"]
+        assert [i["position"] for i in items] == [1, 2, 3]
+        # each slot as the decision recorded it: its rank and draw, the same in both parts of the explanation
+        slots = sink_decision(stack, explanation["request_id"])["candidates"]
+        for slot, item in zip(sorted(slots, key=lambda c: c["position"]), items, strict=True):
+            assert (item["draw"], item["rank_by_score"], item["slot_source"]) == (
+                slot["draw"],
+                slot["rank"],
+                "decision",
+            )
+            assert item["anchor"]["explains"] == ("in_top_k" if item["in_top_k_by_score"] else "not_in_top_k")
 
 
 def test_explain_through_the_transformer(stack, client):

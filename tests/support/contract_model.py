@@ -1,14 +1,9 @@
 """A small, untrained ranker with exactly the trainer's export contract, built in seconds with plain TensorFlow.
 
 Tests, benchmarks and a smoke stack need a real registry version without running the training pipeline (which
-lives in the other environment). This builds one with the same layout `components/train/logic.py` exports:
-
-    model/      SavedModel, signatures over the raw features (one tensor [batch] per feature):
-                  serving_default(features)            -> score, logit (at the serving position)
-                  score_at_position(features, position) -> score, logit
-                  explain_inputs(features)             -> x [batch, width]
-    explainer/  SavedModel serving_default(x) -> score, logit; weights.npz (kernel_i, bias_i per dense layer)
-                and explainer.json (input_width, layers, position_bias, layout, baseline)
+lives in the other environment). This builds one in the layout `kfloop.model_contract` describes (and
+`components/train/logic.py` exports): `model/` with the three signatures over the raw features, `explainer/`
+with the numeric sub-model, its weights and its `ExplainerDescription`.
 
 The raw inputs are `item_id` plus every feature of `kfloop.features.names` (strings, int64 counts, float32
 numbers, as the schema types them). The "transform" is a hash-bucket embedding for strings and log1p for counts;
@@ -17,7 +12,6 @@ the tower is seeded, with a strong positive weight on `ui_clicks_7d` so explanat
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,11 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from kfloop import model_contract as contract
 from kfloop.features import names
 from kfloop.registry import Blessing, Candidate, ModelRegistry
 
-MODEL_DIR = "model"
-EXPLAINER_DIR = "explainer"
 STRONG_FEATURE = "ui_clicks_7d"
 POSITION_BIAS = (0.0, 0.3, 0.15, 0.05)  # bucket 0 (no position), positions 1..3
 SERVING_POSITION = 1
@@ -75,20 +68,41 @@ class _Weights:
             column = len(self.categorical) * spec.embedding_dim + self.numeric.index(STRONG_FEATURE)
             self.kernel_0[column, :4] = spec.strong_weight
             self.kernel_1[:4, 0] = spec.strong_weight
-        self.layout = [
-            {
-                "feature": n,
-                "kind": "embedding",
-                "start": i * spec.embedding_dim,
-                "end": (i + 1) * spec.embedding_dim,
-            }
-            for i, n in enumerate(self.categorical)
-        ]
-        offset = len(self.categorical) * spec.embedding_dim
-        self.layout += [
-            {"feature": n, "kind": "numeric", "start": offset + i, "end": offset + i + 1}
-            for i, n in enumerate(self.numeric)
-        ]
+        self.layout = contract.input_layout(self.categorical, self.numeric, spec.embedding_dim)
+
+
+class _Graph:
+    """The model's computations over its TensorFlow variables: raw inputs -> x -> relevance logit."""
+
+    def __init__(self, tf: Any, weights: _Weights, spec: ContractSpec, kinds: dict[str, str]) -> None:
+        self.tf, self.weights, self.spec, self.kinds = tf, weights, spec, kinds
+        self.module = tf.Module()
+        self.module.embedding = tf.Variable(weights.embedding, name="embedding")
+        self.module.kernel_0, self.module.bias_0 = tf.Variable(weights.kernel_0), tf.Variable(weights.bias_0)
+        self.module.kernel_1, self.module.bias_1 = tf.Variable(weights.kernel_1), tf.Variable(weights.bias_1)
+        self.bias_table = tf.constant(POSITION_BIAS, tf.float32)
+        self.fixed_bias = tf.constant(POSITION_BIAS[SERVING_POSITION], tf.float32)
+
+    def x_of(self, raw: dict[str, Any]) -> Any:
+        tf, module = self.tf, self.module
+        parts = []
+        for name in self.weights.categorical:
+            bucket = tf.strings.to_hash_bucket_fast(tf.strings.join([name, raw[name]], "="), self.spec.hash_buckets)
+            parts.append(tf.gather(module.embedding, bucket))
+        numbers = []
+        for name in self.weights.numeric:
+            value = tf.cast(raw[name], tf.float32)
+            numbers.append(tf.math.log1p(tf.maximum(value, 0.0)) if self.kinds[name] == names.INT64 else value)
+        parts.append(tf.stack(numbers, axis=1))
+        return tf.concat(parts, axis=1)
+
+    def relevance(self, x: Any) -> Any:
+        tf, module = self.tf, self.module
+        hidden = tf.nn.relu(tf.matmul(x, module.kernel_0) + module.bias_0)
+        return (tf.matmul(hidden, module.kernel_1) + module.bias_1)[:, 0]
+
+    def scored(self, logit: Any) -> dict[str, Any]:
+        return {contract.SCORE: self.tf.sigmoid(logit), contract.LOGIT: logit}
 
 
 def build(out_dir: Path, spec: ContractSpec | None = None, features: names.FeatureSet = names.DEFAULT_FEATURES) -> Path:
@@ -98,68 +112,43 @@ def build(out_dir: Path, spec: ContractSpec | None = None, features: names.Featu
     spec = spec or ContractSpec()
     inputs = raw_inputs(features)
     weights = _Weights(inputs, spec)
-    module = tf.Module()
-    module.embedding = tf.Variable(weights.embedding, name="embedding")
-    module.kernel_0, module.bias_0 = tf.Variable(weights.kernel_0), tf.Variable(weights.bias_0)
-    module.kernel_1, module.bias_1 = tf.Variable(weights.kernel_1), tf.Variable(weights.bias_1)
-    bias_table = tf.constant(POSITION_BIAS, tf.float32)
-    fixed_bias = tf.constant(POSITION_BIAS[SERVING_POSITION], tf.float32)
-    kinds = dict(inputs)
+    graph = _Graph(tf, weights, spec, inputs)
+    explain_inputs = _export_model(graph, inputs, out_dir / contract.MODEL_DIR)
+    baseline = explain_inputs(_default_row(tf, inputs))[contract.X].numpy()[0]
+    _export_explainer(graph, baseline, out_dir / contract.EXPLAINER_DIR)
+    return out_dir
 
-    def x_of(raw: dict[str, Any]) -> Any:
-        parts = []
-        for name in weights.categorical:
-            bucket = tf.strings.to_hash_bucket_fast(tf.strings.join([name, raw[name]], "="), spec.hash_buckets)
-            parts.append(tf.gather(module.embedding, bucket))
-        numbers = []
-        for name in weights.numeric:
-            value = tf.cast(raw[name], tf.float32)
-            numbers.append(tf.math.log1p(tf.maximum(value, 0.0)) if kinds[name] == names.INT64 else value)
-        parts.append(tf.stack(numbers, axis=1))
-        return tf.concat(parts, axis=1)
 
-    def relevance(x: Any) -> Any:
-        hidden = tf.nn.relu(tf.matmul(x, module.kernel_0) + module.bias_0)
-        return (tf.matmul(hidden, module.kernel_1) + module.bias_1)[:, 0]
-
+def _export_model(graph: _Graph, inputs: dict[str, str], path: Path) -> Any:
+    """The model SavedModel with the contract's three signatures; returns its explain_inputs function."""
+    tf, module = graph.tf, graph.module
     signature = {name: tf.TensorSpec([None], _tf_dtype(tf, kind), name=name) for name, kind in inputs.items()}
+    position_spec = tf.TensorSpec([None], tf.int64, name=contract.POSITION_INPUT)
 
     @tf.function(input_signature=[signature], autograph=False)
     def serving_default(raw: dict[str, Any]) -> dict[str, Any]:
-        logit = relevance(x_of(raw)) + fixed_bias
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return graph.scored(graph.relevance(graph.x_of(raw)) + graph.fixed_bias)
 
-    @tf.function(input_signature=[signature, tf.TensorSpec([None], tf.int64, name="position")], autograph=False)
+    @tf.function(input_signature=[signature, position_spec], autograph=False)
     def score_at_position(raw: dict[str, Any], position: Any) -> dict[str, Any]:
         bucket = tf.where((position >= 1) & (position <= 3), position, tf.zeros_like(position))
-        logit = relevance(x_of(raw)) + tf.gather(bias_table, bucket)
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return graph.scored(graph.relevance(graph.x_of(raw)) + tf.gather(graph.bias_table, bucket))
 
     @tf.function(input_signature=[signature], autograph=False)
     def explain_inputs(raw: dict[str, Any]) -> dict[str, Any]:
-        return {"x": x_of(raw)}
+        return {contract.X: graph.x_of(raw)}
 
     module.serving_default, module.score_at_position, module.explain_inputs = (
         serving_default,
         score_at_position,
         explain_inputs,
     )
-    model_dir = out_dir / MODEL_DIR
-    tf.saved_model.save(
-        module,
-        str(model_dir),
-        signatures={
-            "serving_default": serving_default.get_concrete_function(),
-            "score_at_position": score_at_position.get_concrete_function(),
-            "explain_inputs": explain_inputs.get_concrete_function(),
-        },
-    )
-    baseline = explain_inputs(_default_row(tf, inputs, features))["x"].numpy()[0]
-    _export_explainer(tf, module, relevance, fixed_bias, weights, baseline, out_dir / EXPLAINER_DIR)
-    return out_dir
+    signatures = contract.model_signatures(serving_default, score_at_position, explain_inputs)
+    tf.saved_model.save(module, str(path), signatures=signatures)
+    return explain_inputs
 
 
-def _default_row(tf: Any, inputs: dict[str, str], features: names.FeatureSet) -> dict[str, Any]:
+def _default_row(tf: Any, inputs: dict[str, str]) -> dict[str, Any]:
     """One row of cold-start values: the explainer's baseline."""
     from kfloop.features.config import AggregationConfig
     from kfloop.features.defaults import cold_start_defaults
@@ -172,39 +161,30 @@ def _default_row(tf: Any, inputs: dict[str, str], features: names.FeatureSet) ->
     return row
 
 
-def _export_explainer(
-    tf: Any, module: Any, relevance: Any, fixed_bias: Any, weights: _Weights, baseline: np.ndarray, path: Path
-) -> None:
+def _export_explainer(graph: _Graph, baseline: np.ndarray, path: Path) -> None:
+    tf, weights = graph.tf, graph.weights
     explainer = tf.Module()
-    explainer.kernel_0, explainer.bias_0 = module.kernel_0, module.bias_0
-    explainer.kernel_1, explainer.bias_1 = module.kernel_1, module.bias_1
+    explainer.kernel_0, explainer.bias_0 = graph.module.kernel_0, graph.module.bias_0
+    explainer.kernel_1, explainer.bias_1 = graph.module.kernel_1, graph.module.bias_1
 
-    @tf.function(input_signature=[tf.TensorSpec([None, weights.width], tf.float32, name="x")], autograph=False)
+    @tf.function(input_signature=[tf.TensorSpec([None, weights.width], tf.float32, name=contract.X)], autograph=False)
     def serving_default(x: Any) -> dict[str, Any]:
-        logit = relevance(x) + fixed_bias
-        return {"score": tf.sigmoid(logit), "logit": logit}
+        return graph.scored(graph.relevance(x) + graph.fixed_bias)
 
     explainer.serving_default = serving_default
-    tf.saved_model.save(explainer, str(path), signatures={"serving_default": serving_default.get_concrete_function()})
-    np.savez(
-        path / "weights.npz",
-        kernel_0=weights.kernel_0,
-        bias_0=weights.bias_0,
-        kernel_1=weights.kernel_1,
-        bias_1=weights.bias_1,
-    )
-    description = {
-        "input_width": weights.width,
-        "layers": [
-            {"units": int(weights.kernel_0.shape[1]), "activation": "relu"},
-            {"units": 1, "activation": "linear"},
+    tf.saved_model.save(explainer, str(path), signatures=contract.explainer_signatures(serving_default))
+    description = contract.ExplainerDescription(
+        input_width=weights.width,
+        layers=[
+            contract.DenseLayer(units=int(weights.kernel_0.shape[1]), activation="relu"),
+            contract.DenseLayer(units=1, activation="linear"),
         ],
-        "output": "sigmoid(tower(x) + position_bias)",
-        "position_bias": float(POSITION_BIAS[SERVING_POSITION]),
-        "layout": weights.layout,
-        "baseline": [float(v) for v in baseline],
-    }
-    (path / "explainer.json").write_text(json.dumps(description, indent=2) + "\n")
+        position_bias=float(POSITION_BIAS[SERVING_POSITION]),
+        layout=weights.layout,
+        baseline=[float(v) for v in baseline],
+    )
+    layers = [(weights.kernel_0, weights.bias_0), (weights.kernel_1, weights.bias_1)]
+    contract.write_explainer_files(path, description, layers)
 
 
 def register(
@@ -232,6 +212,6 @@ def register(
         ope={},
     )
     registered = registry.register(
-        candidate, model_dir=out / MODEL_DIR, explainer_dir=out / EXPLAINER_DIR, created_at=created_at
+        candidate, model_dir=out / contract.MODEL_DIR, explainer_dir=out / contract.EXPLAINER_DIR, created_at=created_at
     )
     return registered.version

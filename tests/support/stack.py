@@ -1,4 +1,4 @@
-"""The local serving stack (`python -m serving.local.stack`) as integration tests run it: started on a testbed
+"""The local serving stack (`kfloop serve`) as integration tests run it: started on a testbed
 with a config, every part ready before the tests, stopped after."""
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def running_stack(bed: testbed.Testbed, config: dict, *, start_timeout_s: float)
     path.write_text(yaml.safe_dump(config))
     log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed at the end)
     process = subprocess.Popen(
-        [sys.executable, "-m", "serving.local.stack", "--config-file", str(path)], stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "kfloop", "serve", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
     )
     running = Stack(root, path, bed, process, {})
     try:

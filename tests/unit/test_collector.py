@@ -160,7 +160,9 @@ def test_an_oversized_body_is_a_413_by_its_declared_length(config):
     with running(config) as client:
         response = client.post("/v1/events", content=big, headers={"content-type": "application/json"})
     assert response.status_code == 413
-    assert response.json()["details"] == {"limit_bytes": 64 * 1024}
+    assert response.json()["details"] == [
+        {"field": "(body)", "reason": f"larger than {64 * 1024} bytes", "limit_bytes": 64 * 1024}
+    ]
 
 
 def test_an_oversized_chunked_body_is_a_413_by_the_bytes_read(config):

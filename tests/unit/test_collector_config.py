@@ -100,7 +100,7 @@ def test_a_bad_or_missing_secret_file_is_a_config_error(tmp_path, content):
 def test_command_line_flags_as_the_statefulset_passes_them(tmp_path):
     """The manifest's args: writer id from the pod name, the WAL volume, the object store, the Secret."""
     from kfloop.cli.app import build_parser
-    from kfloop.cli.commands.services import collector_config
+    from serving.collector.app import config_from_args
 
     (tmp_path / "write-keys").write_text("cluster-write-key\n")
     (tmp_path / "pseudonymization-key").write_text("a-cluster-pseudonymization-key-0123\n")
@@ -115,7 +115,7 @@ def test_command_line_flags_as_the_statefulset_passes_them(tmp_path):
             f"--segment-secrets-dir={tmp_path}",
         ]
     )
-    config = collector_config(args)
+    config = config_from_args(args)
     assert (config.host, config.writer_id) == ("0.0.0.0", "kfloop-collector-1")
     assert str(config.event_log.wal_dir) == "/var/lib/kfloop/wal"
     assert config.event_log.log_uri == "s3://bucket/kfloop"

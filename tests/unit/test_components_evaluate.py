@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from components.evaluate.blessing import decide, ope_rule, slice_rule
+from components.evaluate.config import BlessingConfig, EvaluateConfig
 from components.evaluate.ope import off_policy, ope_rows, reward_grid
-from pipelines.config import BlessingConfig, EvaluateConfig
 
 CATALOG = ["a", "b", "c", "d"]
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
+from components.examplegen.config import WindowConfig
 from components.examplegen.labels import EXAMPLE_COLUMNS, LABEL, label_examples
 from components.examplegen.logic import (
     candidate_grid,
@@ -16,7 +17,6 @@ from components.examplegen.logic import (
     split_by_time,
 )
 from kfloop.errors import InvalidInput
-from pipelines.config import WindowConfig
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

@@ -12,11 +12,15 @@ import pytest
 
 from components import examples_io
 from components.contract import DEFAULT_SCHEMA
+from components.evaluate.config import EvaluateConfig
 from components.examplegen.logic import generate
+from components.train.config import TrainConfig
 from components.train.logic import example_weights
+from components.transform.config import TransformConfig
+from kfloop import model_contract as contract
 from kfloop.data import fetch_obd, import_obd
 from kfloop.eventlog import EventLog, EventLogConfig
-from pipelines.config import EvaluateConfig, PipelineConfig, TrainConfig, TransformConfig
+from pipelines.config import PipelineConfig
 
 pytestmark = pytest.mark.pipeline
 
@@ -41,7 +45,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "window": {"max_requests": 2500},
         }
     )
-    generate(config, root / "examples", now=datetime.now(UTC))
+    generate(config.examplegen_task(), root / "examples", now=datetime.now(UTC))
     return root
 
 
@@ -79,7 +83,7 @@ def test_weights_are_the_signal_weight_times_the_clipped_inverse_propensity():
 def test_the_serving_model_carries_the_transform_and_scores_at_the_fixed_position(workdir: Path, trained: Path):
     import tensorflow as tf
 
-    model = tf.saved_model.load(str(trained / "serving"))
+    model = tf.saved_model.load(str(trained / contract.MODEL_DIR))
     frame = examples_io.read_split(workdir / "examples", "eval").head(64)
     serving = model.signatures["serving_default"]
     inputs = raw_inputs(serving, frame)
@@ -100,7 +104,7 @@ def test_the_serving_model_carries_the_transform_and_scores_at_the_fixed_positio
 def test_the_explainer_is_a_numeric_sub_model_that_reproduces_the_serving_score(workdir: Path, trained: Path):
     import tensorflow as tf
 
-    model = tf.saved_model.load(str(trained / "serving"))
+    model = tf.saved_model.load(str(trained / contract.MODEL_DIR))
     frame = examples_io.read_split(workdir / "examples", "eval").head(32)
     inputs = raw_inputs(model.signatures["serving_default"], frame)
     x = model.signatures["explain_inputs"](**inputs)["x"]
@@ -111,13 +115,13 @@ def test_the_explainer_is_a_numeric_sub_model_that_reproduces_the_serving_score(
         tape.watch(x)
         score = explainer.signatures["serving_default"](x=x)["score"]
     assert np.any(tape.gradient(score, x).numpy() != 0), "gradients flow to the explainer's inputs"
-    description = json.loads((trained / "explainer" / "explainer.json").read_text())
-    weights = np.load(trained / "explainer" / "weights.npz")
-    hidden = np.maximum(x.numpy() @ weights["kernel_0"] + weights["bias_0"], 0.0)
-    logit = (hidden @ weights["kernel_1"] + weights["bias_1"])[:, 0] + description["position_bias"]
+    folder = trained / contract.EXPLAINER_DIR
+    description = contract.read_explainer_description(folder)  # valid (layout covers x), or it raises
+    (kernel_0, bias_0), (kernel_1, bias_1) = contract.read_explainer_weights(folder, description)
+    hidden = np.maximum(x.numpy() @ kernel_0 + bias_0, 0.0)
+    logit = (hidden @ kernel_1 + bias_1)[:, 0] + description.position_bias
     np.testing.assert_allclose(1 / (1 + np.exp(-logit)), expected, rtol=1e-4)
-    covered = sorted((entry["start"], entry["end"]) for entry in description["layout"])
-    assert covered[0][0] == 0 and covered[-1][1] == description["input_width"] == x.shape[1]
+    assert description.input_width == x.shape[1] and description.layers[0].activation == "relu"
 
 
 def test_training_is_repeatable_with_the_same_seed(workdir: Path, trained: Path, tmp_path: Path):

@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from components.push.logic import push
+from components.push.config import PushTask
+from components.push.logic import push as push_logic
+from components.push.logic import training_parameters
 from kfloop.errors import InvalidInput
+from kfloop.model_contract import EXPLAINER_DIR, MODEL_DIR
 from kfloop.registry import ModelRegistry, State
 from pipelines.config import PipelineConfig
 
@@ -24,10 +27,10 @@ def artifacts(root: Path, *, blessed: bool, anomalies: list | None = None) -> di
     write(examples / "span.json", {"data_version": "d" * 64, "window_start": "a", "window_end": "b", "splits": {}})
     write(statistics / "validation.json", {"schema_version": "s" * 64, "anomalies": anomalies or []})
     write(root / "baseline", {"format": "kfloop-baseline-v1", "features": {}})
-    (model / "serving").mkdir(parents=True)
-    (model / "serving" / "saved_model.pb").write_bytes(b"model")
-    (model / "explainer").mkdir()
-    (model / "explainer" / "explainer.json").write_text("{}")
+    (model / MODEL_DIR).mkdir(parents=True)
+    (model / MODEL_DIR / "saved_model.pb").write_bytes(b"model")
+    (model / EXPLAINER_DIR).mkdir()
+    (model / EXPLAINER_DIR / "explainer.json").write_text("{}")
     write(model / "train_info.json", {"examples": 10})
     blessing = {"blessed": blessed, "low_evidence": not blessed, "reasons": ["rule"], "reference": "logging-policy"}
     write(evaluation / "evaluation.json", {"metrics": {"slices": {}}, "ope": {"dr": {}}, "blessing": blessing})
@@ -40,8 +43,16 @@ def artifacts(root: Path, *, blessed: bool, anomalies: list | None = None) -> di
     }
 
 
-def config(tmp_path: Path) -> PipelineConfig:
-    return PipelineConfig.model_validate({"registry": {"uri": str(tmp_path / "registry")}})
+def config(tmp_path: Path) -> PushTask:
+    """The push task's input as the pipeline cuts it from its config."""
+    return PipelineConfig.model_validate({"registry": {"uri": str(tmp_path / "registry")}}).tasks().push
+
+
+def push(config: PushTask, **kwargs) -> dict:
+    """Push, recording the training configuration the other tasks were given by default."""
+    tasks = PipelineConfig().tasks()
+    parameters = training_parameters(tasks.examplegen, tasks.transform, tasks.train, tasks.evaluate)
+    return push_logic(config, parameters=parameters, **kwargs)
 
 
 def test_a_blessed_version_is_registered_with_its_card_and_files(tmp_path: Path):

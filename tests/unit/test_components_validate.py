@@ -13,16 +13,19 @@ import pytest
 from components import examples_io
 from components.contract import DEFAULT_SCHEMA
 from components.examplegen.logic import generate
+from components.validate.config import ValidationConfig
 from components.validate.logic import (
     STATS_FILES,
     load_schema,
     propose_schema,
+    reject_span,
     statistics,
     validate,
 )
 from kfloop.data import fetch_obd, import_obd
 from kfloop.eventlog import EventLog, EventLogConfig
-from pipelines.config import PipelineConfig, ValidationConfig
+from kfloop.registry import ModelRegistry
+from pipelines.config import PipelineConfig
 
 pytestmark = pytest.mark.pipeline
 
@@ -54,7 +57,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> PipelineConfig:
 def span(config: PipelineConfig, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small examples artifact."""
     folder = tmp_path_factory.mktemp("span") / "examples"
-    generate(config, folder, now=datetime.now(UTC))
+    generate(config.examplegen_task(), folder, now=datetime.now(UTC))
     return folder
 
 
@@ -116,6 +119,10 @@ def test_a_corrupted_span_is_reported_anomaly_by_anomaly(span: Path, tmp_path: P
     assert report.startswith("# Data validation: FAILED")
     for feature in ("coupon_code", "position", "dwell_ms"):
         assert f"| `{feature}` |" in report
+    error = reject_span(bad, result, report, str(tmp_path / "registry"))
+    assert "coupon_code: New column" in error.message and error.http_status == 422
+    kept = error.message.split("report kept at ")[1].split(")")[0]
+    assert Path(kept).read_text() == report and ModelRegistry(tmp_path / "registry").versions() == []
 
 
 def test_a_schema_proposal_keeps_the_contracts_rules():

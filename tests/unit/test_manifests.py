@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit
 
 import pytest
@@ -129,6 +130,53 @@ def test_the_image_rewrite_reaches_every_kfloop_container(rendered):
             assert found == [IMAGE], name
 
 
+# What KServe's controller appends to a custom transformer's and explainer's args (kserve
+# pkg/apis/serving/v1beta1/transformer_custom.go, explainer_custom.go); a custom predictor gets nothing.
+CONTROLLER_ARGS = ["--model_name", "kfloop-ranker", "--predictor_host", "kfloop-ranker-predictor.kfloop"]
+CONTROLLER_ARGS += ["--http_port", "8080", "--workers", "4"]
+# A value for each $(VAR) the kubelet fills from the pod or a ConfigMap (typed flags need a plausible one).
+SAMPLE_ENV = {"POD_INDEX": "0"}
+
+
+def _expanded(arg: str, container: dict) -> str:
+    """`$(VAR)` as the kubelet expands it; one the container does not define would be passed on literally."""
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        assert name in env, f"$({name}) is not in {container['name']}'s env: the process would get it verbatim"
+        return env[name] or SAMPLE_ENV.get(name, f"sample-{name.lower()}")
+
+    return re.sub(r"\$\((\w+)\)", value, arg)
+
+
+def test_every_container_runs_a_kfloop_subcommand_whose_flags_parse(rendered, capsys):
+    """One entry form: `kfloop SUBCOMMAND ...` in every container of ours, a subcommand that exists, and its
+    args (with what KServe's controller adds) accepted by kfloop's own parser."""
+    from kfloop.cli.app import build_parser, command_for
+
+    parser = build_parser()
+    ran = set()
+    for name, spec in pod_specs(rendered).items():
+        for container in [c for c in spec["containers"] if c["image"] == IMAGE]:
+            assert container["command"] == ["kfloop"], name
+            argv = [_expanded(arg, container) for arg in container["args"]]
+            if name.endswith(("/transformer", "/explainer")):
+                argv += CONTROLLER_ARGS
+            command = command_for(argv)
+            assert command is not None and argv[: len(command.words)] == list(command.words), (name, argv)
+            try:
+                assert parser.parse_args(argv)._command is command
+            except SystemExit:
+                pytest.fail(f"{name}: `kfloop {' '.join(argv)}` does not parse: {capsys.readouterr().err}")
+            ran.add(command.words)
+    assert ran == {("predictor",), ("transformer",), ("explainer",), ("collector",), ("features", "follow")} | {
+        ("audit", "sink")
+    }
+    with pytest.raises(SystemExit):  # a flag that drifted (the roles' old --config-file) would be caught
+        parser.parse_args(["predictor", "--config-file=/etc/kfloop/serving.yaml"])
+
+
 def test_every_configmap_reference_names_a_rendered_configmap(rendered):
     """Generated ConfigMaps get a content hash in their name; every reference must follow it (volumes of the
     InferenceService through manifests/serving/kustomizeconfig.yaml, env through kustomize's defaults)."""
@@ -208,11 +256,14 @@ def test_the_audit_sink_takes_the_store_url_from_the_secret_in_its_environment(r
     """The container runs the sink directly, the URL nowhere on its command line (ps and /proc show that to
     anything sharing the node's process view); the sink's entry point reads $KFLOOP_AUDIT_STORE_URL: without the
     Secret the config file's SQLite store, with it the URL exactly, however odd; --store-url still wins."""
+    from kfloop.cli.app import build_parser
     from serving.audit import app
 
     _, container, mounts = _audit_container(rendered)
-    assert container["command"] == ["python", "-m", "serving.audit", "--config=/etc/kfloop/audit-sink.yaml"]
-    assert "args" not in container
+    assert (container["command"], container["args"]) == (
+        ["kfloop"],
+        ["audit", "sink", "--config=/etc/kfloop/audit-sink.yaml"],
+    )
     (env,) = container["env"]
     assert env["name"] == STORE_URL_ENV
     config_path = tmp_path / "audit-sink.yaml"
@@ -221,7 +272,9 @@ def test_the_audit_sink_takes_the_store_url_from_the_secret_in_its_environment(r
     monkeypatch.setattr(app, "run", lambda config: started.append(config) or 0)
 
     def store_url(*flags: str) -> str:
-        assert app.main([f"--config={config_path}", *flags]) == 0
+        """What `kfloop audit sink` runs with the container's args, its config file here."""
+        args = [arg.replace("/etc/kfloop/audit-sink.yaml", str(config_path)) for arg in container["args"]]
+        assert app.run_from_args(build_parser().parse_args([*args, *flags])) == 0
         return started.pop().store.url
 
     monkeypatch.delenv(STORE_URL_ENV, raising=False)

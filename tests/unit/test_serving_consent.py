@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from kserve import InferInput, InferRequest
-from kserve.errors import InvalidInput
 from prometheus_client import REGISTRY
 
 from kfloop.errors import MalformedRequest
@@ -126,7 +125,7 @@ def test_without_personalization_consent_the_users_features_are_not_read(store):
 
 
 def test_malformed_consent_is_a_400_from_the_transformer(store):
-    with pytest.raises(InvalidInput, match=r"instances\[0\]\.consent\.personalization"):
+    with pytest.raises(MalformedRequest, match=r"instances\[0\]\.consent\.personalization"):
         forwarded(store, v1({"personalization": None}))
 
 
@@ -162,7 +161,7 @@ def test_a_slate_without_consent_is_explored_recorded_and_counted(predictor):
     asyncio.run(model.predict(v1_body("req-yes"), {}))  # no consent given: the default (personalization)
     assert spooled(spool_dir)["req-yes"]["consent"] == {"personalization": True, "analytics": False}
     assert without_consent_count(model) == before + 1
-    with pytest.raises(InvalidInput, match=r"instances\[0\]\.consent\.personalization"):
+    with pytest.raises(MalformedRequest, match=r"instances\[0\]\.consent\.personalization"):
         asyncio.run(model.predict(v1_body("req-bad", consent={"analytics": False}), {}))
 
 

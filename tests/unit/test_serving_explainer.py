@@ -14,12 +14,11 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kserve.errors import InferenceError, InvalidInput
 
 from kfloop.audit import Decision, explain_decision, verify_store
 from kfloop.audit.record import Candidate, PolicyInfo
 from kfloop.audit.store.sqlite import SqliteStore
-from kfloop.errors import MalformedRequest
+from kfloop.errors import KfloopError, MalformedRequest
 from serving.common.model_io import SavedRanker
 from serving.common.versions import resolve
 from serving.explainer import audit as audit_factory
@@ -116,6 +115,11 @@ def test_a_past_decision_is_explained_on_demand_from_its_stored_inputs(registry,
         assert explanation.trigger == "on_demand" and explanation.explainer == EXPLAINER_NAME
         assert explanation.model_version == versions[0] and explanation.decision_hash
         assert [i["item_id"] for i in explanation.explanation["items"]] == ["9", "4"]
+        # a record without ranks and draws (older ones): recomputed from its inputs, and said to be
+        first, second = explanation.explanation["items"]
+        assert first["slot_source"] == second["slot_source"] == "recomputed"
+        assert first["draw"] == "exploration" and second["draw"] == "greedy"  # 4 is the best by score
+        assert "inferred from the recomputed scores" in first["anchor"]["readable"]
         assert verify_store(store).ok
 
 
@@ -143,14 +147,14 @@ def test_the_explainer_service_takes_a_recorded_decision_or_the_transformers_req
     first, second = answer["explanations"]
     assert [i["item_id"] for i in first["items"]] == ["4"]
     assert second["model_version"] == versions[1] and second["k"] == 2  # the default: latest deployable
-    with pytest.raises(InvalidInput, match="inputs"):
+    with pytest.raises(MalformedRequest, match="inputs"):
         asyncio.run(model.explain({"instances": [{"user_id": "u"}]}))
     no_slate = {"model_version": versions[0], "inputs": {**recorded, "k": "3"}}
-    with pytest.raises(InvalidInput, match=r"inputs\.k must be a whole number"):
+    with pytest.raises(MalformedRequest, match=r"inputs\.k must be a whole number"):
         asyncio.run(model.explain({"instances": [no_slate]}))
     # inputs copied from the audit store may name their item context instead of holding it
     named = {"model_version": versions[0], "inputs": {"k": 3, "item_context": "ab" * 32}}
-    with pytest.raises(InvalidInput, match="kfloop audit explain REQUEST_ID"):
+    with pytest.raises(MalformedRequest, match="kfloop audit explain REQUEST_ID"):
         asyncio.run(model.explain({"instances": [named]}))
 
 
@@ -174,10 +178,8 @@ def explained_or_refused(model: RankerExplainer, body) -> None:
     """An answer, or a client error that says what is wrong (400; 404 for a version not in the registry)."""
     try:
         answer = asyncio.run(model.explain(body))
-    except InvalidInput:
-        return
-    except InferenceError as exc:
-        assert exc.status == "404" and "not in the registry" in exc.reason, exc
+    except KfloopError as exc:
+        assert exc.http_status in (400, 422) or (exc.http_status == 404 and "not in the registry" in exc.message), exc
         return
     assert answer["explanations"]
 

@@ -4,6 +4,7 @@ validates against KServe v0.15.2's CRD; the serving configs load; the local stat
 from __future__ import annotations
 
 import copy
+import sys
 
 import jsonschema
 import pytest
@@ -43,14 +44,9 @@ def test_every_object_validates_and_a_bad_field_would_be_caught(rendered):
 def test_the_inference_service_has_the_three_roles_in_serverless_mode(rendered):
     isvc = isvc_of(rendered)
     assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
-    commands = {
-        role: isvc["spec"][role]["containers"][0]["command"] for role in ("predictor", "transformer", "explainer")
-    }
-    assert commands == {
-        "predictor": ["python", "-m", "serving.predictor"],
-        "transformer": ["python", "-m", "serving.transformer"],
-        "explainer": ["python", "-m", "serving.explainer"],
-    }
+    for role in ("predictor", "transformer", "explainer"):
+        container = isvc["spec"][role]["containers"][0]
+        assert (container["command"], container["args"][0]) == (["kfloop"], role)
     predictor = isvc["spec"]["predictor"]["containers"][0]
     assert predictor["name"] == "kserve-container"
     assert {e["name"] for e in predictor["env"]} == {"STORAGE_URI", "KFLOOP_VARIANT"}
@@ -114,3 +110,25 @@ def test_the_stack_gives_the_audit_sink_its_store_url_in_the_environment_only(tm
     effective = stack.effective_config()
     assert effective.stack.audit_store_url == "postgresql://kfloop_audit:***@db.example:5432/audit"
     assert "s3cret" not in effective.model_dump_json()
+
+
+def test_the_local_stack_starts_each_role_with_the_kfloop_subcommand_a_container_runs(tmp_path):
+    """`kfloop serve` runs `python -m kfloop ROLE ...` per process, the manifests' entry form; each command line
+    (with the --host/--port every process gets) parses with kfloop's parser."""
+    from kfloop.cli.app import build_parser, command_for
+    from serving.local.stack.supervisor import Stack
+
+    config = load_config(ServingConfig, SERVING / "serving.yaml", {"stack.state_dir": str(tmp_path)})
+    stack = Stack(config)
+    stack.config_path = tmp_path / "serving.effective.yaml"
+    managed = [*stack._services().values(), stack._predictor("v1", 0), stack._predictor("v1", 1)]
+    started = set()
+    for process in [m.process for m in managed]:
+        assert process.command[:3] == [sys.executable, "-m", "kfloop"]
+        argv = process.command[3:]
+        args = build_parser().parse_args(argv)
+        assert args._command is command_for(argv)
+        started.add(args._command.words)
+        if args._command.words != ("audit", "sink"):  # the sink's config is its store URL, in its environment
+            assert args.config == str(stack.config_path)
+    assert started == {("audit", "sink"), ("explainer",), ("router",), ("transformer",), ("predictor",)}

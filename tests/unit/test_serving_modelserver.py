@@ -1,5 +1,7 @@
-"""The V1 predict fast path answers exactly as KServe's own FastAPI route does: results, KServe's error
-statuses and bodies, unknown and not-ready models, bodies that are not JSON, a model that raises."""
+"""The model server's edges (serving/common/modelserver.py): KServe's routes with our middlewares and error
+handlers in place of KServe's; the V1 predict fast path answers exactly as KServe's own FastAPI route does on
+the same app: results, error statuses and bodies, unknown and not-ready models, bodies that are not JSON, a
+model that raises."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import pytest
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 import kserve
 from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
 from kserve.errors import InvalidInput
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-from kserve.protocol.rest import server as rest_server
 from starlette.testclient import TestClient
 
-from serving.common.modelserver import JsonByDefault, V1PredictFastPath, _add_middlewares
+from serving.common.errors import install_kserve_error_handlers
+from serving.common.http import CatchAllMiddleware
+from serving.common.modelserver import JsonByDefault, KfloopModelServer, KfloopRESTServer, V1PredictFastPath
 
 pytestmark = pytest.mark.serving
 
@@ -36,23 +40,31 @@ class Echo(kserve.Model):
         return {"predictions": instances}
 
 
-def _app(monkeypatch: pytest.MonkeyPatch, middlewares: Any) -> FastAPI:
+def _server() -> tuple[FastAPI, KfloopRESTServer]:
     repository = ModelRepository()
     repository.update(Echo("echo"))
     repository.update(Echo("loading", ready=False))
-    app = FastAPI()
-    monkeypatch.setattr(rest_server, "import_from_string", lambda _: app)
-    monkeypatch.setattr(rest_server.RESTServer, "_add_middlewares", middlewares)
-    rest = rest_server.RESTServer("unused:app", DataPlane(repository), ModelRepositoryExtension(repository), 0)
-    rest.create_application()
+    app = FastAPI(default_response_class=ORJSONResponse)  # as KServe's own app
+    return app, KfloopRESTServer(app, DataPlane(repository), ModelRepositoryExtension(repository), 0)
+
+
+def kfloop_app() -> FastAPI:
+    app, server = _server()
+    server.create_application()
+    return app
+
+
+def kserve_routes_alone() -> FastAPI:
+    """The same app without the fast path: every request through KServe's FastAPI routes."""
+    app, server = _server()
+    server._register_endpoints(app)
+    install_kserve_error_handlers(app)
+    app.add_middleware(JsonByDefault)
     return app
 
 
 @pytest.fixture
 def clients(monkeypatch):
-    kserves_own = _app(monkeypatch, lambda self, app: app.add_middleware(JsonByDefault))
-    fast = _app(monkeypatch, _add_middlewares)
-    assert any(m.cls is V1PredictFastPath for m in fast.user_middleware)
     calls: list[str] = []
     predict = V1PredictFastPath._predict
 
@@ -61,9 +73,23 @@ def clients(monkeypatch):
         return await predict(self, model_name, request)
 
     monkeypatch.setattr(V1PredictFastPath, "_predict", counted)
-    own_client = TestClient(kserves_own, raise_server_exceptions=False)
-    with own_client as a, TestClient(fast, raise_server_exceptions=False) as b:
+    own_client = TestClient(kserve_routes_alone(), raise_server_exceptions=False)
+    with own_client as a, TestClient(kfloop_app(), raise_server_exceptions=False) as b:
         yield a, b, calls
+
+
+def test_our_middlewares_replace_kserves_and_wrap_in_order():
+    app = kfloop_app()
+    # outermost first: the JSON default, the catch-all around the fast path; no KServe timing middleware
+    assert [m.cls for m in app.user_middleware] == [JsonByDefault, CatchAllMiddleware, V1PredictFastPath]
+    handlers = {kind.__name__: handler.__module__ for kind, handler in app.exception_handlers.items()}
+    assert handlers["InvalidInput"] == handlers["ModelNotFound"] == handlers["KfloopError"] == "serving.common.errors"
+    assert "Exception" not in handlers  # an unexpected exception is the catch-all's logged 500
+
+
+def test_the_model_server_is_rest_only_and_quiet():
+    server = KfloopModelServer(0)
+    assert not server.enable_grpc and not server.enable_latency_logging
 
 
 @pytest.mark.parametrize(
@@ -83,6 +109,7 @@ def test_the_fast_path_answers_as_kserves_route_does(clients, path, body, status
     answer = fast.post(path, content=body)  # no content type: JSON by default, as on KServe's route with it
     assert calls == [path.split("/")[3].removesuffix(":predict")]  # answered by the fast path
     assert expected.status_code == status
+    assert status == 200 or set(expected.json()) >= {"error", "message"}  # the one error shape
     assert (answer.status_code, answer.json()) == (expected.status_code, expected.json())
     assert answer.headers["content-type"] == expected.headers["content-type"]
 

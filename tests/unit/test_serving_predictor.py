@@ -1,6 +1,7 @@
 """The predictor in-process (its HTTP side is in the integration test): the SavedModel through its signature,
 requests checked against the model's inputs, decisions recorded exactly (and compactly) before the answer,
-V1 and V2, errors mapped to KServe's HTTP statuses, versions resolved with clear errors."""
+V1 and V2, errors raised with their HTTP statuses (tests/unit/test_error_shape.py: as answered over HTTP),
+versions resolved with clear errors."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import pytest
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from hypothesis import given, settings
 from kserve import InferRequest
-from kserve.errors import InvalidInput, ModelNotReady
 
 from kfloop.audit import Candidate, Decision, PolicyInfo
 from kfloop.audit.record import ItemContext, parse_record, with_context
@@ -34,7 +34,7 @@ from serving.predictor.decisions import DecisionWriter, RemoteExplainer, decisio
 from serving.predictor.item_contexts import ItemContexts
 from serving.predictor.server import RankerPredictor
 from tests.unit.serving_junk import ranking_bodies
-from tests.unit.test_serving_support import STRONG, contract_registry, features
+from tests.unit.test_serving_support import STRONG, contract_registry, features, recording_predictor
 
 pytestmark = pytest.mark.serving
 
@@ -141,18 +141,10 @@ def test_a_bad_compact_feature_is_a_400_that_names_it(ranker, entry, reason):
 
 @pytest.fixture(scope="module")
 def predictor(registry, tmp_path_factory):
-    uri, versions, root = registry
+    _, versions, _ = registry
     spool_dir = tmp_path_factory.mktemp("spool")
     # a sink nobody listens on: records stay in the spool, where the test reads them
-    audit = PredictorAuditConfig.model_validate(
-        {
-            "spool": {"dir": str(spool_dir), "sink_url": f"http://127.0.0.1:{free_port()}", "retry_initial_s": 30},
-            "drain_on_stop_s": 0,
-        }
-    )
-    config = PredictorConfig(registry_uri=uri, cache_dir=root / "cache", policy=PolicyConfig(seed=7), audit=audit)
-    model = RankerPredictor(config, resolve(uri, versions[0], None, config.cache_dir))
-    model.load()
+    model = recording_predictor(spool_dir, PolicyConfig(seed=7))
     yield model, spool_dir / versions[0]
     model.stop()
 
@@ -188,6 +180,14 @@ def test_a_ranking_is_recorded_exactly_before_it_is_answered(predictor):
     ]
     assert record["inputs"]["candidates"] == [str(i) for i in range(12)] and record["inputs"]["k"] == 3
     assert record["inputs"]["items_mostly"][STRONG] == {"value": 0, "except": [[2, 6]]}
+    # each slot: its item's rank among the answer's scores, and greedy exactly when it took the best remaining one
+    scores = answer["scores"]
+    taken: set[int] = set()
+    for slot in record["candidates"]:
+        rank = 1 + sum(score > scores[slot["item_id"]] for score in scores.values())
+        assert slot["rank"] == rank
+        assert slot["draw"] == ("greedy" if rank == min(set(range(1, 13)) - taken) else "exploration")
+        taken.add(rank)
 
 
 def test_an_item_context_seen_again_is_recorded_once_and_referred_to(predictor):
@@ -250,7 +250,7 @@ def test_a_stop_in_the_middle_of_a_request_refuses_it_rather_than_answer_unrecor
         return score(feed)
 
     monkeypatch.setattr(model.ranker, "score", score_then_stop)
-    with pytest.raises(ModelNotReady):
+    with pytest.raises(NotReady):
         asyncio.run(model.predict(v1_body("req-stopped"), {}))
     assert "req-stopped" not in spooled(tmp_path / versions[0])
 
@@ -295,23 +295,25 @@ def test_v2_tensors_in_and_out(predictor):
     assert response.parameters == {"model_version": model.version, "variant": "stable", "request_id": "req-v2"}
 
 
-def test_request_problems_are_kserves_400_and_a_loading_model_is_503(predictor, registry):
+def test_request_problems_are_400_and_a_loading_model_is_503(predictor, registry):
     model, _ = predictor
-    with pytest.raises(InvalidInput, match=r"instances\[0\].user_id"):
+    with pytest.raises(MalformedRequest, match=r"instances\[0\].user_id") as caught:
         asyncio.run(model.predict({"instances": [{"user_id": "a@b.c"}]}, {}))
+    assert caught.value.http_status == 400 and caught.value.details[0]["field"] == "instances[0].user_id"
     body = v1_body("req-bad")
     del body["instances"][0]["features"]["items"][STRONG]
-    with pytest.raises(InvalidInput, match=f"feature {STRONG} is missing"):
+    with pytest.raises(MalformedRequest, match=f"feature {STRONG} is missing"):
         asyncio.run(model.predict(body, {}))
-    with pytest.raises(InvalidInput, match=r"x-kfloop-variant"):
+    with pytest.raises(MalformedRequest, match=r"x-kfloop-variant"):
         asyncio.run(model.predict(v1_body("req-h"), {"x-kfloop-variant": "no spaces allowed"}))
     uri, versions, root = registry
     loading = RankerPredictor(
         PredictorConfig(registry_uri=uri, audit=PredictorAuditConfig(enabled=False)),
         resolve(uri, versions[0], None, root / "cache"),
     )
-    with pytest.raises(ModelNotReady):
+    with pytest.raises(NotReady) as caught:
         asyncio.run(loading.predict(v1_body("req-early"), {}))
+    assert caught.value.http_status == 503
 
 
 def test_softmax_propensities_match_observed_frequencies_for_a_fixed_user(registry):
@@ -426,7 +428,7 @@ def test_no_request_body_crashes_the_predictor(predictor, body):
     model, _ = predictor
     try:
         response = asyncio.run(model.predict(body, {}))
-    except InvalidInput:  # a 400 naming the field
+    except MalformedRequest:  # a 400 naming the field
         return
     assert response["predictions"]
 

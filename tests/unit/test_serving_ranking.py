@@ -1,6 +1,7 @@
 """The predictor's slates: each shown item's propensity is the policy's exact P(item at that position), and over
 many draws for the same scores it matches the observed frequency (both policies, in-process; the HTTP version
-of this check is in tests/integration/test_serving_stack.py)."""
+of this check is in tests/integration/test_serving_stack.py). Each slot also says how it was drawn: greedy
+exactly when the draw took the best remaining item, as often as the policy does that."""
 
 from __future__ import annotations
 
@@ -63,3 +64,34 @@ def test_the_slate_is_as_long_as_the_candidates_allow_and_never_repeats_an_item(
 def test_without_exploration_the_slate_is_the_top_k_with_propensity_one():
     choice = choose_slate(make_policy(PolicyConfig(epsilon=0.0)), LOGITS, 3, np.random.default_rng(0))
     assert choice.indices == [0, 1, 2] and choice.propensities == [1.0, 1.0, 1.0]
+
+
+def best_remaining(logits: np.ndarray, taken: list[int]) -> int:
+    return max((i for i in range(len(logits)) if i not in taken), key=lambda i: (logits[i], -i))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [PolicyConfig(exploration="epsilon_greedy", epsilon=0.3), PolicyConfig(exploration="softmax", temperature=0.7)],
+    ids=["eps-0.3", "softmax-0.7"],
+)
+def test_each_slot_says_whether_its_draw_took_the_best_remaining_item(config):
+    policy, rng, k, draws = make_policy(config), np.random.default_rng(5), 3, 4000
+    logits = np.array([2.0, 1.5, 1.4, 0.3, -0.2, -1.0, 0.9, 1.4])  # a tie: 2 and 7 (the earlier one is better)
+    order = sorted(range(len(logits)), key=lambda i: (-logits[i], i))
+    greedy_first = 0
+    for _ in range(draws):
+        choice = choose_slate(policy, logits, k, rng)
+        assert choice.ranks == [order.index(i) + 1 for i in choice.indices]
+        for slot, (item, draw) in enumerate(zip(choice.indices, choice.draws, strict=True)):
+            assert draw == ("greedy" if item == best_remaining(logits, choice.indices[:slot]) else "exploration")
+            assert draw == "exploration" or choice.ranks[slot] <= slot + 1  # a greedy slot is in the top k
+        greedy_first += choice.draws[0] == "greedy"
+    # slot 1 is greedy as often as the policy puts the best item there
+    expected = make_policy(config).position_propensities(logits, k)[0, 0]
+    assert abs(greedy_first / draws - expected) <= 4.5 * np.sqrt(expected * (1 - expected) / draws)
+
+
+def test_without_exploration_every_slot_is_greedy():
+    choice = choose_slate(make_policy(PolicyConfig(epsilon=0.0)), LOGITS, 3, np.random.default_rng(0))
+    assert choice.draws == ["greedy"] * 3 and choice.ranks == [1, 2, 3]

@@ -145,9 +145,12 @@ def test_bad_input_is_400_with_the_reason_and_nothing_is_forwarded(tmp_path, pre
         not_json = client.post(PREDICT, content=b"{not json", headers={"content-type": "application/json"})
         a_list = client.post(PREDICT, json=[1, 2])
         too_big = client.post(PREDICT, json={"instances": ["x" * 4096]})
-    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["error"]
-    assert a_list.status_code == 400 and "JSON object" in a_list.json()["error"]
-    assert too_big.status_code == 413
+    assert not_json.status_code == 400 and "not valid JSON" in not_json.json()["message"]
+    assert a_list.status_code == 400 and a_list.json() == {
+        "error": "MalformedRequest",
+        "message": "the body must be a JSON object",
+    }
+    assert too_big.status_code == 413 and too_big.json()["error"] == "PayloadTooLarge"
     assert stable.seen == [] and canary.seen == []
 
 
@@ -162,14 +165,14 @@ def test_no_body_or_variant_header_crashes_the_router(tmp_path, predictors, body
         response = client.post(PREDICT, content=body, headers={"x-kfloop-variant": variant})
     assert response.status_code in (200, 400), response.text
     if response.status_code == 400:
-        assert response.json()["error"]
+        assert response.json()["error"] == "MalformedRequest" and response.json()["message"]
 
 
 def test_without_a_stable_route_the_router_is_not_ready(tmp_path):
     with client_for(tmp_path, Routes()) as client:
         assert client.get("/readyz").status_code == 503
         response = client.post(PREDICT, json={"instances": []})
-    assert response.status_code == 503 and "no stable predictor" in response.json()["error"]
+    assert response.status_code == 503 and "no stable predictor" in response.json()["message"]
 
 
 def test_a_changed_routes_file_is_picked_up(tmp_path, predictors):

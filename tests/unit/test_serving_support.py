@@ -55,3 +55,20 @@ def features(n: int, *, strong_item: int | None = None, strong_value: int = 6) -
     if strong_item is not None:
         items[STRONG] = [strong_value if i == strong_item else 0 for i in range(n)]
     return candidates, user, items
+
+
+def recording_predictor(spool_dir: Path, policy: Any, version_index: int = 0, **audit: Any) -> Any:
+    """A loaded RankerPredictor of a contract version whose decisions stay in its spool under `spool_dir` (its
+    sink is a port nobody listens on); `policy` a PolicyConfig, `audit` more PredictorAuditConfig fields."""
+    from kfloop.processes import free_port
+    from serving.common.versions import resolve
+    from serving.predictor.config import PredictorAuditConfig, PredictorConfig
+    from serving.predictor.server import RankerPredictor
+
+    uri, versions, root = contract_registry()
+    sink = {"dir": str(spool_dir), "sink_url": f"http://127.0.0.1:{free_port()}", "retry_initial_s": 30}
+    audit_config = PredictorAuditConfig.model_validate({"spool": sink, "drain_on_stop_s": 0, **audit})
+    config = PredictorConfig(registry_uri=uri, cache_dir=root / "cache", policy=policy, audit=audit_config)
+    model = RankerPredictor(config, resolve(uri, versions[version_index], None, config.cache_dir))
+    model.load()
+    return model

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from hypothesis import given, settings
 from kserve import InferInput, InferRequest
-from kserve.errors import InvalidInput, ModelNotReady
 
+from kfloop.errors import MalformedRequest, NotReady
 from serving.common.protocol import Ranking, expand_mostly
 from serving.transformer.config import TransformerConfig
 from serving.transformer.features import OnlineFeatures
@@ -71,13 +71,13 @@ def test_preprocess_adds_features_in_the_protocol_the_client_used(store):
 def test_bad_requests_are_400_and_an_empty_catalog_is_not_ready(store):
     config, _, features = store
     model = RankerTransformer(TransformerConfig(features=config, max_candidates=3), features, "http://unused")
-    with pytest.raises(InvalidInput, match="at most 3 candidates"):
+    with pytest.raises(MalformedRequest, match="at most 3 candidates"):
         asyncio.run(model.preprocess({"instances": [{"user_id": "u", "candidates": ["1", "2", "3", "4"]}]}, {}))
-    with pytest.raises(InvalidInput, match="user_id"):
+    with pytest.raises(MalformedRequest, match="user_id"):
         asyncio.run(model.preprocess({"instances": [{"candidates": ["1"]}]}, {}))
     catalog, features.catalog = features.catalog, []
     try:
-        with pytest.raises(ModelNotReady):
+        with pytest.raises(NotReady):
             asyncio.run(model.preprocess({"instances": [{"user_id": "u"}]}, {}))
     finally:
         features.catalog = catalog
@@ -91,9 +91,9 @@ def test_the_role_entry_points_refuse_a_bad_config_with_exit_2_naming_it(tmp_pat
 
     config = tmp_path / "serving.yaml"
     config.write_text("transformer: {}\n")
-    assert transformer_main.main(["--config-file", str(config)]) == 2
+    assert transformer_main.main(["--config", str(config)]) == 2
     assert "transformer: no predictor" in capsys.readouterr().err
-    assert explainer_main.main(["--config-file", str(config), "--port", "70000"]) == 2
+    assert explainer_main.main(["--config", str(config), "--port", "70000"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("explainer: ") and "http_port" in err
 
@@ -105,6 +105,6 @@ def test_no_request_body_crashes_the_transformer(store, body):
     model = RankerTransformer(TransformerConfig(features=config, max_candidates=20), features, "http://unused")
     try:
         forward = asyncio.run(model.preprocess(body, {}))
-    except InvalidInput:  # a 400 naming the field
+    except MalformedRequest:  # a 400 naming the field
         return
     assert forward.body["instances"]

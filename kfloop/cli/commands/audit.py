@@ -1,4 +1,4 @@
-"""`kfloop audit pull | verify | explain | sink` handlers."""
+"""`kfloop audit pull | verify | explain` handlers (`audit sink` is the sink's own: serving/audit)."""
 
 from __future__ import annotations
 
@@ -140,10 +140,3 @@ def load_explainer(spec: str | None) -> Any:
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"explainer {spec!r} cannot be loaded: {exc}") from None
     return factory()
-
-
-def sink(args: argparse.Namespace) -> int:
-    """Run the audit sink (serving environment)."""
-    from serving.audit.app import load, run
-
-    return run(load(args.config, host=args.host, port=args.port, store_url=args.store_url, environ=os.environ))

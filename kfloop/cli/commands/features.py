@@ -1,10 +1,8 @@
-"""`kfloop features apply | materialize | follow | show USER_ID` handlers."""
+"""`kfloop features apply | materialize | show USER_ID` handlers (`follow` is the follower's: serving/follower)."""
 
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,12 +12,7 @@ from kfloop.features.config import FeaturesConfig
 
 
 def _load(args: argparse.Namespace) -> FeaturesConfig:
-    overrides = {
-        "follower.partition_index": getattr(args, "partition_index", None),
-        "follower.partition_count": getattr(args, "partition_count", None),
-        "event_log.log_uri": getattr(args, "log_uri", None),
-    }
-    return load_config(FeaturesConfig, getattr(args, "config", None), overrides)
+    return load_config(FeaturesConfig, getattr(args, "config", None))
 
 
 def _when(text: str | None) -> datetime | None:
@@ -57,27 +50,6 @@ def materialize(args: argparse.Namespace) -> int:
         print(f"offline {view}: {rows} rows")
     materialize_store(feature_store, end=end)
     print(f"materialized every view up to {end.isoformat()}")
-    return 0
-
-
-def follow(args: argparse.Namespace) -> int:
-    from kfloop.features.store import open_store
-    from serving.follower.follower import FeatureFollower
-
-    config = _load(args)
-    port = getattr(args, "metrics_port", None)
-    if port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(port)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    follower = FeatureFollower(config, open_store(config.store))
-    try:
-        follower.run(stop)
-    finally:
-        follower.close()
     return 0
 
 

@@ -1,7 +1,7 @@
-"""`kfloop serve | deploy | promote | rollback` handlers (serve needs the serving environment).
+"""`kfloop deploy | promote | rollback | serving status` handlers (`kfloop serve` is the local stack's own:
+serving/local/stack).
 
 Arguments (wired in kfloop/cli/app.py):
-    serve:    --config FILE, --state-dir DIR, --registry-uri URI, --host H, --port P, --predictor-replicas N
     deploy:   VERSION, --canary P, --force, --reason TEXT, --operator NAME, + the common ones below
     promote:  the common ones
     rollback: the common ones
@@ -19,13 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from kfloop.errors import KfloopError
-
-
-def serve(args: argparse.Namespace) -> int:
-    from serving.local.stack.main import run
-
-    args.config_file = getattr(args, "config", None)
-    return run(args)
 
 
 def _settings(args: argparse.Namespace) -> tuple[Path, Path, Any]:

@@ -1,4 +1,4 @@
-"""`python -m serving.local.router --config-file FILE ...` (see main's --help)."""
+"""`python -m serving.local.router` (see `kfloop router --help`)."""
 
 import sys
 

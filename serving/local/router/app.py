@@ -29,11 +29,13 @@ from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_section
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
 from serving.common.protocol import VARIANT_HEADER
 from serving.common.service import serve_app
 from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
+from serving.local.router import flags
 from serving.local.router.config import RouterConfig
 from serving.local.router.routes import Route, Routes, read_routes
 
@@ -114,7 +116,7 @@ class Router:
             _check_json_object(body)
             answer = await self.forward(scope["path"], body, _forwarded(scope))
         except KfloopError as exc:
-            await _respond(send, exc.http_status, orjson.dumps({"error": exc.message}), "application/json")
+            await _respond(send, exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
             return
         await _respond(send, answer.status, answer.body, answer.content_type)
 
@@ -316,20 +318,14 @@ async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
         table.refresh()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.local.router", description="Run the local canary router.")
-    parser.add_argument("--config-file", help="the serving YAML (its `router` section)")
-    parser.add_argument("--routes-file", help="routing table (overrides router.routes_file)")
-    parser.add_argument("--seed", type=int, help="seed of the split (overrides router.seed)")
-    parser.add_argument("--host", help="bind address (overrides router.host)")
-    parser.add_argument("--port", type=int, help="port (overrides router.port)")
-    args = parser.parse_args(argv)
-    overrides = {
-        "routes_file": args.routes_file,
-        "seed": args.seed,
-        "host": args.host,
-        "port": args.port,
-    }
-    config = load_section(RouterConfig, args.config_file, "router", overrides)
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop router` (and `python -m serving.local.router`): the same flags, parsed."""
+    overrides = {"routes_file": args.routes_file, "seed": args.seed, "host": args.host, "port": args.port}
+    config = load_section(RouterConfig, args.config, "router", overrides)
     serve_app(create_app(config), config.host, config.port)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m serving.local.router`."""
+    return run_from_args(parser_for("serving.local.router", flags.HELP, flags.add_arguments).parse_args(argv))

@@ -1,4 +1,4 @@
-"""`python -m serving.local.stack --config-file FILE ...` (see main's --help)."""
+"""`python -m serving.local.stack` (see `kfloop serve --help`)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""`python -m serving.local.stack` (what `kfloop serve` runs): the local serving stack until SIGINT/SIGTERM."""
+"""`kfloop serve` (`python -m serving.local.stack`): the local serving stack until SIGINT/SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,23 +13,8 @@ from collections.abc import Mapping
 from kfloop.audit.config import store_url_given
 from kfloop.config import load_config
 from kfloop.errors import KfloopError
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.local.stack", description="Run the local serving stack.")
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config-file", help="the serving YAML (default: manifests/serving/serving.yaml)")
-    p.add_argument("--state-dir", help="state directory (overrides stack.state_dir)")
-    p.add_argument("--registry-uri", help="the model registry (overrides predictor and explainer registry_uri)")
-    p.add_argument("--host", help="address the router and audit sink bind (overrides stack.host)")
-    p.add_argument("--port", type=int, help="the front door's (transformer's) port (overrides stack.transformer_port)")
-    p.add_argument(
-        "--predictor-replicas", type=int, help="predictor processes per version (overrides stack.predictor_replicas)"
-    )
+from serving.common.flags import parser_for
+from serving.local.stack import flags
 
 
 def overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict:
@@ -46,12 +31,13 @@ def overrides(args: argparse.Namespace, environ: Mapping[str, str]) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """`kfloop serve` (and `python -m serving.local.stack`): the same flags, parsed."""
     from serving.local.stack.config import DEFAULT_CONFIG, ServingConfig
     from serving.local.stack.supervisor import Stack
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    path = args.config_file or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
     try:
         config = load_config(ServingConfig, path, overrides(args, os.environ))
     except KfloopError as exc:
@@ -78,4 +64,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parser().parse_args(argv))
+    """`python -m serving.local.stack`."""
+    return run_from_args(parser_for("serving.local.stack", flags.HELP, flags.add_arguments).parse_args(argv))

@@ -165,17 +165,20 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------------------------
     def _managed(
-        self, name: str, module: str, args: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
+        self, name: str, command: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
     ) -> Managed:
+        """`python -m kfloop COMMAND...`: each role runs through the `kfloop` subcommand its container runs on a
+        cluster (the manifests' one entry form), so the local stack and its tests exercise that entry too; the
+        cost over `python -m serving.X` is the CLI's light import, next to the seconds a role takes to load."""
         log_path = self.logs / f"{name}.log"
-        process = ServiceProcess(module, args, log_path=log_path, host=self.host, port=port, env=env)
+        process = ServiceProcess("kfloop", command, log_path=log_path, host=self.host, port=port, env=env)
         return Managed(name, process, ready_path, self.stack.start_timeout_s)
 
     def audit_sink(self) -> Managed:
         """The audit sink, niced; its store URL (which may hold a password) in its environment, not in its
         command line."""
         env = {STORE_URL_ENV: self.stack.audit_store_url}
-        sink = self._managed("audit-sink", "serving.audit", [], self.ports["audit_sink"], "/readyz", env)
+        sink = self._managed("audit-sink", ["audit", "sink"], self.ports["audit_sink"], "/readyz", env)
         sink.background = self.stack.background()
         return sink
 
@@ -187,7 +190,7 @@ class Stack:
         an upgrade leaves nothing unshipped); replica i under `{root}/replica-{i}/{version}`: a spool has one
         writer, and a restarted replica resumes shipping what it spooled before. A seeded policy (tests) is
         seeded `seed + i` in replica i."""
-        args = ["--config-file", str(self.config_path), "--model-version", version]
+        args = ["predictor", "--config", str(self.config_path), "--model-version", version]
         name = f"predictor-{version}"
         if replica > 0:
             predictor = self.config.predictor
@@ -195,10 +198,27 @@ class Stack:
             if predictor.policy.seed is not None:  # replicas must not repeat each other's draws
                 args += ["--seed", str(predictor.policy.seed + replica)]
             name += f"-r{replica}"
-        return self._managed(name, "serving.predictor", args, free_port(), self._model_ready_path())
+        return self._managed(name, args, free_port(), self._model_ready_path())
 
     def _replicas(self, version: str) -> list[Managed]:
         return [self._predictor(version, replica) for replica in range(self.stack.predictor_replicas)]
+
+    def _services(self) -> dict[str, Managed]:
+        """Every process but the predictors, each reading the effective config (`self.config_path`)."""
+        cfg = ["--config", str(self.config_path)]
+        services = {}
+        if self.stack.run_audit_sink:
+            services["audit_sink"] = self.audit_sink()
+        if self.stack.run_explainer:
+            services["explainer"] = self._managed(
+                "explainer", ["explainer", *cfg], self.ports["explainer"], self._model_ready_path()
+            )
+            services["explainer"].background = self.stack.background()
+        services["router"] = self._managed("router", ["router", *cfg], self.ports["router"], "/readyz")
+        services["transformer"] = self._managed(
+            "transformer", ["transformer", *cfg], self.ports["transformer"], self._model_ready_path()
+        )
+        return services
 
     def start(self) -> None:
         """Seed the state, start every process, route the ready predictors; returns once stable serves."""
@@ -211,18 +231,7 @@ class Stack:
             )
         write_routes(self.state_dir / ROUTES_FILE, Routes())
         self.config_path = self._write_effective_config()
-        cfg = ["--config-file", str(self.config_path)]
-        if self.stack.run_audit_sink:
-            self.services["audit_sink"] = self.audit_sink()
-        if self.stack.run_explainer:
-            self.services["explainer"] = self._managed(
-                "explainer", "serving.explainer", cfg, self.ports["explainer"], self._model_ready_path()
-            )
-            self.services["explainer"].background = self.stack.background()
-        self.services["router"] = self._managed("router", "serving.local.router", cfg, self.ports["router"], "/readyz")
-        self.services["transformer"] = self._managed(
-            "transformer", "serving.transformer", cfg, self.ports["transformer"], self._model_ready_path()
-        )
+        self.services = self._services()
         for managed in self.services.values():
             managed.start()
         self.reconcile()
