@@ -223,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         "event_log.log_uri": args.log_uri,
         "segment.write_keys_file": str(secrets / "write-keys") if secrets else None,
         "segment.pseudonymization_key_file": str(secrets / "pseudonymization-key") if secrets else None,
+        "serving_token_file": args.serving_token_file,
     }
     return load_config(CollectorConfig, args.config, overrides)
 

@@ -336,7 +336,13 @@ class DecisionLog:
         self.writer.stop()
         if self.explainer is not None:
             self.explainer.stop(timeout_s=5.0)
-        if self.impressions is not None:  # what it cannot ship now ships after the next start
+        draining = None
+        if self.impressions is not None:  # both shippers drain at once; what is left ships after the next start
             self.impressions.stop()
-            self.impressions.drain(self.drain_on_stop_s)
-        self.recorder.close(drain_timeout_s=self.drain_on_stop_s)
+            draining = threading.Thread(target=self.impressions.drain, args=(self.drain_on_stop_s,), daemon=True)
+            draining.start()
+        self.recorder.shipper.stop()
+        self.recorder.shipper.drain(self.drain_on_stop_s)
+        if draining is not None:
+            draining.join()
+        self.recorder.close(drain_timeout_s=0)
