@@ -74,7 +74,8 @@ class ExplanationEngine:
         ranker = models.ranker
         feed = ranker.feed(candidates, user, items)
         scores, logits = (np.asarray(a, dtype=np.float64) for a in ranker.score(feed))
-        shown = shown_slate(candidates, scores, logits, slots, slate_size(inputs.get("k")), models.version)
+        k = slate_size(inputs.get("k")) if slots is None else len(slots)  # the recorded k only without a slate
+        shown = shown_slate(candidates, scores, logits, slots, k, models.version)
         rows = [item.row for item in shown.items]
         x = ranker.explain_inputs(feed)
         attributions = self._attributions(models, x[rows])

@@ -60,7 +60,8 @@ class ShownSlate:
 def shown_slate(
     candidates: list[str], scores: np.ndarray, logits: np.ndarray, slots: list[Slot] | None, k: int, version: str
 ) -> ShownSlate:
-    """The facts for each shown slot. `slots` None: the top k by score (k as requested, at most the candidates)."""
+    """The facts for each shown slot, k the slate's length. `slots` None: the top k by score (k as requested, at
+    most the candidates)."""
     ranks = greedy_ranks(logits)
     order = np.argsort(ranks)
     source = RECOMPUTED

@@ -53,7 +53,7 @@ def readable_condition(condition: str, feature_names: list[str]) -> str:
 
 def percent(share: float) -> str:
     """A share as a percentage, rounded down (94.96% reads 94.9%, never the 95% it did not reach)."""
-    return f"{math.floor(share * 1000) / 10:g}%"
+    return f"{math.floor(round(share * 1000, 6)) / 10:g}%"  # round first: 0.95 * 1000 may be 949.99...
 
 
 def shown_sentence(item: ShownItem, k: int, n: int, conditions: list[str], precision: float, target: float) -> str:

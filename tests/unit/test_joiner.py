@@ -272,8 +272,8 @@ def test_the_cluster_joiner_reads_the_collectors_write_ahead_volume_with_its_shi
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     spec = deployment["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    assert container["command"][:2] == ["kfloop", "joiner"]
-    args = build_parser().parse_args(container["command"][1:])
+    assert container["command"] == ["kfloop"] and container["args"][0] == "joiner"
+    args = build_parser().parse_args(container["args"])
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: (m, volumes[m["name"]]) for m in container["volumeMounts"]}
     config_map_name = mounts[str(Path(args.config).parent)][1]["configMap"]["name"]

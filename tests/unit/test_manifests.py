@@ -171,7 +171,8 @@ def test_every_container_runs_a_kfloop_subcommand_whose_flags_parse(rendered, ca
                 pytest.fail(f"{name}: `kfloop {' '.join(argv)}` does not parse: {capsys.readouterr().err}")
             ran.add(command.words)
     assert ran == {("predictor",), ("transformer",), ("explainer",), ("collector",), ("features", "follow")} | {
-        ("audit", "sink")
+        ("audit", "sink"),
+        ("joiner",),
     }
     with pytest.raises(SystemExit):  # a flag that drifted (the roles' old --config-file) would be caught
         parser.parse_args(["predictor", "--config-file=/etc/kfloop/serving.yaml"])
