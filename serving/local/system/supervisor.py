@@ -55,7 +55,7 @@ class Supervisor:
     def claim(self) -> None:
         """Refuse if a supervisor runs on this state directory; stop the parts a dead one left running."""
         mine = pids.read_record(self.paths.supervisor_pid)
-        if mine is not None and mine.running() and mine.pid != os.getpid():
+        if mine is not None and mine.running():
             raise AlreadyRunning(
                 f"the local system already runs on {self.paths.state_dir} (supervisor pid {mine.pid}): "
                 "`kfloop status` shows it, `kfloop down` stops it"
