@@ -102,6 +102,8 @@ def test_state_dir_moves_every_part_state(tmp_path):
         ([part("a", after=["b"]), part("b", after=["a"])], "form a cycle"),
         ([part("a", after=["a"])], "cannot start after itself"),
         ([part("a", run="once", port=9)], "a once step serves nothing"),
+        ([part("a", run="once", health_url="http://127.0.0.1:9/")], "a once step serves nothing"),
+        ([part("a", creates="{state_dir}/x")], "creates is for once steps"),
         ([part("a", kind="collector")], "the collector needs metrics_url"),
         ([part("a", ready_urls=["localhost:9/readyz"])], "is not an http(s) URL"),
         ([part("a", colour="red")], "colour"),

@@ -95,6 +95,36 @@ def test_parts_start_in_order_and_a_killed_part_is_restarted_and_counted(tmp_pat
     assert running.status()["supervisor"]["phase"] == "stopped"
 
 
+def test_a_once_step_whose_product_exists_is_skipped(tmp_path):
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "made").touch()
+    ran = tmp_path / "ran"
+    config = system(
+        tmp_path, {"name": "make", "run": "once", "command": ["touch", str(ran)], "creates": "{state_dir}/made"}
+    )
+    running = Running(config)
+    try:
+        running.wait_phase("up")
+        assert running.part("make")["state"] == "done" and not ran.exists()
+        assert f"make: skipped: {tmp_path}/state/made exists" in running.lines
+    finally:
+        running.finish()
+
+
+def test_a_ready_part_failing_its_health_checks_is_restarted(tmp_path, monkeypatch):
+    monkeypatch.setattr("serving.local.system.part.HEALTH_INTERVAL_S", 0.1)
+    config = system(tmp_path, {"name": "hung", "command": SLEEP, "health_url": "http://127.0.0.1:9/healthz"})
+    running = Running(config)
+    try:
+        running.wait_phase("up")
+        first = running.part("hung")["pid"]
+        wait_for(lambda: running.part("hung")["restarts"] >= 1)
+        assert running.part("hung")["last_exit"] == "http://127.0.0.1:9/healthz failed 3 probes in a row"
+        assert pids.start_time(first) is None
+    finally:
+        running.finish()
+
+
 def test_a_part_failing_to_start_stops_the_rest_and_shows_its_log(tmp_path):
     config = system(
         tmp_path,

@@ -43,11 +43,17 @@ class PartConfig(StrictModel):
     features apply`) that must exit 0 before the parts after it start."""
     after: list[str] = Field(default_factory=list)
     """Parts that must be ready (a service) or done (a once step) before this one starts."""
+    creates: str | None = None
+    """A once step's product (`{state_dir}` allowed): while it exists the step counts as done and is skipped, as
+    make does with a target (delete it to run the step again)."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """The port it serves on: printed, and checked before its first start, so a port another process holds is a
     clear error rather than a readiness timeout."""
     ready_urls: list[str] = Field(default_factory=list)
     """HTTP URLs that must all answer 200 before the part counts as ready (none: ready once its process runs)."""
+    health_url: str | None = None
+    """Probed every few seconds while the part is ready: after `HEALTH_FAILURES` failed probes in a row it is
+    restarted as if it had died (a process that hangs, or stopped following the log, is as good as dead)."""
     metrics_url: str | None = None
     """Its Prometheus metrics (what a Prometheus part scrapes; the collector's give `kfloop status` its counts)."""
     kind: Literal["collector", "serving"] | None = None
@@ -62,7 +68,7 @@ class PartConfig(StrictModel):
     stop_timeout_s: float = Field(default=30.0, gt=0)
     """How long it may take to exit after SIGTERM before its whole process group is killed."""
 
-    @field_validator("ready_urls", "metrics_url")
+    @field_validator("ready_urls", "metrics_url", "health_url")
     @classmethod
     def _http(cls, value: list[str] | str | None) -> list[str] | str | None:
         for url in [value] if isinstance(value, str) else value or []:
@@ -72,8 +78,10 @@ class PartConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> PartConfig:
-        if self.run == "once" and (self.ready_urls or self.port):
-            raise ValueError("a once step serves nothing: no port or ready_urls")
+        if self.run == "once" and (self.ready_urls or self.port or self.health_url):
+            raise ValueError("a once step serves nothing: no port, ready_urls or health_url")
+        if self.run == "service" and self.creates:
+            raise ValueError("creates is for once steps (a service is never done)")
         if self.kind == "collector" and self.metrics_url is None:
             raise ValueError("the collector needs metrics_url (kfloop status reads its event counts there)")
         if self.name in self.after:
@@ -208,6 +216,11 @@ def runnable(config: SystemConfig, kfloop_has: Callable[[list[str]], bool]) -> t
     return config.model_copy(update={"parts": kept}), notes
 
 
+def concrete(value: str, state_dir: Path) -> str:
+    """`{state_dir}` replaced by the state directory."""
+    return value.replace(STATE_DIR_TOKEN, str(state_dir))
+
+
 def effective_data(part: PartConfig, state_dir: Path) -> dict | None:
     """The part's config with its overrides applied (state paths made concrete); None: it has none."""
     if part.config_file is None and not part.config_overrides:
@@ -227,7 +240,7 @@ def effective_data(part: PartConfig, state_dir: Path) -> dict | None:
             section = section.setdefault(key, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"parts.{part.name}.config_overrides: {dotted}: {key} is not a mapping")
-        section[leaf] = value.replace(STATE_DIR_TOKEN, str(state_dir)) if isinstance(value, str) else value
+        section[leaf] = concrete(value, state_dir) if isinstance(value, str) else value
     return data
 
 

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from serving.local.system import pids
-from serving.local.system.config import KFLOOP, PartConfig, SystemPaths, effective_config
+from serving.local.system.config import KFLOOP, PartConfig, SystemPaths, concrete, effective_config
+
+HEALTH_INTERVAL_S = 5.0
+HEALTH_FAILURES = 3
+"""A ready part whose health URL fails this many probes in a row (HEALTH_INTERVAL_S apart) is restarted."""
+HEALTH_TIMEOUT_S = 2.0
 
 
 class State(StrEnum):
@@ -59,6 +64,8 @@ class Part:
         self.ever_ready = False
         self.started_at = 0.0
         self.restart_at = 0.0
+        self.health_at = 0.0
+        self.health_failures = 0
         self.config_path: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._record: pids.PidRecord | None = None
@@ -123,17 +130,33 @@ class Part:
                 return self._died(now, f"exited with {code} before it was ready", restart)
             if c.run == "service" and self.ready_now():
                 self.state, self.ever_ready, self.failures = State.READY, True, 0
+                self.health_at, self.health_failures = now + HEALTH_INTERVAL_S, 0
                 return f"{self.name}: ready in {now - self.started_at:.1f} s"
             if now - self.started_at > c.start_timeout_s:
                 reason = f"not {'done' if c.run == 'once' else 'ready'} after {c.start_timeout_s:g} s"
                 return self._died(now, reason, restart)
         elif self.state is State.READY and code is not None:
             return self._died(now, f"exited with {code}", restart)
+        elif self.state is State.READY and not self._healthy(now):
+            return self._died(now, f"{c.health_url} failed {HEALTH_FAILURES} probes in a row", restart)
         elif self.state is State.BACKOFF and now >= self.restart_at:
             self.restarts += 1
             self.start()
             return f"{self.name}: restarting (restart {self.restarts})"
         return None
+
+    def _healthy(self, now: float) -> bool:
+        """False once the health URL has failed HEALTH_FAILURES probes in a row (probed HEALTH_INTERVAL_S apart)."""
+        if self.config.health_url is None or now < self.health_at:
+            return True
+        self.health_at = now + HEALTH_INTERVAL_S
+        self.health_failures = 0 if probe(self.config.health_url, HEALTH_TIMEOUT_S) else self.health_failures + 1
+        return self.health_failures < HEALTH_FAILURES
+
+    def product(self) -> Path | None:
+        """What a once step creates (`creates`): while it exists, the step is done."""
+        creates = self.config.creates
+        return Path(concrete(creates, self.paths.state_dir)) if creates is not None else None
 
     def _died(self, now: float, reason: str, restart: bool) -> str:
         """Stop what is left of its process group; then a restart after the backoff, or (a once step, or no

@@ -125,6 +125,11 @@ class Supervisor:
             if self.phase == "up":  # while starting, the failure stops the system and says why
                 self.out(f"{part.name}: failed: {conflict}")
             return
+        product = part.product()
+        if product is not None and product.exists():
+            part.state, part.detail = State.DONE, f"skipped: {product} exists"
+            self.out(f"{part.name}: {part.detail}")
+            return
         self.out(f"{part.name}: starting: {' '.join(part.config.command)}  (log: {part.log_path})")
         part.start()
 
