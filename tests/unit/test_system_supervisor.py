@@ -221,6 +221,29 @@ def leftover(paths: SystemPaths, name: str) -> subprocess.Popen:
     return process
 
 
+def test_a_new_supervisor_first_stops_the_parts_a_dead_one_left(tmp_path):
+    paths = SystemPaths(tmp_path / "state")
+    left = leftover(paths, "svc")
+    running = Running(system(tmp_path, {"name": "svc", "command": SLEEP}))
+    try:
+        running.wait_phase("up")
+        left.wait(10)
+        assert pids.group_members(left.pid) == []
+        assert any("left running by a supervisor that died" in line for line in running.lines)
+        assert running.part("svc")["pid"] != left.pid
+    finally:
+        running.finish()
+
+
+def test_a_part_whose_program_cannot_run_fails_the_start(tmp_path):
+    not_executable = tmp_path / "prog"
+    not_executable.write_text("#!/bin/sh\n")
+    running = Running(system(tmp_path, {"name": "p", "command": [str(not_executable)]}))
+    running.thread.join(30)
+    assert running.code == 1
+    assert running.status()["failure"]["reason"].startswith("cannot start: [Errno 13] Permission denied")
+
+
 def test_down_after_a_dead_supervisor_stops_its_parts_by_pid_file_and_nothing_else(tmp_path):
     paths = SystemPaths(tmp_path / "state")
     parts = [leftover(paths, "a"), leftover(paths, "b")]

@@ -212,6 +212,8 @@ def runnable(config: SystemConfig, kfloop_has: Callable[[list[str]], bool]) -> t
         needs = [a for a in part.after if a in skipped]
         if needs:
             raise ConfigError(f"parts.{part.name}.after: {', '.join(needs)} is optional and not here")
+    for part in kept:
+        effective_data(part, config.state_dir)  # an unreadable config file is an error now, before anything starts
     notes = [f"{name}: skipped (`{' '.join(p.command)}` does not exist here)" for name, p in skipped.items()]
     return config.model_copy(update={"parts": kept}), notes
 

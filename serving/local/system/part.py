@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
+from kfloop.errors import KfloopError
 from serving.local.system import pids
 from serving.local.system.config import KFLOOP, PartConfig, SystemPaths, concrete, effective_config
 
@@ -20,6 +21,8 @@ HEALTH_INTERVAL_S = 5.0
 HEALTH_FAILURES = 3
 """A ready part whose health URL fails this many probes in a row (HEALTH_INTERVAL_S apart) is restarted."""
 HEALTH_TIMEOUT_S = 2.0
+READY_PROBE_INTERVAL_S = 1.0
+"""How often a starting part's readiness URLs are probed (a model server logs each refused probe at length)."""
 
 
 class State(StrEnum):
@@ -65,6 +68,7 @@ class Part:
         self.started_at = 0.0
         self.restart_at = 0.0
         self.health_at = 0.0
+        self.probe_at = 0.0
         self.health_failures = 0
         self.config_path: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -100,7 +104,18 @@ class Part:
         return None
 
     def start(self) -> None:
-        self.config_path = effective_config(self.config, self.paths)
+        """Start its process in a session (and process group) of its own, output to its log, and record its pid
+        file. A part that cannot even be started (its config unreadable, its program not runnable) has failed."""
+        try:
+            self.config_path = effective_config(self.config, self.paths)
+            self._spawn()
+        except (KfloopError, OSError) as exc:
+            self._reaped()
+            self.state, self.detail = State.FAILED, f"cannot start: {getattr(exc, 'message', exc)}"
+            return
+        self.state, self.detail, self.started_at = State.STARTING, "", time.monotonic()
+
+    def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reaped)
         argv = self.argv()
@@ -112,9 +127,8 @@ class Part:
         try:
             self._record = pids.PidRecord.of(self._process.pid, argv)
             pids.write_record(self.paths.pid(self.name), self._record)
-        except ProcessLookupError:  # it died at once: the next tick sees its exit code
+        except ProcessLookupError:  # it died at once: the next look sees its exit code
             self._record = None
-        self.state, self.detail, self.started_at = State.STARTING, "", time.monotonic()
 
     def advance(self, now: float, *, restart: bool) -> str | None:
         """One look at a started part: readiness, exit, timeout, a due restart. A service that dies is restarted
@@ -128,7 +142,7 @@ class Part:
                 return f"{self.name}: done in {now - self.started_at:.1f} s"
             if code is not None:
                 return self._died(now, f"exited with {code} before it was ready", restart)
-            if c.run == "service" and self.ready_now():
+            if c.run == "service" and self._probe_due(now) and self.ready_now():
                 self.state, self.ever_ready, self.failures = State.READY, True, 0
                 self.health_at, self.health_failures = now + HEALTH_INTERVAL_S, 0
                 return f"{self.name}: ready in {now - self.started_at:.1f} s"
@@ -144,6 +158,12 @@ class Part:
             self.start()
             return f"{self.name}: restarting (restart {self.restarts})"
         return None
+
+    def _probe_due(self, now: float) -> bool:
+        if now < self.probe_at:
+            return False
+        self.probe_at = now + READY_PROBE_INTERVAL_S
+        return True
 
     def _healthy(self, now: float) -> bool:
         """False once the health URL has failed HEALTH_FAILURES probes in a row (probed HEALTH_INTERVAL_S apart)."""

@@ -103,7 +103,8 @@ class Supervisor:
             else:
                 self._say(part.advance(now, restart=self.phase == "up" or part.ever_ready))
             if self.phase == "starting" and part.state is State.FAILED:
-                return self._fail(part)
+                self._fail(part)
+                return
         if self.phase == "starting" and all(p.state in (State.READY, State.DONE, State.WAITING) for p in self.parts):
             self.phase = "up"
             for line in summary_lines(self.status()):
@@ -113,7 +114,11 @@ class Supervisor:
         by_name = {p.name: p for p in self.parts}
         if not all(by_name[a].state in (State.READY, State.DONE) for a in part.config.after):
             return
-        waiting = self._gate(part, now)
+        try:
+            waiting = self._gate(part, now)
+        except KfloopError as exc:  # e.g. its serving config is invalid: the part could not start anyway
+            part.state, part.detail = State.FAILED, exc.message
+            return
         if waiting is not None:
             if part.state is not State.WAITING or waiting != part.detail:
                 self.out(f"{part.name}: waiting: {waiting}")
