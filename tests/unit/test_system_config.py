@@ -48,11 +48,11 @@ def default_part(name: str) -> PartConfig:
     return next(p for p in load_system_config(None).parts if p.name == name)
 
 
-def test_the_default_file_starts_collector_first_and_serving_after_the_feature_store():
+def test_the_default_file_starts_the_feature_store_first_and_stops_the_collector_last():
     order = [p.name for p in load_system_config(None).ordered()]
     for later in ("follower", "serving"):
-        assert order.index("collector") < order.index(later)
         assert order.index("features-apply") < order.index(later)
+    assert order[0] == "collector"  # stopped last (reverse order): serving's predictors drain into it
 
 
 def test_default_overrides_change_nothing_in_the_collector_config():
