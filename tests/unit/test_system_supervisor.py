@@ -197,6 +197,7 @@ def test_serving_waits_for_a_model_and_starts_once_one_is_deployed(tmp_path):
     config = system(
         tmp_path,
         {"name": "serving", "kind": "serving", "command": takes_config, "config_file": serving_config(tmp_path)},
+        {"name": "later", "command": SLEEP, "after": ["serving"]},
     )
     running = Running(config)
     try:
@@ -205,10 +206,11 @@ def test_serving_waits_for_a_model_and_starts_once_one_is_deployed(tmp_path):
         assert waiting["state"] == "waiting"
         assert "no deployable model" in waiting["detail"] and "kfloop pipeline run --local" in waiting["detail"]
         assert running.status()["serving_state_dir"] == str(tmp_path / "serving")
+        assert (running.part("later")["state"], running.part("later")["detail"]) == ("waiting", "starts after serving")
         stable = Placement(version="v20260101T000000Z-00000000", since="2026-01-01T00:00:00Z")
         ref = InferenceServiceRef(name="kfloop-ranker", namespace="kfloop")
         write_state(tmp_path / "serving", ServingState(inference_service=ref, stable=stable))
-        wait_for(lambda: running.part("serving")["state"] == "ready")
+        wait_for(lambda: running.part("serving")["state"] == running.part("later")["state"] == "ready")
     finally:
         assert running.finish() == 0
 

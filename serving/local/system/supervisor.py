@@ -112,7 +112,13 @@ class Supervisor:
 
     def _maybe_start(self, part: Part, now: float) -> None:
         by_name = {p.name: p for p in self.parts}
-        if not all(by_name[a].state in (State.READY, State.DONE) for a in part.config.after):
+        after = [by_name[a] for a in part.config.after]
+        blocked = [p.name for p in after if p.state is State.WAITING]
+        if blocked:  # waits as long as they do (the system is up meanwhile)
+            part.state, part.detail = State.WAITING, f"starts after {', '.join(blocked)}"
+            return
+        if not all(p.state in (State.READY, State.DONE) for p in after):
+            part.state, part.detail = State.PENDING, ""
             return
         try:
             waiting = self._gate(part, now)
