@@ -18,21 +18,22 @@ from serving.local.system import pids
 from serving.local.system.config import KFLOOP, PartConfig, SystemPaths, concrete, effective_config
 
 HEALTH_INTERVAL_S = 5.0
-HEALTH_FAILURES = 3
-"""A ready part whose health URL fails this many probes in a row (HEALTH_INTERVAL_S apart) is restarted."""
+"""How often a ready part's health URL is probed (each probe may take HEALTH_TIMEOUT_S)."""
 HEALTH_TIMEOUT_S = 2.0
+HEALTH_FAILURES = 3
+"""A ready part whose health URL fails this many probes in a row is restarted."""
 READY_PROBE_INTERVAL_S = 1.0
 """How often a starting part's readiness URLs are probed (a model server logs each refused probe at length)."""
 
 
 class State(StrEnum):
     PENDING = "pending"  # its dependencies are not ready yet
-    WAITING = "waiting"  # its gate is closed (e.g. no model deployed); `detail` says why
+    WAITING = "waiting"  # no model deployed yet, or a part it starts after waits; `detail` says why
     STARTING = "starting"
     READY = "ready"
     DONE = "done"  # a once step that exited 0
     BACKOFF = "backoff"  # died; restarted at `restart_at`
-    FAILED = "failed"  # could not start while the system was coming up
+    FAILED = "failed"  # could not start (while the system comes up, that stops it); `detail` says why
     STOPPED = "stopped"
 
 
