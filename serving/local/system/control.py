@@ -74,11 +74,14 @@ def event_counts(metrics_url: str) -> dict[str, float] | None:
     except OSError:
         return None
     counts: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == EVENTS_METRIC:
-                status = sample.labels.get("status", "")
-                counts[status] = counts.get(status, 0.0) + sample.value
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == EVENTS_METRIC:
+                    status = sample.labels.get("status", "")
+                    counts[status] = counts.get(status, 0.0) + sample.value
+    except ValueError:  # not Prometheus text: something else answers there
+        return None
     return counts
 
 

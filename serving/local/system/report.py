@@ -57,7 +57,7 @@ def status_lines(live: dict[str, Any]) -> list[str]:
     lines.append(f"  {'part':<{width}}  {'state':<8}  {'process':<7}  {'pid':>7}  restarts  ready  where")
     for p in live["parts"]:
         ready = "-" if p["run"] == "once" else ("yes" if p["ready"] else "no")
-        process = "up" if p["alive"] else "down"
+        process = "up" if p["alive"] else ("-" if p["run"] == "once" else "down")
         pid = p["pid"] if p["pid"] is not None else "-"
         lines.append(
             f"  {p['name']:<{width}}  {p['state']:<8}  {process:<7}  {pid:>7}  {p['restarts']:>8}  {ready:<5}  "
