@@ -3,7 +3,7 @@
 Arguments (wired in kfloop/cli/app.py):
     up:     --config FILE (default manifests/local/system.yaml), --state-dir DIR, --foreground
     down:   --config FILE, --state-dir DIR
-    status: --config FILE, --state-dir DIR, --json
+    status: --config FILE, --state-dir DIR, --json (exit 3 when no supervisor runs)
 """
 
 from __future__ import annotations
