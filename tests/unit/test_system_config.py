@@ -14,6 +14,7 @@ from kfloop.config import load_config
 from kfloop.errors import ConfigError
 from kfloop.features.config import FeaturesConfig
 from serving.collector.config import CollectorConfig
+from serving.joiner.config import JoinerConfig
 from serving.local.stack.config import ServingConfig
 from serving.local.system.config import (
     DEFAULT_CONFIG,
@@ -63,6 +64,14 @@ def test_default_overrides_change_nothing_in_the_collector_config():
     assert urlsplit(collector.ready_urls[0]).port == collector.port
 
 
+def test_default_overrides_change_nothing_in_the_joiner_config():
+    joiner = default_part("joiner")
+    effective = JoinerConfig.model_validate(effective_data(joiner, DEFAULT_STATE))
+    assert effective == load_config(JoinerConfig, joiner.config_file)
+    assert joiner.port == effective.port == urlsplit(joiner.ready_urls[0]).port
+    assert kfloop_has(joiner.command[1:])  # this version has the joiner: it is started, not skipped
+
+
 def test_default_overrides_change_nothing_in_the_serving_config():
     serving = default_part("serving")
     effective = ServingConfig.model_validate(effective_data(serving, DEFAULT_STATE))
@@ -84,9 +93,10 @@ def test_state_dir_moves_every_part_state(tmp_path):
     collector = load_config(CollectorConfig, effective_config(by_name["collector"], paths))
     serving = load_config(ServingConfig, effective_config(by_name["serving"], paths))
     follower = load_config(FeaturesConfig, effective_config(by_name["follower"], paths))
+    joiner = load_config(JoinerConfig, effective_config(by_name["joiner"], paths))
     root = tmp_path / "elsewhere"
-    assert collector.event_log.wal_dir == follower.event_log.wal_dir == root / "wal"
-    assert collector.event_log.log_uri == follower.event_log.log_uri == str(root / "events")
+    assert collector.event_log.wal_dir == follower.event_log.wal_dir == joiner.event_log.wal_dir == root / "wal"
+    assert collector.event_log.log_uri == follower.event_log.log_uri == joiner.event_log.log_uri == str(root / "events")
     assert follower.store.repo_dir == serving.transformer.features.store.repo_dir == root / "features"
     assert serving.stack.state_dir == root / "serving"
     assert serving.predictor.registry_uri == serving.explainer.registry_uri == str(root / "registry")
