@@ -145,6 +145,21 @@ def _deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", help="why (recorded; required with --force)")
 
 
+def _system(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the system's YAML (default: manifests/local/system.yaml)")
+    p.add_argument("--state-dir", help="where the whole system keeps its state (overrides state_dir: .kfloop)")
+
+
+def _up(p: argparse.ArgumentParser) -> None:
+    _system(p)
+    p.add_argument("--foreground", action="store_true", help="supervise from this process (Ctrl-C stops all)")
+
+
+def _status(p: argparse.ArgumentParser) -> None:
+    _system(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -324,6 +339,15 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.cli.commands.serve:status",
         "print the serving state (stable, canary, split)",
         stack_flags.add_state_arguments,
+    ),
+    Command(("up",), Stack.SERVING, "kfloop.cli.commands.system:up", "start the whole local system", _up),
+    Command(("down",), Stack.SERVING, "kfloop.cli.commands.system:down", "stop what `kfloop up` started", _system),
+    Command(
+        ("status",),
+        Stack.SERVING,
+        "kfloop.cli.commands.system:status",
+        "health of each part, served versions and split, event counts",
+        _status,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )
