@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfloop.cli.envs import Stack, has_stack, reexec_in
+from monitoring.controller import flags as controller_flags
 from serving.joiner.flags import add_arguments as _joiner
 
 
@@ -179,6 +180,11 @@ def _deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", help="why (recorded; required with --force)")
 
 
+def _rollback(p: argparse.ArgumentParser) -> None:
+    _cluster(p)
+    p.add_argument("--reason", help="why (recorded in the serving state's history)")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
 
@@ -325,13 +331,34 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(("deploy",), Stack.SERVING, "kfloop.cli.commands.serve:deploy", "deploy a version as canary", _deploy),
     Command(("promote",), Stack.SERVING, "kfloop.cli.commands.serve:promote", "make the canary stable", _cluster),
-    Command(("rollback",), Stack.SERVING, "kfloop.cli.commands.serve:rollback", "drop the canary", _cluster),
+    Command(("rollback",), Stack.SERVING, "kfloop.cli.commands.serve:rollback", "drop the canary", _rollback),
     Command(
         ("serving", "status"),
         Stack.SERVING,
         "kfloop.cli.commands.serve:status",
         "print the serving state (stable, canary, split)",
         _serving_settings,
+    ),
+    Command(
+        ("controller",),
+        Stack.SERVING,
+        "monitoring.controller.app:run_from_args",
+        controller_flags.HELP,
+        controller_flags.add_arguments,
+    ),
+    Command(
+        ("pause",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:pause",
+        "the controller's kill switch on: alerts are recorded, nothing is done",
+        controller_flags.add_client_arguments,
+    ),
+    Command(
+        ("resume",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:resume",
+        "the controller's kill switch off: it acts on alerts again",
+        controller_flags.add_client_arguments,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )
