@@ -128,6 +128,7 @@ ALERT_SCHEMA: dict[str, Any] = {
         "labels": {
             "type": "object",
             "additionalProperties": {"type": "string"},
+            "properties": {"alertname": {"type": "string", "minLength": 1}},
             "required": ["alertname"],
             "description": f"`alertname`, and `{ACTION_LABEL}` (rollback | retrain | none) saying what to do",
         },

@@ -158,7 +158,7 @@ def _control_routes(config: ControllerConfig, ready: Any) -> APIRouter:
     ) -> list[openapi.ActionView]:
         return [_view(row) for row in ready().store.recent_actions(limit, kind)]
 
-    @router.get("/v1/actions/{action_id}", summary="One action", responses=openapi.errors(401, 404, 503))
+    @router.get("/v1/actions/{action_id}", summary="One action", responses=openapi.errors(401, 404, 422, 503))
     def action(action_id: str) -> openapi.ActionView:
         row = ready().store.action(action_id)
         if row is None:

@@ -82,7 +82,9 @@ class Controller:
 
     def open(self, *, start_worker: bool = True) -> None:
         """Open the state and the audit spool, hand on records a killed process left in the outbox, and start
-        the worker (which first carries on the actions it left open)."""
+        the worker (which first carries on the actions it left open). Opening an open controller does nothing."""
+        if self._ready:
+            return
         self.store.open()
         self.recorder.open()
         self.flush_outbox()

@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from monitoring.controller.alerts import NOTIFICATION_SCHEMA
 
-OPERATOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/\-@]{0,127}$"
+OPERATOR_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$"
+"""As an audit record's actor: letters, digits and . _ : / - (no email addresses)."""
 
 
 class _Doc(BaseModel):

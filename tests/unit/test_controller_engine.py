@@ -8,6 +8,7 @@ one run at a time, the cooldown, the kill switch, and a restart that neither rep
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -64,8 +65,10 @@ class Harness:
         return self.controller
 
     def crash(self) -> None:
-        """Drop the controller without closing anything, as SIGKILL would (its spool lock is released)."""
+        """Drop the controller as SIGKILL would: no step is finished, nothing more is shipped or closed cleanly
+        (only its threads stop and its spool lock is released, which the kernel does for a killed process)."""
         assert self.controller is not None
+        self.controller.recorder.shipper.stop()
         self.controller.recorder.spool.close()
         self.controller.store.close()
         self.controller = None
@@ -89,7 +92,11 @@ class Harness:
 
     def records(self) -> list[dict[str, Any]]:
         assert self.controller is not None
-        assert self.controller.recorder.shipper.drain(10)
+        spool = self.controller.recorder.spool
+        deadline = time.monotonic() + 30
+        while spool.pending_bytes() > 0:  # the recorder's own thread ships the spool to the store
+            assert time.monotonic() < deadline, "the audit spool was not shipped"
+            time.sleep(0.02)
         rows = self.audit_store.rows(RowQuery(kinds=("controller_action",)))
         return [json.loads(row.record) for row in rows]
 
@@ -368,3 +375,27 @@ def test_the_seeded_state_is_the_one_kfloop_deploy_uses(harness, versions):
     harness.deploy_canary(versions[0])
     state = load_or_seed(harness.config.serving.state_dir, MANIFEST, harness.target.registry)
     assert state.canary.version == versions[0]
+
+
+def test_kfloop_audit_pull_and_verify_take_controller_actions(harness, versions, capsys):
+    from kfloop.cli.commands import audit
+
+    harness.deploy_canary(versions[0])
+    harness.start()
+    harness.send(alert("CanaryErrorRateHigh", "rollback", model_version=versions[0]), DRIFT)
+    harness.settle()
+    records = harness.records()
+    store_url = f"sqlite:///{harness.tmp_path / 'audit.db'}"
+    common = {"config": None, "store_url": store_url, "model_version": None, "user": None}
+    for fmt in ("jsonl", "csv", "parquet"):
+        out = harness.tmp_path / f"actions.{fmt}"
+        pulled = argparse.Namespace(
+            **common, since="2000-01-01", until="2100-01-01", kind=["controller_action"], format=fmt, output=str(out)
+        )
+        assert audit.pull(pulled) == 0
+        checked = argparse.Namespace(**common, file=str(out), format=None, allow_gaps=False)
+        assert audit.verify(checked) == 0, capsys.readouterr()
+    lines = [json.loads(line) for line in (harness.tmp_path / "actions.jsonl").read_text().splitlines()]
+    assert [line["request_id"] for line in lines] == [r["action_id"] for r in records]
+    assert {line["record"]["outcome"] for line in lines} == {"rolled_back", "started", "deployed"}
+    assert audit.verify(argparse.Namespace(**common, file=None, format=None, allow_gaps=False)) == 0
