@@ -71,6 +71,7 @@ class Controller:
         every open action at once)."""
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._flushing = threading.Lock()
         self._worker: threading.Thread | None = None
         self._ready = False
         self.failure: str | None = None
@@ -135,7 +136,7 @@ class Controller:
         self.store.link_alerts([a.key for a in alerts], row.id)
         if row.phase == DONE:
             self._audit(row, row.outcome or "", row.reason)
-        log.info("alerts %s: %s %s", [a.labels["alertname"] for a in alerts], row.kind, row.outcome or "started")
+        log.info("alerts %s: %s, %s", [a.labels["alertname"] for a in alerts], row.kind, row.outcome or "to do")
         return row
 
     def _refusal(self, name: str, kind: ActionKind | None, now: str) -> tuple[str, str] | None:
@@ -208,13 +209,14 @@ class Controller:
 
     def flush_outbox(self) -> None:
         """Hand the outbox to the audit spool (fsynced there), then forget it; a resend is deduplicated."""
-        for record_id, text in self.store.outbox():
-            try:
-                self.recorder.record(parse_record(json.loads(text)))
-            except Exception:
-                log.exception("audit record %s stays in the outbox; retried later", record_id)
-                return
-            self.store.remove_from_outbox(record_id)
+        with self._flushing:  # one thread at a time: a record is handed on once
+            for record_id, text in self.store.outbox():
+                try:
+                    self.recorder.record(parse_record(json.loads(text)))
+                except Exception:
+                    log.exception("audit record %s stays in the outbox; retried later", record_id)
+                    return
+                self.store.remove_from_outbox(record_id)
 
     def _run(self) -> None:
         while not self._stop.is_set():

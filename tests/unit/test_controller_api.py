@@ -238,3 +238,32 @@ def test_a_missing_token_file_is_a_config_error_unless_the_config_makes_one(tmp_
     ensure_token_file(tmp_path / "made" / "token", create=True)
     made = tmp_path / "made" / "token"
     assert len(made.read_text().strip()) >= 40 and made.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, capsys):
+    from monitoring.controller.app import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("port: 0\nretrain:\n  command: [kfloop, '']\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("controller: config file") and "port" in err and "retrain" in err
+    missing_token = tmp_path / "missing-token.yaml"
+    missing_token.write_text(f"token_file: {tmp_path / 'nope'}\n")
+    assert main(["--config", str(missing_token)]) == 2
+    assert "token_file" in capsys.readouterr().err
+
+
+def test_kfloop_pause_says_what_is_wrong_when_it_cannot_reach_the_controller(tmp_path, capsys):
+    import argparse
+
+    from kfloop.cli.commands.controller import pause
+    from kfloop.processes import free_port
+
+    config = tmp_path / "controller.yaml"
+    config.write_text(f"token_file: {tmp_path / 'token'}\n")
+    args = argparse.Namespace(config=str(config), url=None, operator="alice", reason="")
+    assert pause(args) == 2 and "No such file" in capsys.readouterr().err
+    (tmp_path / "token").write_text("x")
+    args.url = f"http://127.0.0.1:{free_port()}"
+    assert pause(args) == 2 and "unreachable" in capsys.readouterr().err

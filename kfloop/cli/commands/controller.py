@@ -32,9 +32,13 @@ def _switch(args: argparse.Namespace, which: str) -> int:
     try:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
         config = load_config(ControllerConfig, path)
+    except KfloopError as exc:
+        print(f"kfloop {which}: {exc.message}", file=sys.stderr)
+        return 2
+    try:
         token = read_token(config.token_file)
-    except (KfloopError, OSError) as exc:
-        print(f"kfloop {which}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+    except OSError as exc:
+        print(f"kfloop {which}: the controller's token file {config.token_file}: {exc.strerror}", file=sys.stderr)
         return 2
     url = (args.url or config.url).rstrip("/") + f"/v1/{which}"
     body = {"operator": args.operator or getpass.getuser(), "reason": args.reason or ""}
