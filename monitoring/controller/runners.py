@@ -144,7 +144,7 @@ def _alive(pid: Any, run_dir: Path) -> bool:
 
 
 _KFP_SUCCEEDED = {"SUCCEEDED"}
-_KFP_FAILED = {"FAILED", "CANCELED", "CANCELLED", "SKIPPED", "CANCELING"}
+_KFP_FAILED = {"FAILED", "CANCELED", "CANCELLED", "SKIPPED"}  # CANCELING, PAUSED: not ended yet
 
 
 class KfpRunner:
