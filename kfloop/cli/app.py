@@ -1,7 +1,7 @@
 """`kfloop`: one command for people; each subcommand runs in the environment whose stack it needs.
 
-Argument definitions live in kfloop/cli/arguments.py, a deployable's in its own flags module (argparse only, shared with its
-`python -m` entry point), and import nothing heavy; a handler (`module:function`, called with the
+Argument definitions live in kfloop/cli/arguments.py, a deployable's in its own flags module (argparse only,
+shared with its `python -m` entry point), and import nothing heavy; a handler (`module:function`, called with the
 parsed arguments) is imported only once the right environment is running.
 """
 
@@ -13,11 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-# Argument tables live in kfloop/cli/arguments.py; handlers are imported once the environment is right.
-from kfloop.cli.arguments import (  # noqa: F401
+# Argument tables live in kfloop/cli/arguments.py; each deployable declares its flags once, in a light module of
+# its own (argparse only), used here and by its `python -m` entry point; handlers are imported once the
+# environment is right.
+from kfloop.cli.arguments import (
     _audit_explain,
     _audit_pull,
-    _audit_store,
     _audit_verify,
     _cluster,
     _config,
@@ -27,7 +28,6 @@ from kfloop.cli.arguments import (  # noqa: F401
     _features_show,
     _generate,
     _import_obd,
-    _joiner,
     _models_force,
     _models_list,
     _models_show,
@@ -35,22 +35,22 @@ from kfloop.cli.arguments import (  # noqa: F401
     _pipeline_propose_schema,
     _pipeline_run,
     _pipeline_submit,
-    _registry,
     _rollback,
     _status,
     _system,
     _up,
-    audit_flags,
-    collector_flags,
-    explainer_flags,
-    follower_flags,
-    predictor_flags,
-    router_flags,
-    stack_flags,
-    transformer_flags,
 )
 from kfloop.cli.envs import Stack, has_stack, reexec_in
 from monitoring.controller import flags as controller_flags
+from serving.audit import flags as audit_flags
+from serving.collector import flags as collector_flags
+from serving.explainer import flags as explainer_flags
+from serving.follower import flags as follower_flags
+from serving.joiner.flags import add_arguments as _joiner
+from serving.local.router import flags as router_flags
+from serving.local.stack import flags as stack_flags
+from serving.predictor import flags as predictor_flags
+from serving.transformer import flags as transformer_flags
 
 
 @dataclass(frozen=True)
