@@ -91,7 +91,12 @@ def loop(tmp_path_factory) -> Iterator[Loop]:
         yaml.safe_dump(
             {
                 "writer_id": "simulate-test",
-                "event_log": {"wal_dir": str(root / "events-wal"), "log_uri": str(root / "events")},
+                # sealed into Parquet (where readers see them) within a second
+                "event_log": {
+                    "wal_dir": str(root / "events-wal"),
+                    "log_uri": str(root / "events"),
+                    "segment_max_age_s": 0.5,
+                },
             }
         )
     )
@@ -127,6 +132,11 @@ def _audited(loop: Loop, request_id: str) -> dict:
 
 
 @pytest.fixture(scope="module")
+def world() -> ClickWorld:
+    return ClickWorld.from_obd(REPO / "data", logit_shift=LOGIT_SHIFT)
+
+
+@pytest.fixture(scope="module")
 def first_run(loop: Loop) -> tuple[dict, str, list[dict]]:
     summary, stderr = _simulate_command(loop, "it-a")
     return summary, stderr, read_rankings(loop.root / "runs" / "it-a")
@@ -141,22 +151,26 @@ def test_every_answered_ranking_is_in_the_ground_truth_as_the_stack_served_it(lo
     assert sorted(r["index"] for r in rows) == list(range(RATE * SECONDS))
     assert len({r["request_id"] for r in rows}) == len(rows)
     version = loop.bed.versions[0]
-    audited = {}
-    _wait(lambda: all(audited.setdefault(r["request_id"], _audited(loop, r["request_id"])) for r in rows), 120, "audit")
+    audited: dict[str, dict] = {}
+
+    def all_audited() -> bool:
+        for row in rows:
+            if row["request_id"] not in audited and (decision := _audited(loop, row["request_id"])):
+                audited[row["request_id"]] = decision
+        return len(audited) == len(rows)
+
+    _wait(all_audited, 120, "every decision in the audit sink")
     for row in rows:
-        assert row["request_id"].startswith("sim-it-a-") and (row["model_version"], row["variant"]) == (
-            version,
-            "stable",
-        )
+        assert row["request_id"].startswith("sim-it-a-")
+        assert (row["model_version"], row["variant"]) == (version, "stable")
         decision = audited[row["request_id"]]
         assert decision["user_id"] == row["user_id"] and decision["model_version"] == version
         served = [(c["item_id"], c["position"], c["propensity"]) for c in decision["candidates"]]
         assert served == list(zip(row["items"], row["positions"], row["propensities"], strict=True))
 
 
-def test_the_ground_truth_is_the_click_models_and_the_progress_shows_it(loop, first_run):
+def test_the_ground_truth_is_the_click_models_and_the_progress_shows_it(first_run, world):
     summary, _, rows = first_run
-    world = ClickWorld.from_obd(REPO / "data", logit_shift=LOGIT_SHIFT)
     for row in rows:
         cohort = world.cohort_ids.index(row["cohort_id"])
         assert row["user_id"] == row["cohort_id"] or row["user_id"].startswith(row["cohort_id"] + "-")
@@ -179,17 +193,14 @@ def test_the_collector_stored_each_click_naming_its_decision(loop, first_run):
         if click
     }
     assert summary["feedback_events_stored"] == 2 * len(drawn)  # a click and a dwell each
-    log_uri = str(loop.root / "events")
+    columns = ["type", "request_id", "item_id", "position", "model_version", "variant", "user_id"]
+    events: list[dict] = []
 
-    def stored() -> list[dict]:
-        table = read_events(
-            log_uri, columns=["type", "request_id", "item_id", "position", "model_version", "variant", "user_id"]
-        )
-        return table.to_pylist()
+    def sealed() -> bool:
+        events[:] = read_events(str(loop.root / "events"), columns=columns).to_pylist()
+        return len(events) >= summary["feedback_events_stored"]
 
-    loop.collector.stop()  # seals the write-ahead segments into the log
-    loop.collector.start(timeout_s=120)
-    events = stored()
+    _wait(sealed, 60, "the feedback in the sealed event log")
     clicks = {
         (e["request_id"], e["item_id"], e["position"], e["model_version"], e["variant"], e["user_id"])
         for e in events
@@ -208,9 +219,8 @@ def test_the_consent_field_is_sent_or_dropped_once_with_a_warning(first_run):
     assert len(rows) == RATE * SECONDS
 
 
-def test_the_same_seed_gives_the_same_users_times_and_clicks(loop, first_run, tmp_path):
+def test_the_same_seed_gives_the_same_users_times_and_clicks(loop, first_run, world, tmp_path):
     _, _, rows = first_run
-    world = ClickWorld.from_obd(REPO / "data", logit_shift=LOGIT_SHIFT)
     config = SimulateConfig(
         transformer_url=loop.transformer,
         collector_url=loop.collector.url,
