@@ -12,7 +12,7 @@ item or position the click model does not know (expected 0 there).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -51,7 +51,7 @@ class TruthWriter:
         self._file: IO[bytes] = open(self.path, "ab")  # noqa: SIM115 (closed by close())
 
     def write(self, record: RankingTruth) -> None:
-        self._file.write(orjson.dumps(asdict(record)) + b"\n")
+        self._file.write(orjson.dumps(record) + b"\n")  # orjson encodes dataclasses natively
 
     def flush(self) -> None:
         self._file.flush()

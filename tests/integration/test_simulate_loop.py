@@ -211,6 +211,13 @@ def test_the_collector_stored_each_click_naming_its_decision(loop, first_run):
     assert dwells == {(d[0], d[1]) for d in drawn}
 
 
+def test_users_the_feature_store_does_not_know_are_served_as_cold_starts(loop, first_run):
+    """The testbed's store knows no OBD cohort: every simulated user was served from the cold-start defaults."""
+    metrics = httpx.get(f"{loop.transformer}/metrics").text
+    (line,) = [m for m in metrics.splitlines() if m.startswith('kfloop_transformer_cold_start_total{kind="user"}')]
+    assert float(line.rsplit(" ", 1)[1]) >= len(first_run[2])
+
+
 def test_the_consent_field_is_sent_or_dropped_once_with_a_warning(first_run):
     _, stderr, rows = first_run
     refused = "refused the `consent` field" in stderr
