@@ -36,6 +36,7 @@ from kfloop.cli.arguments import (
     _pipeline_run,
     _pipeline_submit,
     _rollback,
+    _simulate,
     _status,
     _system,
     _up,
@@ -258,6 +259,13 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.cli.commands.controller:resume",
         "the controller's kill switch off: it acts on alerts again",
         controller_flags.add_client_arguments,
+    ),
+    Command(
+        ("simulate",),
+        Stack.CORE,
+        "kfloop.cli.commands.simulate:simulate",
+        "drive the running system with synthetic OBD users (rankings and clicks; ground truth kept)",
+        _simulate,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )

@@ -148,5 +148,35 @@ def _rollback(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", help="why (recorded in the serving state's history)")
 
 
+def _simulate(p: argparse.ArgumentParser) -> None:
+    _config(p)
+    _data_dir(p)
+    p.set_defaults(data_dir=None)  # the config's data_dir unless given
+    p.add_argument("--transformer-url", help="the front door (default http://127.0.0.1:8080)")
+    p.add_argument("--collector-url", help="the feedback collector (default http://127.0.0.1:8090)")
+    p.add_argument("--rate", type=float, help="rankings per second, open loop (default 20)")
+    p.add_argument("--duration", type=float, help="seconds to run (default 300 unless --requests)")
+    p.add_argument("--requests", type=int, help="rankings to send (with --duration: whichever ends first)")
+    p.add_argument("--max-in-flight", type=int, help="rankings waiting at most; beyond that one is skipped (64)")
+    p.add_argument("--seed", type=int, help="users, their requests and clicks: the same seed, the same run (0)")
+    p.add_argument("--world-seed", type=int, help="the click model's synthetic cohort x item interaction (0)")
+    p.add_argument("--run-id", help="names the request and event ids and the output folder (default: new)")
+    p.add_argument("--users", type=int, help="synthetic users drawn from the OBD cohorts (1000)")
+    p.add_argument("--logit-shift", type=float, help="base-rate scale added to every click logit (2.0)")
+    p.add_argument("--interaction-scale", type=float, help="spread of the cohort x item preferences (0.5)")
+    p.add_argument("--scenario", help="steady (default) or shift")
+    p.add_argument("--shift-at", type=float, help="shift: seconds into the run (60)")
+    p.add_argument("--shift-share", type=float, help="shift: share of users whose preferences change (0.5)")
+    p.add_argument(
+        "--consent",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="send `consent` in ranking requests (default: send it)",
+    )
+    p.add_argument("--dwell", action="store_true", default=None, help="also send a dwell event per click")
+    p.add_argument("--out-dir", help="runs are written to OUT_DIR/RUN_ID/ (default .kfloop/simulate)")
+    p.add_argument("--quiet", action="store_true", help="no live progress line")
+
+
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
