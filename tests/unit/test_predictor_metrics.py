@@ -29,6 +29,7 @@ from kfloop.model_contract import BASELINE_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.registry.registry import Candidate
 from serving.common import modelserver
+from serving.common.protocol import Ranking, v2_request_json
 from serving.common.versions import resolve
 from serving.predictor.config import DriftConfig, PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.drift import psi
@@ -88,6 +89,11 @@ def ranking(request_id: str, strong: int = 2, n: int = 12) -> tuple[dict, dict]:
     return {"instances": [instance | {"features": {"user": user, "items": items}}]}, {"user": user, "items": items}
 
 
+def v2_ranking(request_id: str) -> dict:
+    candidates, user, items = features(12)
+    return v2_request_json(Ranking("u-1", request_id, candidates, 2, user, items), include_features=True)
+
+
 def expected_psi(shown: list[dict[str, Any]]) -> dict[str, float]:
     """The PSI of each watched input, recounted from the shown items' own request values."""
 
@@ -134,6 +140,10 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
                 client.post(PREDICT, json=ranking("blue")[0], headers={"x-kfloop-variant": "blue"}).status_code == 200
             )
             assert client.post("/v1/models/loading:predict", json=ranking("l")[0]).status_code == 503
+            v2 = client.post(
+                "/v2/models/kfloop-ranker/infer", json=v2_ranking("v2"), headers={"x-kfloop-variant": "shadow"}
+            )
+            assert v2.status_code == 200 and v2.json()["parameters"]["variant"] == "shadow"
             monkeypatch.setattr(model.ranker, "score", _broken)
             assert client.post(PREDICT, json=ranking("boom")[0], headers=CANARY).status_code == 500
             text = wait_for_drift(client, model)
@@ -148,6 +158,8 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
     assert requests("stable", "400") == 2  # ours and KServe's (a body it cannot decode), default variant
     assert requests("other", "200") == 1  # a variant outside the known ones is not a label of its own
     assert requests("shadow", "503", of=versions[1]) == 1
+    assert requests("shadow", "200") == 1  # V2
+    assert metric(text, "kfloop_predictor_score_count", model_version=version, variant="shadow") == 2
     timed = {"role": "predictor", "model_version": version, "variant": "canary"}
     assert metric(text, "kfloop_ranking_request_seconds_count", **timed) == 41
     assert metric(text, "kfloop_ranking_request_seconds_sum", **timed) > 0
