@@ -18,17 +18,17 @@ import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
-from kserve.protocol.rest import server as rest_server
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from kfloop.model_contract import BASELINE_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.registry.registry import Candidate
-from serving.common import modelserver
+from serving.common.modelserver import KfloopRESTServer
 from serving.common.protocol import Ranking, v2_request_json
 from serving.common.versions import resolve
 from serving.predictor.config import DriftConfig, PolicyConfig, PredictorAuditConfig, PredictorConfig
@@ -53,16 +53,13 @@ BASELINE = {
 }
 
 
-def model_server_app(monkeypatch: pytest.MonkeyPatch, *models: Any) -> FastAPI:
-    """KServe's app as the model server builds it (its endpoints and handlers, our middlewares), in-process."""
+def model_server_app(*models: Any) -> FastAPI:
+    """KServe's app as the model server builds it (its endpoints, our middlewares and handlers), in-process."""
     repository = ModelRepository()
     for model in models:
         repository.update(model)
-    app = FastAPI()
-    monkeypatch.setattr(rest_server, "import_from_string", lambda _: app)
-    monkeypatch.setattr(rest_server.RESTServer, "_add_middlewares", modelserver._add_middlewares)
-    rest = rest_server.RESTServer("unused:app", DataPlane(repository), ModelRepositoryExtension(repository), 0)
-    rest.create_application()
+    app = FastAPI(default_response_class=ORJSONResponse)  # as KServe's own app
+    KfloopRESTServer(app, DataPlane(repository), ModelRepositoryExtension(repository), 0).create_application()
     return app
 
 
@@ -111,9 +108,7 @@ def expected_psi(shown: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
-    monkeypatch, version_with_baseline, tmp_path
-):
+def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(monkeypatch, version_with_baseline):
     uri, versions, root = contract_registry()
     model = RankerPredictor(predictor_config(root), resolve(uri, None, version_with_baseline, root / "cache"))
     model.load()
@@ -123,7 +118,7 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
     shown: list[dict[str, Any]] = []
     shown_scores: list[float] = []
     try:
-        with TestClient(model_server_app(monkeypatch, model, loading), raise_server_exceptions=False) as client:
+        with TestClient(model_server_app(model, loading), raise_server_exceptions=False) as client:
             for i in range(40):
                 body, values = ranking(f"r-{i}", strong=i % 12)
                 answer = client.post(PREDICT, json=body, headers=CANARY).json()["predictions"][0]
@@ -199,14 +194,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_a_version_without_a_baseline_exports_no_drift_and_says_so_once(monkeypatch, caplog):
+def test_a_version_without_a_baseline_exports_no_drift_and_says_so_once(caplog):
     uri, versions, root = contract_registry()
     model = RankerPredictor(predictor_config(root), resolve(uri, versions[1], None, root / "cache"))
     assert model.resolved.baseline_path is None
     with caplog.at_level(logging.INFO, logger="serving.predictor.metrics"):
         model.load()
         try:
-            with TestClient(model_server_app(monkeypatch, model)) as client:
+            with TestClient(model_server_app(model)) as client:
                 for i in range(30):
                     assert client.post(PREDICT, json=ranking(f"n-{i}")[0]).status_code == 200
                 model.metrics.update_drift()
