@@ -22,13 +22,15 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
 from kfloop.audit.canonical import canonical_json, rfc3339
-from kfloop.events.schema import Identifier, PseudonymousId, Timestamp
+from kfloop.events.schema import Consent, Identifier, PseudonymousId, Timestamp
 
 DECISION = "decision"
 EXPLANATION = "explanation"
@@ -142,6 +144,17 @@ class Decision(_AuditModel):
     """The items returned, with positions, scores and propensities."""
     policy: PolicyInfo
     """The logging policy."""
+    consent: Consent | None = None
+    """The user's consent as the ranking request gave it (or the serving config's default): without
+    personalization, the user's features were not read and the slate is not logged as impressions for training.
+    Absent from decisions recorded before consent was (their records and hashes stay as they were)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_consent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("consent", True) is None:
+            del data["consent"]
+        return data
 
     @model_validator(mode="after")
     def _slate_is_consistent(self) -> Self:
