@@ -16,6 +16,8 @@ Records come in the write-ahead form (timestamps as epoch microseconds), in arri
   its arrival, for duplicates); feedback naming a forgotten request is unattributed.
 - Impressions without a model_version or variant count under "unknown"; so does unattributed feedback that
   does not name its own.
+- Each version's reference CTR is measured over its first impressions as stable (serving.joiner.reference);
+  the newest feedback's arrival (copies included: an arrival all the same) is kept for the freshness alert.
 """
 
 from __future__ import annotations
@@ -26,10 +28,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
 from kfloop.eventlog.copies import supersedes
+from serving.joiner.reference import ReferenceWindows
 
 UNKNOWN = "unknown"
 NO_REQUEST_ID = "no_request_id"
 UNKNOWN_REQUEST = "unknown_request"
+FIRST = object()
+"""In a request's reference set: its first impression is in the reference window (for feedback on an item the
+request did not show, which takes that impression's labels)."""
 
 Row = dict[str, Any]
 Labels = tuple[str, str]  # (model_version, variant)
@@ -65,6 +71,8 @@ class _Request:
     decision_us: int
     labels: Labels
     items: dict[str, Labels]
+    reference: set[Any] = field(default_factory=set)
+    """Items (and FIRST) whose impression is in its version's reference window."""
 
 
 V = TypeVar("V")
@@ -89,12 +97,17 @@ class _Aging(Generic[V]):
 class Joiner:
     """Joins feedback to impressions as records arrive; `advance` moves its clock (expiring what waited)."""
 
-    def __init__(self, *, window_us: int, remember_us: int) -> None:
+    def __init__(
+        self, *, window_us: int, remember_us: int, reference_size: int = 2000, reference_settle_us: int = 60_000_000
+    ) -> None:
         if remember_us < window_us:
             raise ValueError("remember_us must be at least window_us")
         self.window_us = window_us
         self.remember_us = remember_us
         self.counts = Counts()
+        self.references = ReferenceWindows(size=reference_size, settle_us=reference_settle_us)
+        self.last_feedback_us: int | None = None
+        """Arrival of the newest feedback record (any type but impression)."""
         self.now_us = 0
         self._seen: _Aging[tuple[Any, Labels]] = _Aging()
         """Each event id's kept copy: its source and labels."""
@@ -115,6 +128,8 @@ class Joiner:
     def ingest(self, record: Row) -> None:
         """One event-log record; the clock first moves to its arrival."""
         self.advance(record["received_at"])
+        if record["type"] != "impression":
+            self.last_feedback_us = max(self.last_feedback_us or 0, record["received_at"])
         event_id = record["event_id"]
         kept = self._seen.values.get(event_id)
         if kept is not None:
@@ -140,6 +155,7 @@ class Joiner:
             self._unattributed(record, UNKNOWN_REQUEST)
         self._requests.forget(now_us - self.remember_us)
         self._seen.forget(now_us - self.remember_us)
+        self.references.advance(now_us)
 
     def _impression(self, record: Row) -> None:
         self.counts.impressions[labels_of(record)] += 1
@@ -160,6 +176,7 @@ class Joiner:
         if request_id is None:
             return
         request = self._requests.values.get(request_id)
+        first = request is None
         if request is None:
             request = _Request(record["ts"], labels, {})
             self._requests.add(request_id, request, record["received_at"])
@@ -167,11 +184,17 @@ class Joiner:
             request.decision_us = min(request.decision_us, record["ts"])
             if served:  # a decision's impressions all have its labels
                 request.labels = labels
-        if record.get("item_id") is not None:
-            if served:
-                request.items[record["item_id"]] = labels
-            else:
-                request.items.setdefault(record["item_id"], labels)
+        item = record.get("item_id")
+        if item is not None:
+            before = request.items.get(item)
+            if served or before is None:
+                request.items[item] = labels
+            # a slot enters its version's reference window once, by its first copy that names a version
+            named_now = labels[0] != UNKNOWN and (before is None or before[0] == UNKNOWN)
+            if named_now and self.references.admit(*labels, record["received_at"]):
+                request.reference.add(item)
+                if first:
+                    request.reference.add(FIRST)
         for waiting in self._pending.pop(request_id, []):
             self._join(waiting, request)
 
@@ -194,6 +217,9 @@ class Joiner:
             self.counts.late[key] += 1
             return
         self.counts.attributed[key] += 1
+        item = record.get("item_id")
+        if record["type"] == "click" and (item if item in request.items else FIRST) in request.reference:
+            self.references.click(labels[0])
         if record["type"] == "dwell":
             self.counts.dwell_ms[labels] += record.get("dwell_ms") or 0
 

@@ -13,10 +13,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
-from kserve.errors import InvalidInput
-
 from kfloop.audit.record import Candidate, Decision, PolicyInfo, parse_record
 from kfloop.audit.spool import decode_line
+from kfloop.errors import KfloopError
 from kfloop.ope.policies import greedy_ranks
 from serving.explainer.anchors import CandidateTable, TopKClassifier, TowerScorer
 from serving.explainer.config import AnchorConfig, ExplainerConfig
@@ -117,15 +116,16 @@ def test_the_service_explains_a_slot_as_recorded_and_refuses_a_slot_that_contrad
     # a greedy draw takes the best remaining item: it cannot rank below its position
     forged = [dict(s) for s in instance["slate"]]
     forged[-1] |= {"draw": "greedy", "rank": last}
-    with pytest.raises(InvalidInput, match="a greedy draw takes the best remaining item"):
+    # the app maps a KfloopError to a 400 with the one error body (serving.common.errors)
+    with pytest.raises(KfloopError, match="a greedy draw takes the best remaining item"):
         asyncio.run(model.explain({"instances": [{**instance, "slate": forged}]}))
     # a recorded rank that the inputs and version do not reproduce is refused, not explained
     swapped = [dict(s) for s in instance["slate"]]
     greedy = next(i for i, s in enumerate(swapped) if s["draw"] == "greedy")  # in the top k
     swapped[greedy] |= {"rank": last, "draw": "exploration"}
-    with pytest.raises(InvalidInput, match="do not reproduce the decision"):
+    with pytest.raises(KfloopError, match="do not reproduce the decision"):
         asyncio.run(model.explain({"instances": [{**instance, "slate": swapped}]}))
-    with pytest.raises(InvalidInput, match=r"slate\[0\]\.draw must be one of greedy, exploration"):
+    with pytest.raises(KfloopError, match=r"slate\[0\]\.draw must be one of greedy, exploration"):
         asyncio.run(model.explain({"instances": [{**instance, "slate": [{"item_id": "0", "draw": "lucky"}]}]}))
 
 

@@ -1,0 +1,89 @@
+"""What `kfloop up` and `kfloop status` print, from the status the supervisor writes (plain text, no I/O but a
+log's tail)."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+TAIL_LINES = 40
+
+
+def log_tail(path: Path, lines: int = TAIL_LINES) -> str:
+    try:
+        with open(path, errors="replace") as handle:
+            return "".join(deque(handle, maxlen=lines)).rstrip("\n")
+    except FileNotFoundError:
+        return f"({path} does not exist)"
+
+
+def where(part: dict[str, Any]) -> str:
+    """Where a part answers: its port's loopback URL, else its first readiness URL."""
+    if part.get("port"):
+        return f"http://127.0.0.1:{part['port']}"
+    return (part.get("ready_urls") or [""])[0]
+
+
+def summary_lines(status: dict[str, Any]) -> list[str]:
+    """Once the system is up: each part's state, where it answers and its log."""
+    supervisor = status["supervisor"]
+    lines = [
+        f"kfloop up: the local system is up (state in {status['state_dir']}; supervisor pid {supervisor['pid']}, "
+        f"log {supervisor['log']})"
+    ]
+    width = max(len(p["name"]) for p in status["parts"])
+    for part in status["parts"]:
+        shown = part["detail"] if part["state"] == "waiting" else where(part)
+        lines.append(f"  {part['name']:<{width}}  {part['state']:<8}  {shown}  (log: {part['log']})")
+    lines.append("`kfloop status` shows its health; `kfloop down` stops it.")
+    return lines
+
+
+def status_lines(live: dict[str, Any]) -> list[str]:
+    """`kfloop status`: the supervisor, each part, the served versions and split, the event counts."""
+    supervisor = live["supervisor"]
+    if not live["parts"]:
+        return [f"kfloop: no local system has run on {live['state_dir']} (start it with `kfloop up`)"]
+    state = "running" if supervisor["running"] else "not running"
+    lines = [
+        f"supervisor: {state} (pid {supervisor['pid']}, phase {supervisor['phase']}, "
+        f"since {supervisor['started_at']}); state in {live['state_dir']}"
+    ]
+    if live.get("failure"):
+        failure = live["failure"]
+        lines.append(f"failed: {failure['part']}: {failure['reason']} (log: {failure['log']})")
+    width = max(len(p["name"]) for p in live["parts"])
+    lines.append(f"  {'part':<{width}}  {'state':<8}  {'process':<7}  {'pid':>7}  restarts  ready  where")
+    for p in live["parts"]:
+        ready = "-" if p["run"] == "once" else ("yes" if p["ready"] else "no")
+        process = "up" if p["alive"] else ("-" if p["run"] == "once" else "down")
+        pid = p["pid"] if p["pid"] is not None else "-"
+        lines.append(
+            f"  {p['name']:<{width}}  {p['state']:<8}  {process:<7}  {pid:>7}  {p['restarts']:>8}  {ready:<5}  "
+            f"{where(p)}"
+        )
+        for label in ("detail", "last_exit"):
+            if p.get(label):
+                lines.append(f"  {'':<{width}}  {label.replace('_', ' ')}: {p[label]}")
+    lines.append(serving_line(live.get("serving")))
+    lines.append(events_line(live.get("events")))
+    return lines
+
+
+def serving_line(served: dict[str, Any] | None) -> str:
+    if served is None:
+        return "serving: no serving state yet"
+    if served["stable"] is None:
+        return "serving: no model deployed"
+    text = f"serving: stable {served['stable']} {served['stable_percent']}%"
+    if served["canary"]:
+        text += f", canary {served['canary']} {served['canary_percent']}%"
+    return text
+
+
+def events_line(events: dict[str, Any] | None) -> str:
+    if events is None:
+        return "events: the collector is not answering"
+    counts = ", ".join(f"{status} {count:g}" for status, count in sorted(events.items()))
+    return f"events (since the collector started): {counts or 'none yet'}"
