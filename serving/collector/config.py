@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
 import socket
 from pathlib import Path
 from typing import Literal, Self
@@ -163,6 +165,19 @@ class SegmentConfig(StrictModel):
             raise ConfigError(f"{self.pseudonymization_key_file}: {exc}") from None
 
 
+def _create_secret(path: Path) -> None:
+    """A new random token in a file only its owner can read; a file made meanwhile by another process is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as stream:
+        stream.write(secrets.token_urlsafe(32) + "\n")
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
 def _read_secret(path: Path) -> str:
     try:
         return path.read_text()
@@ -203,11 +218,17 @@ class CollectorConfig(StrictModel):
     predictors present (`Authorization: Bearer ...`) when they ship the impressions of the slates they served
     (events with `source: "serving"`). Only a request bearing it may send such events: a client cannot claim
     the served record. None: serving-origin events are refused (403)."""
+    serving_token_create: bool = False
+    """Local only: when `serving_token_file` does not exist, write a new random token there at start (readable by
+    this user only), for the local predictors to read (`kfloop up` does so in its state directory). On a cluster
+    the file is a mounted Secret and this stays false."""
 
     def load_serving_token(self) -> bytes | None:
-        """The serving token, read once at start; None when none is configured."""
+        """The serving token, read once at start (made first, if asked to); None when none is configured."""
         if self.serving_token_file is None:
             return None
+        if self.serving_token_create and not self.serving_token_file.exists():
+            _create_secret(self.serving_token_file)
         token = _read_secret(self.serving_token_file).strip()
         if len(token) < MIN_KEY_CHARS:
             raise ConfigError(f"{self.serving_token_file}: a serving token has at least {MIN_KEY_CHARS} characters")

@@ -89,8 +89,8 @@ class ImpressionLogConfig(StrictModel):
     """Base URL of the feedback collector (events go to {collector_url}/v1/events); None: no impressions."""
     token_file: Path | None = None
     """A file holding the collector's serving token (e.g. a mounted Secret), sent as `Authorization: Bearer`:
-    the collector takes events with `source: "serving"` only with it. Read at start; required with
-    collector_url."""
+    the collector takes events with `source: "serving"` only with it. Required with collector_url. Read for each
+    delivery (a rotated Secret is picked up); while it is missing, impressions wait in the spool."""
     batch_max_decisions: int = Field(default=200, ge=1, le=10_000)
     """Most decisions per POST to the collector (k impressions each; the collector takes 1,000 events a request
     by default, and a smaller batch is tried when it refuses one as too large)."""

@@ -30,7 +30,7 @@ from serving.common.model_io import Feed
 from serving.common.names import EXPLAINER_NAME
 from serving.common.protocol import RankResult
 from serving.predictor.config import ImpressionLogConfig, PolicyConfig, PredictorAuditConfig
-from serving.predictor.impressions import IMPRESSIONS, REJECTED_FILE, CollectorDelivery, read_token
+from serving.predictor.impressions import IMPRESSIONS, REJECTED_FILE, CollectorDelivery
 from serving.predictor.item_contexts import ItemContexts
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def lingering_shipper(
 def impression_shipper(spool: Spool, config: ImpressionLogConfig, audit: PredictorAuditConfig) -> LingeringShipper:
     """The second consumer of the audit spool: the decisions' impressions to the collector."""
     assert config.collector_url is not None and config.token_file is not None
-    deliver = CollectorDelivery(config.collector_url, read_token(config.token_file), timeout_s=config.request_timeout_s)
+    deliver = CollectorDelivery(config.collector_url, config.token_file, timeout_s=config.request_timeout_s)
     return lingering_shipper(
         spool.cursor(IMPRESSIONS),
         deliver,

@@ -21,9 +21,8 @@ import orjson
 from prometheus_client import Counter
 
 from kfloop.audit.record import DECISION
-from kfloop.audit.shipper import SKIPPED, HttpSink, Receipt
+from kfloop.audit.shipper import SKIPPED, DeliveryFailed, HttpSink, Receipt
 from kfloop.audit.spool import decode_payload
-from kfloop.errors import ConfigError
 from kfloop.events.schema import SERVING
 
 IMPRESSIONS = "impressions"
@@ -86,13 +85,15 @@ def impressions_of(record: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def read_token(path: Path) -> str:
-    """The collector's serving token from its file (surrounding whitespace ignored)."""
+    """The collector's serving token from its file (surrounding whitespace ignored). Read for each delivery, so a
+    rotated Secret is picked up; a file that is missing or empty fails the delivery, which is retried: the
+    impressions wait in the spool, as for a collector that is down."""
     try:
         token = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"impressions.token_file {path}: {exc.strerror}") from None
+        raise DeliveryFailed(f"impressions.token_file {path}: {exc.strerror}") from None
     if not token:
-        raise ConfigError(f"impressions.token_file {path} is empty")
+        raise DeliveryFailed(f"impressions.token_file {path} is empty")
     return token
 
 
@@ -101,9 +102,15 @@ class CollectorDelivery:
     record back (skipped: it had none; accepted: the collector stored or already had every one of them; else
     the first refusal, with the collector's results for the record's impressions)."""
 
-    def __init__(self, collector_url: str, token: str, *, timeout_s: float) -> None:
-        headers = {"Authorization": f"Bearer {token}"}
-        self.post = HttpSink(collector_url, timeout_s=timeout_s, path="/v1/events", batch_key="events", headers=headers)
+    def __init__(self, collector_url: str, token_file: Path, *, timeout_s: float) -> None:
+        self.collector_url, self.token_file, self.timeout_s = collector_url, token_file, timeout_s
+
+    def post(self, events: list[bytes]) -> list[Receipt]:
+        headers = {"Authorization": f"Bearer {read_token(self.token_file)}"}
+        sink = HttpSink(
+            self.collector_url, timeout_s=self.timeout_s, path="/v1/events", batch_key="events", headers=headers
+        )
+        return sink(events)
 
     def __call__(self, payloads: list[bytes]) -> list[Receipt]:
         receipts = [Receipt(SKIPPED)] * len(payloads)

@@ -10,11 +10,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pytest
 from fastapi.testclient import TestClient
 
 from kfloop.audit.record import ItemContext, record_json
+from kfloop.audit.shipper import SKIPPED, DeliveryFailed, Receipt
+from kfloop.errors import ConfigError
 from kfloop.eventlog import DUPLICATE, EventLog, EventLogConfig, read_events
 from kfloop.eventlog.copies import preferred_copies
 from kfloop.events import parse_event
@@ -23,7 +26,7 @@ from kfloop.features.offline import log_events
 from serving.collector.app import create_app
 from serving.collector.config import CollectorConfig
 from serving.joiner.join import Joiner
-from serving.predictor.impressions import impression_id, impressions_of
+from serving.predictor.impressions import CollectorDelivery, impression_id, impressions_of
 from tests.unit.test_audit_support import decision
 
 pytestmark = pytest.mark.serving
@@ -196,3 +199,22 @@ def test_the_joiner_takes_the_labels_of_a_served_copy_that_comes_after_a_clients
     counts = joiner.counts
     assert +counts.impressions == {("v1", "canary"): 1}
     assert counts.attributed == {("v1", "canary", "click"): 1} and counts.duplicates == {"impression": 1}
+
+
+def test_a_local_collector_makes_its_serving_token_once_and_keeps_it(tmp_path):
+    token_file = tmp_path / "state" / "serving-token"
+    log = EventLogConfig(wal_dir=tmp_path / "wal", log_uri=str(tmp_path / "log"))
+    config = CollectorConfig(event_log=log, serving_token_file=token_file, serving_token_create=True)
+    token = config.load_serving_token()
+    assert token is not None and len(token) >= 32 and token_file.stat().st_mode & 0o777 == 0o600
+    assert config.load_serving_token() == token  # made once: every later start reads the same
+    assert CollectorConfig(event_log=log, serving_token_file=token_file).load_serving_token() == token
+    with pytest.raises(ConfigError, match="cannot read secret file"):
+        CollectorConfig(event_log=log, serving_token_file=tmp_path / "missing").load_serving_token()
+
+
+def test_impressions_wait_in_the_spool_while_the_token_file_is_missing(tmp_path):
+    delivery = CollectorDelivery("http://127.0.0.1:9", tmp_path / "no-token", timeout_s=1)
+    with pytest.raises(DeliveryFailed, match="no-token"):
+        delivery([orjson.dumps(served())])
+    assert delivery([orjson.dumps(served(consent={"personalization": False}))]) == [Receipt(SKIPPED)]
