@@ -224,6 +224,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         "segment.write_keys_file": str(secrets / "write-keys") if secrets else None,
         "segment.pseudonymization_key_file": str(secrets / "pseudonymization-key") if secrets else None,
         "serving_token_file": args.serving_token_file,
+        "serving_token_create": False if args.serving_token_file else None,  # a mounted Secret: never made here
     }
     return load_config(CollectorConfig, args.config, overrides)
 

@@ -20,6 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--serving-token-file",
-        help="a file holding the serving token (e.g. a mounted Secret) that serving-origin events need "
-        "(overrides serving_token_file)",
+        help="a file holding the serving token (a mounted Secret, never made by the collector) that serving-origin "
+        "events need (overrides serving_token_file)",
     )

@@ -25,6 +25,7 @@ def collector(tmp_path: Path) -> Iterator[tuple[ServiceProcess, dict]]:
     config = yaml.safe_load(SHIPPED.read_text())
     config["event_log"] = {"wal_dir": str(tmp_path / "wal"), "log_uri": str(tmp_path / "log")}
     config["writer_id"] = "collector-sdk-test"
+    config["serving_token_file"] = str(tmp_path / "serving-token")  # made there, not in the working directory
     path = tmp_path / "collector.yaml"
     path.write_text(yaml.safe_dump(config))
     process = ServiceProcess("serving.collector", ["--config", str(path)], log_path=tmp_path / "collector.log")
