@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 import yaml
 
+from kfloop.data.import_obd import read_rows, user_id_of
+from kfloop.data.obd import obd_log_csv
 from kfloop.eventlog import read_events
 from kfloop.processes import stop_process
 from kfloop.simulate import ClickWorld, SimulateConfig, Simulation, read_rankings, slate_truth
@@ -211,11 +213,16 @@ def test_the_collector_stored_each_click_naming_its_decision(loop, first_run):
     assert dwells == {(d[0], d[1]) for d in drawn}
 
 
-def test_users_the_feature_store_does_not_know_are_served_as_cold_starts(loop, first_run):
-    """The testbed's store knows no OBD cohort: every simulated user was served from the cold-start defaults."""
+def test_a_cohorts_first_user_has_its_features_and_the_others_are_cold_starts(loop, first_run):
+    """The testbed's store has the user context of the cohorts in OBD's `random` log: a cohort's first user (its
+    own id) is served its features there, the cohort's other users (id-2, id-3, ...) the cold-start defaults."""
+    known = {user_id_of(row.user_features) for row in read_rows(obd_log_csv(loop.root / "data", "random"))}
+    rows = first_run[2]
+    cold = [r for r in rows if r["user_id"] not in known]
+    assert 0 < len(cold) < len(rows) and all(r["user_id"] != r["cohort_id"] for r in cold if r["cohort_id"] in known)
     metrics = httpx.get(f"{loop.transformer}/metrics").text
     (line,) = [m for m in metrics.splitlines() if m.startswith('kfloop_transformer_cold_start_total{kind="user"}')]
-    assert float(line.rsplit(" ", 1)[1]) >= len(first_run[2])
+    assert float(line.rsplit(" ", 1)[1]) == len(cold)
 
 
 def test_the_consent_field_is_sent_or_dropped_once_with_a_warning(first_run):
