@@ -1,19 +1,21 @@
-"""Keep-alive HTTP/1.1 POSTs of JSON with the standard library's http.client, one connection per thread.
+"""Keep-alive HTTP/1.1 POSTs of JSON, one connection per thread: the request written in one send, the answer read
+by the standard library's parser (http.client.HTTPResponse).
 
-A connection idle longer than `idle_timeout_s` is closed before it is used again: a request sent just as the
-server closes an idle connection (uvicorn's keep-alive timeout, 5 s) meets a reset that cannot be told from a
-server that read the request and failed, so it could not be retried safely. Closing ours first avoids it.
+One send per request: http.client's HTTPConnection sends the head and the body separately, and the server's
+event loop then wakes twice for one request; on two shared cores that is the stack's CPU. A connection idle
+longer than `idle_timeout_s` is closed before it is used again: a request sent just as the server closes an
+idle connection (uvicorn's keep-alive timeout, 5 s) meets a reset that cannot be told from a server that read
+the request and failed, so it could not be retried safely. Closing ours first avoids it.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-_HEADERS = {"Content-Type": "application/json", "Connection": "keep-alive"}
 
 
 class HttpError(Exception):
@@ -31,7 +33,7 @@ class Answer:
 
 
 class HttpClient:
-    """POSTs to one `http://host:port`; each thread keeps its own connection (http.client's are not shared)."""
+    """POSTs to one `http://host:port`; each thread keeps its own connection."""
 
     def __init__(self, base_url: str, *, timeout_s: float, idle_timeout_s: float = 2.0) -> None:
         parts = urlsplit(base_url)
@@ -41,40 +43,58 @@ class HttpClient:
         self.timeout_s, self.idle_timeout_s = timeout_s, idle_timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._sockets: set[socket.socket] = set()
 
     def post_json(self, path: str, body: bytes) -> Answer:
-        """POST `body` to `path`; raises HttpError when no answer came."""
-        connection = self._connection()
+        """POST `body` to `path`; raises HttpError when no answer came (the socket timeout is per wait)."""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        where = f"{self.host}:{self.port}{path}"
+        sock = None
         try:
-            connection.request("POST", path, body, _HEADERS)
-            response = connection.getresponse()
+            sock = self._socket()
+            sock.sendall(head + body)
+            response = http.client.HTTPResponse(sock, method="POST")
+            response.begin()
             data = response.read()
         except TimeoutError:
-            connection.close()
-            where = f"{self.host}:{self.port}{path}"
+            self._drop(sock)
             raise HttpError("timeout", f"no answer from {where} in {self.timeout_s:g} s") from None
         except (OSError, http.client.HTTPException) as exc:
-            connection.close()  # its state is unknown: the next request connects afresh
-            raise HttpError("connection", f"{self.host}:{self.port}{path}: {exc!r}") from None
+            self._drop(sock)  # its state is unknown: the next request connects afresh
+            raise HttpError("connection", f"{where}: {exc!r}") from None
         if response.will_close:
-            connection.close()
-        self._local.used_at = time.monotonic()
+            self._drop(sock)
+        else:
+            self._local.used_at = time.monotonic()
         return Answer(response.status, data)
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection = getattr(self._local, "connection", None)
-        if connection is None:
-            connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-            self._local.connection, self._local.used_at = connection, time.monotonic()
+    def _socket(self) -> socket.socket:
+        sock = getattr(self._local, "sock", None)
+        if sock is not None and time.monotonic() - self._local.used_at > self.idle_timeout_s:
+            self._drop(sock)
+            sock = None
+        if sock is None:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._local.sock = sock
             with self._lock:
-                self._connections.append(connection)
-        elif time.monotonic() - self._local.used_at > self.idle_timeout_s:
-            connection.close()  # reconnects on the next request
-        return connection
+                self._sockets.add(sock)
+        return sock
+
+    def _drop(self, sock: socket.socket | None) -> None:
+        if sock is None:
+            return
+        sock.close()
+        if getattr(self._local, "sock", None) is sock:
+            self._local.sock = None
+        with self._lock:
+            self._sockets.discard(sock)
 
     def close(self) -> None:
         with self._lock:
-            for connection in self._connections:
-                connection.close()
-            self._connections.clear()
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()

@@ -1,10 +1,11 @@
 """The simulated world: the click model of `kfloop.ope.simulator` over the OBD cohorts, and the users drawn from them.
 
 A cohort is one combination of OBD's four hashed user features; its id is the pseudonymous `user_id` that
-`kfloop events import-obd` gives it (`obd-u-` + 16 hex digits), so the feature store knows it once the OBD
-sample is imported. Several simulated users may share a cohort: the first keeps the cohort's id (its imported
-history is its features), the others get the id plus `-2`, `-3`, ... which the feature store does not know
-until their own feedback arrives: the transformer serves them the cold-start defaults, like any new user.
+`kfloop events import-obd` gives it (`obd-u-` + 16 hex digits), the id under which the feature store keeps the
+cohort's user context (read from the OBD sample) and, once imported, its history. Several simulated users may
+share a cohort: the first keeps the cohort's id (so it is served those features), the others get the id plus
+`-2`, `-3`, ... which the feature store does not know until their own feedback arrives: the transformer serves
+them the cold-start defaults, like any new user.
 
 Items are OBD's 80 item indices, named as the import names them ("0".."79"); positions are 1-based on the wire
 and index the click model's 3 positions from 0.
