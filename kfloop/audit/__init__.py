@@ -1,4 +1,5 @@
-"""The tamper-evident audit trail: decisions, explanations and KServe payloads in a hash-chained store.
+"""The tamper-evident audit trail: decisions, explanations, KServe payloads and the controller's actions in a
+hash-chained store.
 
     from kfloop.audit import AuditStoreConfig, open_store, parse_record, verify_store
     store = open_store(AuditStoreConfig(url="sqlite:///audit.db"))
@@ -17,7 +18,9 @@ from kfloop.audit.explain import BackgroundExplainer, Explainer, explain_decisio
 from kfloop.audit.export import FORMATS, write_export
 from kfloop.audit.record import (
     RECORD_TAGS,
+    AlertEvidence,
     Candidate,
+    ControllerAction,
     Decision,
     Explanation,
     ItemContext,
@@ -38,12 +41,14 @@ __all__ = [
     "FORMATS",
     "GENESIS",
     "RECORD_TAGS",
+    "AlertEvidence",
     "Appended",
     "AuditRecorder",
     "AuditStoreConfig",
     "BackgroundExplainer",
     "Candidate",
     "ChainHead",
+    "ControllerAction",
     "Decision",
     "Explainer",
     "Explanation",

@@ -1,4 +1,5 @@
-"""What the audit trail records: ranking decisions, their explanations, and KServe's logged payloads.
+"""What the audit trail records: ranking decisions, their explanations, KServe's logged payloads, and what the
+controller did about alerts.
 
 Records are validated strictly (unknown fields are errors) and frozen. Each has a `record_id`, derived from
 its content, that the store deduplicates on: a resend after a crash adds nothing.
@@ -34,7 +35,8 @@ EXPLANATION = "explanation"
 KSERVE_REQUEST = "kserve_request"
 KSERVE_RESPONSE = "kserve_response"
 ITEM_CONTEXT = "item_context"
-RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT})
+CONTROLLER_ACTION = "controller_action"
+RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT, CONTROLLER_ACTION})
 CONTEXT_REF = "item_context"
 """The key, in a decision's inputs, of the item context's id the inputs leave out (see ItemContext)."""
 GREEDY = "greedy"
@@ -256,6 +258,54 @@ class ItemContext(_AuditModel):
         return cls(context_id=context_digest(content), ts=ts, content=content)
 
 
+class AlertEvidence(_AuditModel):
+    """One alert a controller action answered, with the evidence it carried (as Alertmanager sent it)."""
+
+    alertname: str = Field(min_length=1, max_length=256)
+    """The alert's name (its `alertname` label)."""
+    fingerprint: str = Field(min_length=1, max_length=256)
+    """Alertmanager's fingerprint of the alert's labels."""
+    starts_at: UtcTimestamp
+    """When the alert started firing; with the fingerprint, the key the controller deduplicates on."""
+    status: Literal["firing", "resolved"]
+    """The alert's status in the notification."""
+    labels: dict[str, str]
+    """Every label (the rule's, e.g. severity, action, model_version, variant, feature)."""
+    annotations: dict[str, str]
+    """Every annotation (summary and description carry the measured value in words)."""
+    value: float | None = Field(default=None, allow_inf_nan=False)
+    """The measured value, where the rule exports it as an annotation named `value`."""
+
+
+class ControllerAction(_AuditModel):
+    """What the controller decided and did about alerts: one record per outcome of an action (a retraining run
+    has one when it starts and one when it ends)."""
+
+    kind: Literal["controller_action"] = CONTROLLER_ACTION
+    """Record kind."""
+    action_id: Identifier
+    """The action's id in the controller's state (the same in each record of one action)."""
+    ts: UtcTimestamp
+    """When this outcome was reached."""
+    action: Identifier
+    """What was called for: rollback, retrain, none (alerts that ask for no action), ..."""
+    outcome: Identifier
+    """How it ended (rolled_back, no_canary, deployed, not_deployed, failed, paused, busy, cooldown, recorded)
+    or, for a step on the way, what happened (started)."""
+    reason: str = Field(max_length=4096)
+    """The outcome in words."""
+    actor: Identifier
+    """Who or what made it: the controller's name, or the operator who paused it."""
+    alerts: list[AlertEvidence] = Field(max_length=1000)
+    """The alerts that called for it."""
+    details: JsonObject
+    """What the action used and produced: the run's id and log, the serving change, the version deployed."""
+    model_version: Identifier | None = None
+    """The model version acted on, where there is one (the canary rolled back, the version deployed)."""
+    variant: Identifier | None = None
+    """Its variant (canary)."""
+
+
 def context_digest(content: Any) -> str:
     return hashlib.sha256(canonical_json(content)).hexdigest()
 
@@ -281,7 +331,7 @@ def with_context(inputs: dict[str, Any], context: ItemContext) -> dict[str, Any]
     return {**kept, **context.content}
 
 
-AnyRecord = Decision | Explanation | KServeMessage | ItemContext
+AnyRecord = Decision | Explanation | KServeMessage | ItemContext | ControllerAction
 AuditRecord = Annotated[AnyRecord, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(AuditRecord)
 
@@ -309,6 +359,8 @@ def record_id_of(record: Mapping[str, Any]) -> str:
         return f"{kind}:{record.get('context_id')}"
     if kind == EXPLANATION:
         return f"{kind}:{request_id}:{record.get('explanation_id')}"
+    if kind == CONTROLLER_ACTION:
+        return f"{kind}:{record.get('action_id')}:{record.get('outcome')}"
     if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
         # A client may reuse a Ce-Id for different requests; only an identical resend is a duplicate.
         payload = canonical_json([record.get("body"), record.get("body_base64")])
@@ -319,16 +371,20 @@ def record_id_of(record: Mapping[str, Any]) -> str:
 
 def index_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """The columns stored beside a record for querying; verify recomputes them to catch edited columns. An
-    item context's request_id column is its context id."""
+    item context's request_id column is its context id; a controller action's, its action id."""
     return {
         "record_id": record_id_of(record),
         "kind": record.get("kind"),
-        "request_id": record.get("context_id") if record.get("kind") == ITEM_CONTEXT else record.get("request_id"),
+        "request_id": record.get(_ID_COLUMN.get(record.get("kind"), "request_id")),
         "ts": record.get("ts"),
         "model_version": record.get("model_version"),
         "variant": record.get("variant") or record.get("endpoint"),
         "user_id": record.get("user_id"),
     }
+
+
+_ID_COLUMN = {ITEM_CONTEXT: "context_id", CONTROLLER_ACTION: "action_id"}
+"""The field stored in the request_id column, for kinds that have no request id."""
 
 
 def utc_now() -> datetime:

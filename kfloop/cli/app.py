@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from kfloop.cli.envs import Stack, has_stack, reexec_in
+from monitoring.controller import flags as controller_flags
 
 # Each deployable declares its flags once, in a light module of its own (argparse only), used here and by its
 # `python -m` entry point; the handlers below are its entry functions, imported once the environment is right.
@@ -158,6 +159,11 @@ def _up(p: argparse.ArgumentParser) -> None:
 def _status(p: argparse.ArgumentParser) -> None:
     _system(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _rollback(p: argparse.ArgumentParser) -> None:
+    _cluster(p)
+    p.add_argument("--reason", help="why (recorded in the serving state's history)")
 
 
 def _generate(p: argparse.ArgumentParser) -> None:
@@ -332,7 +338,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(("deploy",), Stack.SERVING, "kfloop.cli.commands.serve:deploy", "deploy a version as canary", _deploy),
     Command(("promote",), Stack.SERVING, "kfloop.cli.commands.serve:promote", "make the canary stable", _cluster),
-    Command(("rollback",), Stack.SERVING, "kfloop.cli.commands.serve:rollback", "drop the canary", _cluster),
+    Command(("rollback",), Stack.SERVING, "kfloop.cli.commands.serve:rollback", "drop the canary", _rollback),
     Command(
         ("serving", "status"),
         Stack.SERVING,
@@ -348,6 +354,27 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.cli.commands.system:status",
         "health of each part, served versions and split, event counts",
         _status,
+    ),
+    Command(
+        ("controller",),
+        Stack.SERVING,
+        "monitoring.controller.app:run_from_args",
+        controller_flags.HELP,
+        controller_flags.add_arguments,
+    ),
+    Command(
+        ("pause",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:pause",
+        "the controller's kill switch on: alerts are recorded, nothing is done",
+        controller_flags.add_client_arguments,
+    ),
+    Command(
+        ("resume",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:resume",
+        "the controller's kill switch off: it acts on alerts again",
+        controller_flags.add_client_arguments,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )

@@ -6,7 +6,8 @@
   that is already running also needs --force.
 - promote: the canary becomes stable (100%); the old stable is kept as `previous_stable`.
 - rollback: with a canary, drop it (stable takes every request again); without one, return to the stable
-  version before the last promotion.
+  version before the last promotion. `canary_only` (what the controller asks for): drop the canary, and with no
+  canary change nothing (NoCanary), so a repeated rollback is harmless.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kfloop.deploy.state import (
     CanaryPlacement,
@@ -38,6 +40,12 @@ class Change:
     before: ServingState
     after: ServingState
     summary: str
+    cluster_patch: dict[str, Any] | None = None
+    """What the InferenceService patch set, when the change went to a cluster too."""
+
+
+class NoCanary(InvalidInput):
+    """A canary-only rollback found no canary: nothing to do (it may have been rolled back already)."""
 
 
 def load_or_seed(state_dir: Path, manifest: Path, registry: ModelRegistry) -> ServingState:
@@ -124,36 +132,28 @@ def promote(state: ServingState, *, operator: str) -> Change:
     return Change(state, after, f"{state.canary.version} is stable (was {previous}); no canary")
 
 
-def rollback(state: ServingState, *, operator: str) -> Change:
+def rollback(state: ServingState, *, operator: str, reason: str = "", canary_only: bool = False) -> Change:
+    """`reason` is kept in the history entry's note."""
     at = now_iso()
     if state.canary is not None:
-        after = state.model_copy(
-            update={
-                "canary": None,
-                "history": [
-                    *state.history,
-                    HistoryEntry(at=at, action="rollback", version=state.canary.version, percent=0, by=operator),
-                ],
-            }
+        entry = HistoryEntry(
+            at=at, action="rollback", version=state.canary.version, percent=0, by=operator, note=reason.strip()
         )
+        after = state.model_copy(update={"canary": None, "history": [*state.history, entry]})
         stable = state.stable.version if state.stable else "none"
         return Change(state, after, f"canary {state.canary.version} removed; stable {stable} serves every request")
+    if canary_only:
+        raise NoCanary("there is no canary to roll back")
     if state.previous_stable is None:
         raise InvalidInput("nothing to roll back: no canary, and no earlier stable version recorded")
+    note = f"from {state.stable.version if state.stable else 'none'}"
+    note += f"; {reason.strip()}" if reason.strip() else ""
+    entry = HistoryEntry(at=at, action="rollback", version=state.previous_stable, by=operator, note=note)
     after = state.model_copy(
         update={
             "stable": Placement(version=state.previous_stable, since=at),
             "previous_stable": None,
-            "history": [
-                *state.history,
-                HistoryEntry(
-                    at=at,
-                    action="rollback",
-                    version=state.previous_stable,
-                    by=operator,
-                    note=f"from {state.stable.version if state.stable else 'none'}",
-                ),
-            ],
+            "history": [*state.history, entry],
         }
     )
     return Change(state, after, f"stable is back to {state.previous_stable}")

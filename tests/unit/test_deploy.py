@@ -235,3 +235,16 @@ def test_a_refused_command_exits_2_with_the_reason(tmp_path, registry, versions,
     assert "--canary P" in capsys.readouterr().err
     assert commands.promote(cli_args(tmp_path, manifest, registry)) == 2
     assert "no canary to promote" in capsys.readouterr().err
+
+
+def test_a_rollback_keeps_its_reason_and_a_canary_only_rollback_never_touches_stable(tmp_path, registry, versions):
+    from kfloop.deploy import NoCanary
+
+    manifest = manifest_naming(tmp_path, versions[0])
+    assert commands.deploy(cli_args(tmp_path, manifest, registry, version=versions[1], canary=25)) == 0
+    assert commands.rollback(cli_args(tmp_path, manifest, registry, reason="errors on the canary")) == 0
+    last = read_state(tmp_path / "state").history[-1]
+    assert (last.action, last.version, last.percent, last.note) == ("rollback", versions[1], 0, "errors on the canary")
+    state = read_state(tmp_path / "state")
+    with pytest.raises(NoCanary):
+        rollback(state, operator="controller", canary_only=True)

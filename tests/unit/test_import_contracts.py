@@ -53,6 +53,8 @@ def test_the_contracts_hold_on_a_copy_of_the_tree(tmp_path):
         ("components/train/logic.py", "import serving.common.protocol", "The pipeline side never imports"),
         ("kfloop/registry/files.py", "import kfloop.cli.app", "Inside kfloop, the CLI is on top of the core"),
         ("serving/predictor/ranking.py", "import serving.explainer.engine", "Serving roles are independent"),
+        ("monitoring/controller/engine.py", "import pipelines.runner", "The controller runs the pipeline"),
+        ("monitoring/controller/engine.py", "import serving.audit.app", "The controller uses the serving side's"),
     ],
 )
 def test_a_forbidden_import_breaks_its_contract(tmp_path, module, statement, contract):

@@ -4,7 +4,7 @@ serving/local/stack).
 Arguments (wired in kfloop/cli/app.py):
     deploy:   VERSION, --canary P, --force, --reason TEXT, --operator NAME, + the common ones below
     promote:  the common ones
-    rollback: the common ones
+    rollback: --reason TEXT, + the common ones
     common:   --config FILE, --state-dir DIR, --registry-uri URI, --operator NAME,
               --cluster, --kubeconfig FILE, --context NAME, --namespace NS
 """
@@ -40,57 +40,33 @@ def _operator(args: argparse.Namespace) -> str:
     return getattr(args, "operator", None) or getpass.getuser()
 
 
-def _cluster_step(args: argparse.Namespace, kind: str):
-    """The patch of the InferenceService that goes with a change, when --cluster is given."""
-    if not getattr(args, "cluster", False):
-        return None
+def _target(args: argparse.Namespace) -> Any:
+    """The serving state to change; with --cluster, the InferenceService too."""
+    from kfloop.deploy import ClusterTarget, ServingTarget
 
-    def patch(change: Any) -> None:
-        from kfloop.deploy import cluster
-
-        ref = change.after.inference_service
-        if getattr(args, "namespace", None):
-            ref = ref.model_copy(update={"namespace": args.namespace})
-        api = cluster.InferenceServiceApi(cluster.api_client(args.kubeconfig, args.context), ref)
-        body = _patch_body(cluster, api, kind, change)
-        api.patch(body)
-        print(f"patched InferenceService {ref.namespace}/{ref.name}: {json.dumps(_summary(body))}", file=sys.stderr)
-
-    return patch
-
-
-def _patch_body(cluster: Any, api: Any, kind: str, change: Any) -> dict[str, Any]:
-    before, after = change.before, change.after
-    if kind == "promote":
-        return cluster.promote_patch(api.get())
-    if kind == "rollback" and before.canary is not None:
-        return cluster.rollback_canary_patch()
-    if kind == "rollback":
-        return cluster.deploy_patch(api.get(), after.stable.version, None)
-    if after.canary is not None and (before.canary is None or before.canary != after.canary):
-        return cluster.deploy_patch(api.get(), after.canary.version, after.canary.percent)
-    return cluster.deploy_patch(api.get(), after.stable.version, None)
-
-
-def _summary(body: dict[str, Any]) -> dict[str, Any]:
-    predictor = body["spec"]["predictor"]
-    out: dict[str, Any] = {"canaryTrafficPercent": predictor.get("canaryTrafficPercent")}
-    for container in predictor.get("containers") or []:
-        for env in container.get("env") or []:
-            if env.get("name") in ("STORAGE_URI", "KFLOOP_VARIANT"):
-                out[env["name"]] = env["value"]
-    return out
+    state_dir, manifest, registry = _settings(args)
+    cluster = None
+    if getattr(args, "cluster", False):
+        cluster = ClusterTarget(
+            kubeconfig=getattr(args, "kubeconfig", None),
+            context=getattr(args, "context", None),
+            namespace=getattr(args, "namespace", None),
+        )
+    return ServingTarget(state_dir, manifest, registry, cluster)
 
 
 def _run(args: argparse.Namespace, kind: str, action_of) -> int:
-    from kfloop.deploy import apply_change
+    from kfloop.deploy import change_serving
 
     try:
-        state_dir, manifest, registry = _settings(args)
-        change = apply_change(state_dir, manifest, registry, action_of(registry), _cluster_step(args, kind))
+        target = _target(args)
+        change = change_serving(target, kind, action_of(target.registry))
     except KfloopError as exc:
         print(f"kfloop {kind}: {exc.message}", file=sys.stderr)
         return 2
+    if change.cluster_patch is not None:
+        patch = dict(change.cluster_patch)
+        print(f"patched InferenceService {patch.pop('inference_service')}: {json.dumps(patch)}", file=sys.stderr)
     print(change.summary)
     return 0
 
@@ -130,7 +106,10 @@ def promote(args: argparse.Namespace) -> int:
 def rollback(args: argparse.Namespace) -> int:
     from kfloop.deploy import actions
 
-    return _run(args, "rollback", lambda registry: lambda state: actions.rollback(state, operator=_operator(args)))
+    def act(state: Any) -> Any:
+        return actions.rollback(state, operator=_operator(args), reason=getattr(args, "reason", None) or "")
+
+    return _run(args, "rollback", lambda registry: act)
 
 
 def status(args: argparse.Namespace) -> int:

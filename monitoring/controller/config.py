@@ -1,0 +1,140 @@
+"""The controller's configuration (manifests/controller/controller.yaml), loaded once by its entry point.
+
+Light on purpose (pydantic and the audit spool's config only): `kfloop pause | resume` read it too, for the
+controller's address and token file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from kfloop.audit.config import SpoolConfig
+from kfloop.config import StrictModel
+
+DEFAULT_CONFIG = Path("manifests/controller/controller.yaml")
+ACTOR = "kfloop-controller"
+
+
+def read_token(path: Path) -> str:
+    """The token in a token file (surrounding whitespace is not part of it)."""
+    return path.read_text().strip()
+
+
+class ServingTargetConfig(StrictModel):
+    """The serving state the controller changes: the same files and InferenceService that `kfloop deploy |
+    rollback [--cluster]` change (keep them equal to the serving config's `stack` and `predictor` keys)."""
+
+    state_dir: Path = Path(".kfloop/serving")
+    """The local serving state directory (`stack.state_dir` of the serving config); `kfloop serve` follows it.
+    In cluster mode it mirrors the InferenceService (on the controller's volume)."""
+    manifest: Path = Path("manifests/serving/inferenceservice.yaml")
+    """The InferenceService manifest the state is seeded from (its name and namespace)."""
+    registry_uri: str = ".kfloop/registry"
+    """The model registry (`predictor.registry_uri`): deployable versions are read here, and a retraining run
+    must register its versions here too."""
+    kubeconfig: str | None = None
+    """Cluster mode: kubeconfig file; None: ~/.kube/config, else the pod's service account."""
+    context: str | None = None
+    """Cluster mode: kubeconfig context; None: its current one."""
+    namespace: str | None = None
+    """Cluster mode: the InferenceService's namespace; None: the manifest's."""
+
+
+class KfpConfig(StrictModel):
+    """Cluster mode: the training pipeline as uploaded to Kubeflow Pipelines (`kfloop pipeline submit`)."""
+
+    host: str = "http://ml-pipeline.kubeflow.svc.cluster.local:8888"
+    """The KFP API endpoint."""
+    pipeline_name: str = Field(default="kfloop-training", min_length=1)
+    """The uploaded pipeline's name; its newest version is run."""
+    experiment: str = Field(default="kfloop", min_length=1)
+    """The KFP experiment runs are created in."""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    """Run parameters; empty: the uploaded version's defaults (its compiled `config_json`)."""
+    token_file: Path | None = None
+    """A file holding a bearer token for the KFP API (e.g. a projected service account token); None: none."""
+
+
+class RetrainConfig(StrictModel):
+    """How a retraining run is started and watched, and what is done with its result."""
+
+    command: list[str] = Field(default_factory=lambda: ["kfloop", "pipeline", "run", "--local"], min_length=1)
+    """Local mode: the command that runs the training pipeline, from the controller's working directory. A
+    leading `kfloop` is this Python's `python -m kfloop` (which re-executes itself in the pipeline environment)."""
+    kfp: KfpConfig = Field(default_factory=KfpConfig)
+    """Cluster mode: the Kubeflow Pipelines run."""
+    cooldown_s: float = Field(default=3600.0, ge=0)
+    """After a run ends, triggers arriving within this long start nothing (recorded as `cooldown`)."""
+    timeout_s: float = Field(default=6 * 3600.0, gt=0)
+    """A run still going after this long is stopped and counted as failed."""
+    poll_interval_s: float = Field(default=5.0, gt=0)
+    """How often a running run is checked."""
+    canary_percent: int = Field(default=10, ge=1, le=100)
+    """The share of traffic a blessed result gets as the canary."""
+
+
+class RollbackConfig(StrictModel):
+    """Retries of a rollback the API server or the state file refused for a passing reason."""
+
+    attempts: int = Field(default=5, ge=1, le=100)
+    """Tries before the rollback is recorded as failed."""
+    retry_s: float = Field(default=2.0, gt=0)
+    """Wait between tries."""
+
+
+class ControllerConfig(StrictModel):
+    """The controller: takes Alertmanager's webhook, rolls back canaries and starts retraining runs, records
+    every decision in its state and in the audit trail."""
+
+    host: str = "127.0.0.1"
+    """Address to bind (0.0.0.0 in a container)."""
+    port: int = Field(default=8099, ge=1, le=65535)
+    """Port of the webhook, the API, /metrics, /healthz and /readyz."""
+    mode: Literal["local", "cluster"] = "local"
+    """local: the serving state directory and a pipeline subprocess; cluster: also the InferenceService patch,
+    and a Kubeflow Pipelines run."""
+    name: str = Field(default=ACTOR, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/\-]{0,127}$")
+    """Who the audit trail says acted."""
+    state_dir: Path = Path(".kfloop/controller")
+    """The controller's own state: `state.db` (SQLite: alerts seen, actions and their steps, pause), `runs/`
+    (one folder per retraining run, with its log). A persistent volume on a cluster."""
+    token_file: Path = Path(".kfloop/controller/token")
+    """The bearer token callers send (Alertmanager's `credentials_file`; `kfloop pause`). Read per request."""
+    create_token_file: bool = False
+    """Write a random token to `token_file` at start when it is missing (local use); on a cluster the token is
+    a mounted Secret and a missing one is an error."""
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest webhook body taken; larger is 413."""
+    reconcile_interval_s: float = Field(default=1.0, gt=0, le=60)
+    """How often open actions are looked at when nothing new arrives (a new action is acted on at once)."""
+    serving: ServingTargetConfig = Field(default_factory=ServingTargetConfig)
+    """What a rollback or a canary deployment changes."""
+    retrain: RetrainConfig = Field(default_factory=RetrainConfig)
+    """Retraining runs."""
+    rollback: RollbackConfig = Field(default_factory=RollbackConfig)
+    """Rollback retries."""
+    audit: SpoolConfig = Field(default_factory=lambda: SpoolConfig(dir=Path(".kfloop/controller/audit-spool")))
+    """The durable spool of this controller's audit records and the audit sink it ships them to."""
+
+    @field_validator("retrain")
+    @classmethod
+    def _command_is_not_blank(cls, value: RetrainConfig) -> RetrainConfig:
+        if any(not part for part in value.command):
+            raise ValueError("command: no part of the command may be empty")
+        return value
+
+    @property
+    def state_db(self) -> Path:
+        return self.state_dir / "state.db"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.state_dir / "runs"
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
