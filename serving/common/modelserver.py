@@ -7,6 +7,8 @@ import logging
 import re
 from typing import Any
 
+from serving.common.ranking_metrics import RankingAnswers
+
 
 class JsonByDefault:
     """A request without a Content-Type is JSON. KServe 0.15's own InferenceRESTClient posts a JSON V2 request
@@ -65,8 +67,10 @@ _V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
 
 def _add_middlewares(rest_server: Any, app: Any) -> None:
     """In place of KServe's: its timing middleware's only output is two log lines per request (silenced
-    anyway) and its metric naming costs more than the router hop; its Prometheus histograms stay."""
+    anyway) and its metric naming costs more than the router hop; its Prometheus histograms stay. Each ranking
+    request's status and time are observed outside the fast path and KServe's error handlers."""
     app.add_middleware(V1PredictFastPath, dataplane=rest_server.dataplane, kserve_app=app)
+    app.add_middleware(RankingAnswers, dataplane=rest_server.dataplane)
     app.add_middleware(JsonByDefault)  # added last: the outermost, so the fast path sees the content type
 
 
