@@ -103,9 +103,14 @@ def read_baseline(path: Path) -> Baseline:
 
 def psi(expected: np.ndarray, actual: np.ndarray, floor: float = PSI_FLOOR) -> float:
     """Population stability index of `actual` against `expected` (fractions over the same bins)."""
+    return float(psi_terms(expected, actual, floor).sum())
+
+
+def psi_terms(expected: np.ndarray, actual: np.ndarray, floor: float = PSI_FLOOR) -> np.ndarray:
+    """Each bin's term of the PSI: (a - e) ln(a / e), both fractions floored."""
     e = np.maximum(np.asarray(expected, dtype=np.float64), floor)
     a = np.maximum(np.asarray(actual, dtype=np.float64), floor)
-    return float(np.sum((a - e) * np.log(a / e)))
+    return (a - e) * np.log(a / e)
 
 
 @dataclass(frozen=True)
@@ -170,26 +175,30 @@ class InputBinner:
         """Watched inputs, in the order of the codes' columns."""
         self.unwatched = sorted({n for names in columns.values() for n in names} - {f.name for f in self.features})
         """Model inputs without a usable baseline histogram."""
-        width = max((len(_edges(f)) for f in self.numeric), default=0)
-        self._edges = np.full((len(self.numeric), width), np.inf)  # padded with +inf: never <= a value
+        width = max((len(_edges(f)) for f in self.numeric), default=0) + 1
+        self._edges = np.full((len(self.numeric), width), np.inf)  # padded with +inf: above every value
         for i, feature in enumerate(self.numeric):
             self._edges[i, : len(_edges(feature))] = _edges(feature)
-        self._int_cols = [f.column for f in self.numeric if f.kind == "int"]
-        self._float_cols = [f.column for f in self.numeric if f.kind == "float"]
+        self._int_cols = np.array([f.column for f in self.numeric if f.kind == "int"], dtype=np.intp)
+        self._float_cols = np.array([f.column for f in self.numeric if f.kind == "float"], dtype=np.intp)
+        self._string_cols = np.array([f.column for f in self.categorical], dtype=np.intp)
+        self._lookups = [(f.codes.get, f.other) for f in self.categorical]  # type: ignore[union-attr]
 
     def codes(self, tensors: dict[str, np.ndarray], rows: Any) -> np.ndarray:
-        """(len(rows), len(features)) bin codes of these rows of the input matrices."""
+        """(len(rows), len(features)) bin codes of these rows of the input matrices. A slate is a few rows, so
+        the cost is numpy's per-call overhead: a handful of calls for every input at once."""
+        rows = np.asarray(rows, dtype=np.intp)[:, None]
         out = np.empty((len(rows), len(self.features)), dtype=np.int16)
-        if self.numeric:
-            values = np.concatenate(
-                (tensors["int"][rows][:, self._int_cols], tensors["float"][rows][:, self._float_cols]), axis=1
-            )
-            out[:, : len(self.numeric)] = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+        n = len(self.numeric)
+        if n:
+            ints, floats = tensors["int"][rows, self._int_cols], tensors["float"][rows, self._float_cols]
+            values = np.concatenate((ints, floats), axis=1)
+            # the bin is the number of edges <= v: the first edge above v (there is one: the +inf padding)
+            out[:, :n] = np.argmax(values[:, :, None] < self._edges, axis=2)
         if self.categorical:
-            strings = tensors["string"][rows]
-            for j, feature in enumerate(self.categorical, start=len(self.numeric)):
-                lookup, other = feature.codes.get, feature.other  # type: ignore[union-attr]
-                out[:, j] = [lookup(value, other) for value in strings[:, feature.column]]
+            strings = tensors["string"][rows, self._string_cols].tolist()
+            lookups = self._lookups
+            out[:, n:] = [[get(v, other) for (get, other), v in zip(lookups, row, strict=True)] for row in strings]
         return out
 
 
@@ -208,6 +217,10 @@ class DriftWindow:
         self._next = 0
         self._filled = 0
         self._lock = threading.Lock()
+        bins = [len(f.expected) for f in features]
+        self._offsets = np.cumsum([0, *bins[:-1]]).astype(np.int32)
+        """Where each feature's bins start in one count vector for all features."""
+        self._expected = np.concatenate([f.expected for f in features]) if features else np.zeros(0)
 
     @property
     def filled(self) -> int:
@@ -229,13 +242,14 @@ class DriftWindow:
             self._filled = min(self._filled + n, self.size)
 
     def psi(self, min_samples: int) -> dict[str, float] | None:
-        """PSI of each feature over the window; None while it holds fewer than `min_samples` items."""
+        """PSI of each feature over the window; None while it holds fewer than `min_samples` items. One count
+        over every feature's bins at once (a few milliseconds for 10,000 items of 50 inputs): the thread that
+        computes it holds the interpreter that long, and a request waits for it."""
         with self._lock:
             if self._filled < min_samples:
                 return None
-            window = self._codes[: self._filled].copy()  # an unfilled window is filled from the start
-        out = {}
-        for j, feature in enumerate(self.features):
-            counts = np.bincount(window[:, j], minlength=len(feature.expected))
-            out[feature.name] = psi(feature.expected, counts / len(window))
-        return out
+            window = self._codes[: self._filled] + self._offsets  # an unfilled window is filled from the start
+        counts = np.bincount(window.ravel(), minlength=len(self._expected))
+        terms = psi_terms(self._expected, counts / len(window))
+        by_feature = np.add.reduceat(terms, self._offsets) if len(terms) else []
+        return {f.name: float(v) for f, v in zip(self.features, by_feature, strict=True)}

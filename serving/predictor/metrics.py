@@ -33,6 +33,7 @@ ROLE = "predictor"
 SCORE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 """Scores are click probabilities: mostly small, so the buckets are finer near 0."""
 
+_MAX_KEPT = 1000
 REQUESTS = ranking_requests_counter()
 SECONDS = ranking_seconds_histogram()
 SCORES = Histogram(
@@ -65,31 +66,46 @@ class PredictorMetrics:
         self.baseline_path = resolved.baseline_path if drift.enabled else None
         self.binner: InputBinner | None = None
         self.windows: dict[str, DriftWindow] = {}
-        self._variants: set[str] = set()
+        # prometheus_client's labels() takes a lock and checks the values each time: its children are kept here
+        self._answers: dict[tuple[str | None, int], tuple[Any, Any]] = {}
+        self._scores: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- on the request path ---------------------------------------------------------------------------
     def observe_answer(self, variant: str | None, status: int, seconds: float) -> None:
         """A ranking request answered (any status)."""
-        label = metric_variant(variant, self.default_variant)
-        REQUESTS.labels(ROLE, self.version, label, str(status)).inc()
-        SECONDS.labels(ROLE, self.version, label).observe(seconds)
-        if label not in self._variants:
-            self._variants.add(label)
-            CREATED.labels(self.version, label).set(self.created)
+        children = self._answers.get((variant, status))
+        if children is None:
+            children = self._answer_children(variant, status)
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_slate(self, variant: str, tensors: dict[str, np.ndarray], slate: list[int], scores: Any) -> None:
         """A slate served: its items' scores, and their inputs into the variant's drift window."""
-        label = metric_variant(variant, self.default_variant)
-        histogram = SCORES.labels(self.version, label)
+        histogram = self._scores.get(variant)
+        if histogram is None:
+            histogram = SCORES.labels(self.version, metric_variant(variant, self.default_variant))
+            if len(self._scores) < _MAX_KEPT:
+                self._scores[variant] = histogram
         for index in slate:
             histogram.observe(float(scores[index]))
         if self.binner is not None and self.binner.features and slate:
+            label = metric_variant(variant, self.default_variant)
             window = self.windows.get(label)
             if window is None:
                 window = self.windows[label] = DriftWindow(self.binner.features, self.drift.window)
             window.add(self.binner.codes(tensors, slate))
+
+    def _answer_children(self, variant: str | None, status: int) -> tuple[Any, Any]:
+        """The series of a (variant header, status) seen for the first time; the version's creation time is
+        set for the variant then."""
+        label = metric_variant(variant, self.default_variant)
+        CREATED.labels(self.version, label).set(self.created)
+        children = (REQUESTS.labels(ROLE, self.version, label, str(status)), SECONDS.labels(ROLE, self.version, label))
+        if len(self._answers) < _MAX_KEPT:  # a client's made-up variants: labelled "other", and not kept
+            self._answers[(variant, status)] = children
+        return children
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def start(self, columns: dict[str, list[str]]) -> None:
