@@ -81,6 +81,11 @@ class SavedRanker:
         explain = self._loaded.signatures.get(EXPLAIN_INPUTS_SIGNATURE)
         self._explain = _packed(tf, explain, self._groups, self.input_dtypes, (X,)) if explain else None
 
+    @property
+    def columns(self) -> dict[str, list[str]]:
+        """The model's inputs by input matrix ("string", "int", "float"), in each matrix's column order."""
+        return self._groups
+
     def feed(
         self,
         candidates: list[str],

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kfloop.errors import InvalidInput, NotFound
-from kfloop.model_contract import EXPLAINER_DIR, MODEL_DIR
+from kfloop.model_contract import BASELINE_FILE, EXPLAINER_DIR, MODEL_DIR
 from kfloop.registry import CARD, ModelCard, ModelRegistry
 
 
@@ -16,6 +16,8 @@ class ResolvedVersion:
     model_path: Path
     explainer_path: Path | None
     card: ModelCard
+    baseline_path: Path | None = None
+    """The training baseline's histograms (baseline.json), if the version has them."""
 
 
 def unknown_version(registry: ModelRegistry, version: str) -> NotFound:
@@ -50,7 +52,8 @@ def from_registry(registry_uri: str, version: str | None, cache_dir: Path) -> Re
     card = registry.card(chosen)
     model_path = registry.local_copy(chosen, MODEL_DIR, cache_dir)
     explainer = registry.local_copy(chosen, EXPLAINER_DIR, cache_dir) if EXPLAINER_DIR in card.artifacts else None
-    return ResolvedVersion(chosen, model_path, explainer, card)
+    baseline = registry.local_copy(chosen, BASELINE_FILE, cache_dir) if BASELINE_FILE in card.artifacts else None
+    return ResolvedVersion(chosen, model_path, explainer, card, baseline)
 
 
 def from_folder(folder: Path) -> ResolvedVersion:
@@ -60,7 +63,14 @@ def from_folder(folder: Path) -> ResolvedVersion:
         raise NotFound(f"{folder} holds no {CARD}: point the storage URI at a registry version folder")
     card = ModelCard.model_validate_json(card_path.read_text())
     explainer = folder / EXPLAINER_DIR
-    return ResolvedVersion(card.version, folder / MODEL_DIR, explainer if explainer.is_dir() else None, card)
+    baseline = folder / BASELINE_FILE
+    return ResolvedVersion(
+        card.version,
+        folder / MODEL_DIR,
+        explainer if explainer.is_dir() else None,
+        card,
+        baseline if baseline.is_file() else None,
+    )
 
 
 def resolve(registry_uri: str, version: str | None, model_dir: Path | None, cache_dir: Path) -> ResolvedVersion:

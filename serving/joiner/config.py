@@ -33,6 +33,24 @@ class JoinerConfig(StrictModel):
     """How often the write-ahead segments are checked for new lines when idle."""
     sealed_scan_interval_s: float = Field(default=1.0, ge=0)
     """How often recent sealed Parquet files are listed, to catch a segment sealed before it was seen."""
+    reference_impressions: int = Field(default=2000, ge=1)
+    """A version's reference window: its first this many impressions served as stable (after its promotion).
+    Its reference CTR (the clicks joined to them / this many), `kfloop_joiner_reference_ctr`, is what the
+    OnlineRewardDecay alert compares its later online CTR with. The reference's relative standard error is
+    sqrt((1 - p) / (p N)): at a 5% CTR, 2,000 measure it to about 10%; at the OBD sample's 0.4%, to about 35%
+    (25,000 would be needed for 10%). A restarted joiner rebuilds the window from the `remember_s` it replays:
+    for a version promoted longer ago than that, the rebuilt reference is its CTR at the start of that span."""
+    reference_settle_s: float = Field(default=60.0, ge=0)
+    """Once a reference window is full, how long its impressions' clicks are still awaited (after the arrival of
+    its last impression) before the reference is fixed and exported. At most `window_s`."""
+
+    @field_validator("reference_settle_s")
+    @classmethod
+    def _settles_within_the_window(cls, value: float, info: ValidationInfo) -> float:
+        window = info.data.get("window_s")
+        if window is not None and value > window:
+            raise ValueError(f"must be at most window_s ({window}): later clicks are not attributed anyway")
+        return value
 
     @field_validator("remember_s")
     @classmethod

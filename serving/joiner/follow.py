@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,6 +60,12 @@ class Snapshot:
     requests: int
     events_read: int
     replayed: int
+    reference_ctr: dict[str, float] = field(default_factory=dict)
+    """Each version's fixed reference CTR."""
+    last_feedback_us: int | None = None
+    """Arrival of the newest feedback, None before any."""
+    started_us: int = 0
+    """When this joiner started (its clock)."""
 
 
 def arrival_dates(since_us: int, until_us: int) -> list[str]:
@@ -91,7 +97,13 @@ class LogJoiner:
     def __init__(self, config: JoinerConfig, *, clock: Clock = wall_clock_us) -> None:
         self.config = config
         self.clock = clock
-        self.joiner = Joiner(window_us=int(config.window_s * 1e6), remember_us=int(config.remember_s * 1e6))
+        self.joiner = Joiner(
+            window_us=int(config.window_s * 1e6),
+            remember_us=int(config.remember_s * 1e6),
+            reference_size=config.reference_impressions,
+            reference_settle_us=int(config.reference_settle_s * 1e6),
+        )
+        self.started_us = clock()
         self.tailer = WalTailer(config.event_log, sealed_scan_interval_s=config.sealed_scan_interval_s)
         self.ready = False
         self.failure: str | None = None
@@ -145,7 +157,16 @@ class LogJoiner:
     def snapshot(self) -> Snapshot:
         with self._lock:
             joiner = self.joiner
-            return Snapshot(joiner.counts.copy(), joiner.pending, joiner.requests, self.events_read, self.replayed)
+            return Snapshot(
+                joiner.counts.copy(),
+                joiner.pending,
+                joiner.requests,
+                self.events_read,
+                self.replayed,
+                reference_ctr=dict(joiner.references.ctr),
+                last_feedback_us=joiner.last_feedback_us,
+                started_us=self.started_us,
+            )
 
     def _ingest(self, records: list[Row], now_us: int) -> None:
         # In slices, so that a scrape during a long replay waits for one slice, not for the whole log.

@@ -14,6 +14,8 @@ Records come in the write-ahead form (timestamps as epoch microseconds), in arri
   its arrival, for duplicates); feedback naming a forgotten request is unattributed.
 - Impressions without a model_version or variant count under "unknown"; so does unattributed feedback that
   does not name its own.
+- Each version's reference CTR is measured over its first impressions as stable (serving.joiner.reference);
+  the newest feedback's arrival (copies included: an arrival all the same) is kept for the freshness alert.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
+from serving.joiner.reference import ReferenceWindows
+
 UNKNOWN = "unknown"
 NO_REQUEST_ID = "no_request_id"
 UNKNOWN_REQUEST = "unknown_request"
+FIRST = object()
+"""In a request's reference set: its first impression is in the reference window (for feedback on an item the
+request did not show, which takes that impression's labels)."""
 
 Row = dict[str, Any]
 Labels = tuple[str, str]  # (model_version, variant)
@@ -61,6 +68,8 @@ class _Request:
     decision_us: int
     labels: Labels
     items: dict[str, Labels]
+    reference: set[Any] = field(default_factory=set)
+    """Items (and FIRST) whose impression is in its version's reference window."""
 
 
 V = TypeVar("V")
@@ -85,12 +94,17 @@ class _Aging(Generic[V]):
 class Joiner:
     """Joins feedback to impressions as records arrive; `advance` moves its clock (expiring what waited)."""
 
-    def __init__(self, *, window_us: int, remember_us: int) -> None:
+    def __init__(
+        self, *, window_us: int, remember_us: int, reference_size: int = 2000, reference_settle_us: int = 60_000_000
+    ) -> None:
         if remember_us < window_us:
             raise ValueError("remember_us must be at least window_us")
         self.window_us = window_us
         self.remember_us = remember_us
         self.counts = Counts()
+        self.references = ReferenceWindows(size=reference_size, settle_us=reference_settle_us)
+        self.last_feedback_us: int | None = None
+        """Arrival of the newest feedback record (any type but impression)."""
         self.now_us = 0
         self._seen: _Aging[None] = _Aging()
         self._requests: _Aging[_Request] = _Aging()
@@ -110,6 +124,8 @@ class Joiner:
     def ingest(self, record: Row) -> None:
         """One event-log record; the clock first moves to its arrival."""
         self.advance(record["received_at"])
+        if record["type"] != "impression":
+            self.last_feedback_us = max(self.last_feedback_us or 0, record["received_at"])
         event_id = record["event_id"]
         if event_id in self._seen.values:
             self.counts.duplicates[record["type"]] += 1
@@ -130,6 +146,7 @@ class Joiner:
             self._unattributed(record, UNKNOWN_REQUEST)
         self._requests.forget(now_us - self.remember_us)
         self._seen.forget(now_us - self.remember_us)
+        self.references.advance(now_us)
 
     def _impression(self, record: Row) -> None:
         labels = labels_of(record)
@@ -138,13 +155,19 @@ class Joiner:
         if request_id is None:
             return
         request = self._requests.values.get(request_id)
+        first = request is None
         if request is None:
             request = _Request(record["ts"], labels, {})
             self._requests.add(request_id, request, record["received_at"])
         else:
             request.decision_us = min(request.decision_us, record["ts"])
-        if record.get("item_id") is not None:
-            request.items.setdefault(record["item_id"], labels)
+        item = record.get("item_id")
+        if item is not None and item not in request.items:
+            request.items[item] = labels
+            if labels[0] != UNKNOWN and self.references.admit(*labels, record["received_at"]):
+                request.reference.add(item)
+                if first:
+                    request.reference.add(FIRST)
         for waiting in self._pending.pop(request_id, []):
             self._join(waiting, request)
 
@@ -167,6 +190,9 @@ class Joiner:
             self.counts.late[key] += 1
             return
         self.counts.attributed[key] += 1
+        item = record.get("item_id")
+        if record["type"] == "click" and (item if item in request.items else FIRST) in request.reference:
+            self.references.click(labels[0])
         if record["type"] == "dwell":
             self.counts.dwell_ms[labels] += record.get("dwell_ms") or 0
 

@@ -3,7 +3,10 @@
 Counters per model version and variant: `kfloop_joiner_impressions_total`, `kfloop_joiner_clicks_total`,
 `kfloop_joiner_dwell_ms_total` (attributed), `kfloop_joiner_feedback_total{type}` (attributed),
 `kfloop_joiner_late_feedback_total{type}`, `kfloop_joiner_unattributed_feedback_total{type,reason}`; and
-`kfloop_joiner_duplicate_events_total{type}`, `kfloop_joiner_events_read_total`, gauges of the state.
+`kfloop_joiner_duplicate_events_total{type}`, `kfloop_joiner_events_read_total`, gauges of the state. For the
+alerts: `kfloop_joiner_reference_ctr{model_version}` (once the version's reference window is complete) and
+`kfloop_joiner_last_feedback_timestamp_seconds` (before any feedback: when the joiner started, so that a loop
+that never had feedback is seen as silent from then on, not as a series that is absent).
 """
 
 from __future__ import annotations
@@ -25,6 +28,24 @@ def _counter(name: str, documentation: str, label_names: tuple[str, ...], values
     for key, value in sorted(values.items()):
         family.add_metric(list(key), value)
     return family
+
+
+def _for_the_alerts(now: Snapshot) -> Iterator[Metric]:
+    """The reference CTR of each version whose window is complete, and the newest feedback's arrival."""
+    reference = GaugeMetricFamily(
+        "kfloop_joiner_reference_ctr",
+        "A version's online CTR over its reference window (its first impressions as stable), once complete.",
+        labels=["model_version"],
+    )
+    for version, ctr in sorted(now.reference_ctr.items()):
+        reference.add_metric([version], ctr)
+    yield reference
+    last = now.last_feedback_us if now.last_feedback_us is not None else now.started_us
+    yield GaugeMetricFamily(
+        "kfloop_joiner_last_feedback_timestamp_seconds",
+        "Arrival time of the newest feedback event, Unix seconds (before any: when the joiner started).",
+        last / 1e6,
+    )
 
 
 class JoinExporter:
@@ -87,6 +108,7 @@ class JoinExporter:
             GaugeMetricFamily("kfloop_joiner_pending_feedback", "Feedback waiting for its impressions.", now.pending),
             GaugeMetricFamily("kfloop_joiner_requests", "Requests remembered (for late feedback).", now.requests),
         )
+        yield from _for_the_alerts(now)
 
 
 def joiner_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:

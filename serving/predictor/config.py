@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from kfloop.audit.config import ExplanationSamplingConfig, SpoolConfig
 from kfloop.config import StrictModel
@@ -52,6 +52,31 @@ class PredictorAuditConfig(StrictModel):
     """Timeout of one background explanation request."""
 
 
+class DriftConfig(StrictModel):
+    """Input drift: each model input's population stability index (PSI) over a sliding window of the items the
+    predictor showed, against the served version's training baseline (its `baseline.json`). Each shown item's
+    inputs are binned into the baseline's bins as it is served; the PSI is recomputed off the request path."""
+
+    enabled: bool = True
+    """Export `kfloop_feature_drift` (a version without a baseline exports none either way)."""
+    window: int = Field(default=10_000, ge=100, le=1_000_000)
+    """Shown items in the sliding window (the training rows are shown items too): at 200 rankings/s and 3
+    slots, 10,000 is the last ~17 s of traffic."""
+    min_samples: int = Field(default=2_000, ge=1)
+    """No PSI is exported for a variant until its window holds this many shown items (a small sample's PSI is
+    mostly noise: about (bins - 1) / n for an unchanged input)."""
+    update_interval_s: float = Field(default=2.0, gt=0, le=3600)
+    """How often the PSI is recomputed from the window (in a background thread)."""
+
+    @field_validator("min_samples")
+    @classmethod
+    def _fits_in_the_window(cls, value: int, info: ValidationInfo) -> int:
+        window = info.data.get("window")
+        if window is not None and value > window:
+            raise ValueError(f"must be at most window ({window}): the window never holds more")
+        return value
+
+
 class PredictorConfig(StrictModel):
     """One predictor process: a model version from the registry, served through kserve.ModelServer."""
 
@@ -78,3 +103,5 @@ class PredictorConfig(StrictModel):
     """The decision record."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """REST port of the model server (V1, V2, /metrics)."""
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    """Input drift against the version's training baseline (`kfloop_feature_drift`)."""

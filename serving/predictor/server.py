@@ -32,6 +32,7 @@ from serving.common.protocol import (
 from serving.common.versions import ResolvedVersion
 from serving.predictor.config import PredictorConfig
 from serving.predictor.decisions import DecisionLog, build_decision
+from serving.predictor.metrics import PredictorMetrics
 from serving.predictor.ranking import choose_slate, make_policy
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class RankerPredictor(kserve.Model):
         self.policy = make_policy(config.policy)
         self.rng = np.random.default_rng(config.policy.seed)
         self.decisions: DecisionLog | None = None
+        self.metrics = PredictorMetrics(resolved, config.variant, config.drift)
         if config.audit.enabled:
             # one spool per version: a restarted process resumes shipping what its predecessor spooled
             spool_dir = config.audit.spool.dir / resolved.version
@@ -71,6 +73,7 @@ class RankerPredictor(kserve.Model):
         if self.decisions is not None:
             self.decisions.open()
         self.ranker = ranker
+        self.metrics.start(ranker.columns)
         frozen = freeze_loaded_heap()  # TensorFlow's objects stay out of every later collection
         log.debug("%d objects frozen after loading", frozen)
         self.ready = True
@@ -81,6 +84,7 @@ class RankerPredictor(kserve.Model):
         # the log stays (closed): a request already past the readiness check is refused by it, not answered
         # unrecorded (KServe calls stop() from a signal handler, which can run in the middle of a request)
         self.ready = False
+        self.metrics.stop()
         if self.decisions is not None:
             self.decisions.close()
 
@@ -92,6 +96,10 @@ class RankerPredictor(kserve.Model):
         return output_metadata()
 
     # -- serving -----------------------------------------------------------------------------------------
+    def observe_answer(self, variant: str | None, status: int, seconds: float) -> None:
+        """Every ranking request answered, told by the model server (serving.common.ranking_metrics)."""
+        self.metrics.observe_answer(variant, status, seconds)
+
     async def predict(self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None) -> Any:
         variant = self._variant(headers)
         if isinstance(payload, dict):
@@ -133,6 +141,7 @@ class RankerPredictor(kserve.Model):
         scores, logits = self.ranker.score(feed)
         k = ranking.k or self.config.policy.slate_size
         choice = choose_slate(self.policy, logits.astype(np.float64), k, self.rng)
+        self.metrics.observe_slate(variant, feed.tensors, choice.indices, scores)
         result = RankResult(
             request_id=ranking.request_id,
             model_version=self.version,

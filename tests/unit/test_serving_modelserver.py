@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from serving.common.errors import install_kserve_error_handlers
 from serving.common.http import CatchAllMiddleware
 from serving.common.modelserver import JsonByDefault, KfloopModelServer, KfloopRESTServer, V1PredictFastPath
+from serving.common.ranking_metrics import RankingAnswers
 
 pytestmark = pytest.mark.serving
 
@@ -80,8 +81,10 @@ def clients(monkeypatch):
 
 def test_our_middlewares_replace_kserves_and_wrap_in_order():
     app = kfloop_app()
-    # outermost first: the JSON default, the catch-all around the fast path; no KServe timing middleware
-    assert [m.cls for m in app.user_middleware] == [JsonByDefault, CatchAllMiddleware, V1PredictFastPath]
+    # outermost first: the JSON default, the ranking answers' observer outside the catch-all around the fast
+    # path; no KServe timing middleware
+    order = [JsonByDefault, RankingAnswers, CatchAllMiddleware, V1PredictFastPath]
+    assert [m.cls for m in app.user_middleware] == order
     handlers = {kind.__name__: handler.__module__ for kind, handler in app.exception_handlers.items()}
     assert handlers["InvalidInput"] == handlers["ModelNotFound"] == handlers["KfloopError"] == "serving.common.errors"
     assert "Exception" not in handlers  # an unexpected exception is the catch-all's logged 500

@@ -33,6 +33,7 @@ from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
 from serving.common.protocol import VARIANT_HEADER
+from serving.common.ranking_metrics import ranking_requests_counter
 from serving.common.service import serve_app
 from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
 from serving.local.router import flags
@@ -41,6 +42,9 @@ from serving.local.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
 
+ROLE = "router"
+_GATEWAY_STATUS = {"timeout": "504", "unreachable": "502"}
+"""A predictor that gave no answer counts as the status a gateway answers for it."""
 _FORWARDED_HEADERS = ("content-type", "x-request-id", "x-b3-traceid", "x-b3-spanid", "traceparent", "tracestate")
 
 
@@ -59,6 +63,9 @@ class RouterMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.rankings = ranking_requests_counter(self.registry)
+        """kfloop_ranking_requests_total{role="router"}: each attempt at a predictor, by the version and variant it
+        was routed to and the status it ended with (502 refused or unreachable, 504 no answer in time)."""
         self.latency = Histogram(
             "kfloop_router_upstream_seconds",
             "Time of the call to a predictor, by variant.",
@@ -145,11 +152,14 @@ class Router:
         try:
             answer = await self._send(route, "POST", path, body, {**headers, VARIANT_HEADER: variant})
         except UpstreamUnavailable as exc:
+            reason = "timeout" if "no answer within" in str(exc) else "unreachable"
             self.metrics.requests.labels(variant, "unreachable").inc()
-            return None, "timeout" if "no answer within" in str(exc) else "unreachable"
+            self.metrics.rankings.labels(ROLE, route.version, variant, _GATEWAY_STATUS[reason]).inc()
+            return None, reason
         finally:
             self.metrics.latency.labels(variant).observe(time.perf_counter() - started)
         self.metrics.requests.labels(variant, str(answer.status)).inc()
+        self.metrics.rankings.labels(ROLE, route.version, variant, str(answer.status)).inc()
         if answer.status >= 500:
             return None, f"status_{answer.status}"
         return answer, ""
