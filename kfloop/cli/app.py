@@ -1,8 +1,9 @@
 """`kfloop`: one command for people; each subcommand runs in the environment whose stack it needs.
 
-Argument definitions live here, a deployable's in its own flags module (argparse only, shared with its
-`python -m` entry point), and import nothing heavy; a handler (`module:function`, called with the
-parsed arguments) is imported only once the right environment is running.
+Argument definitions live here (the local system's and its monitoring loop's in arguments_monitoring.py), a
+deployable's in its own flags module (argparse only, shared with its `python -m` entry point), and import nothing
+heavy; a handler (`module:function`, called with the parsed arguments) is imported only once the right
+environment is running.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from kfloop.cli import arguments_monitoring
+from kfloop.cli.command import Command
 from kfloop.cli.envs import Stack, has_stack, reexec_in
-from monitoring.controller import flags as controller_flags
 
 # Each deployable declares its flags once, in a light module of its own (argparse only), used here and by its
 # `python -m` entry point; the handlers below are its entry functions, imported once the environment is right.
@@ -146,21 +146,6 @@ def _deploy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reason", help="why (recorded; required with --force)")
 
 
-def _system(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="the system's YAML (default: manifests/local/system.yaml)")
-    p.add_argument("--state-dir", help="where the whole system keeps its state (overrides state_dir: .kfloop)")
-
-
-def _up(p: argparse.ArgumentParser) -> None:
-    _system(p)
-    p.add_argument("--foreground", action="store_true", help="supervise from this process (Ctrl-C stops all)")
-
-
-def _status(p: argparse.ArgumentParser) -> None:
-    _system(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
 def _rollback(p: argparse.ArgumentParser) -> None:
     _cluster(p)
     p.add_argument("--reason", help="why (recorded in the serving state's history)")
@@ -168,15 +153,6 @@ def _rollback(p: argparse.ArgumentParser) -> None:
 
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
-
-
-@dataclass(frozen=True)
-class Command:
-    words: tuple[str, ...]
-    stack: Stack
-    handler: str
-    help: str
-    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda p: None)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -346,36 +322,7 @@ COMMANDS: tuple[Command, ...] = (
         "print the serving state (stable, canary, split)",
         stack_flags.add_state_arguments,
     ),
-    Command(("up",), Stack.SERVING, "kfloop.cli.commands.system:up", "start the whole local system", _up),
-    Command(("down",), Stack.SERVING, "kfloop.cli.commands.system:down", "stop what `kfloop up` started", _system),
-    Command(
-        ("status",),
-        Stack.SERVING,
-        "kfloop.cli.commands.system:status",
-        "health of each part, served versions and split, event counts",
-        _status,
-    ),
-    Command(
-        ("controller",),
-        Stack.SERVING,
-        "monitoring.controller.app:run_from_args",
-        controller_flags.HELP,
-        controller_flags.add_arguments,
-    ),
-    Command(
-        ("pause",),
-        Stack.CORE,
-        "kfloop.cli.commands.controller:pause",
-        "the controller's kill switch on: alerts are recorded, nothing is done",
-        controller_flags.add_client_arguments,
-    ),
-    Command(
-        ("resume",),
-        Stack.CORE,
-        "kfloop.cli.commands.controller:resume",
-        "the controller's kill switch off: it acts on alerts again",
-        controller_flags.add_client_arguments,
-    ),
+    *arguments_monitoring.COMMANDS,
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )
 
