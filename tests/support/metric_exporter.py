@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,18 @@ from pathlib import Path
 from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def system_part(spec: Path, port: int, name: str = "exporter") -> dict[str, Any]:
+    """The exporter as a part of a `kfloop up` system file: Prometheus scrapes it as job `kfloop-{name}`."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    return {
+        "name": name,
+        "command": [sys.executable, "-m", "tests.support.metric_exporter", "--port", "{port}", "--spec", str(spec)],
+        "port": port,
+        "ready_urls": [url],
+        "metrics_url": url,
+    }
 
 
 def write_spec(path: Path, series: list[dict[str, Any]]) -> None:
@@ -82,7 +95,7 @@ def serve(port: int, spec: Path) -> None:
     series = Series(spec)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
+        def do_GET(self) -> None:
             if self.path != "/metrics":
                 self.send_error(404)
                 return
