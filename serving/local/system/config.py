@@ -24,9 +24,8 @@ from kfloop.config import StrictModel, load_config
 from kfloop.errors import ConfigError
 
 DEFAULT_CONFIG = Path("manifests/local/system.yaml")
-STATE_DIR_TOKEN = "{state_dir}"
-"""Replaced by the system's state directory (see the module's docstring for every placeholder)."""
 _PLACEHOLDER = re.compile(r"\{(state_dir|cwd|port)(?::([a-z][a-z0-9-]*))?\}")
+"""`{state_dir}`, `{cwd}`, `{port}`, `{port:NAME}` (the module's docstring says what each is)."""
 KFLOOP = "kfloop"
 KINDS = ("collector", "serving", "prometheus", "alertmanager", "controller")
 Ports = Mapping[str, int | None]
@@ -238,7 +237,8 @@ def runnable(config: SystemConfig, kfloop_has: Callable[[list[str]], bool]) -> t
     skipped = {p.name: p for p in config.parts if not command_exists(p.command, kfloop_has)}
     for name, part in skipped.items():
         if not part.optional:
-            raise ConfigError(f"parts.{name}.command: {' '.join(part.command)!r} does not exist here")
+            hint = "" if part.command[0] == KFLOOP else " (not on PATH; `make setup` installs the servers it runs)"
+            raise ConfigError(f"parts.{name}.command: {' '.join(part.command)!r} does not exist here{hint}")
     kept = [p for p in config.parts if p.name not in skipped]
     for part in kept:
         needs = [a for a in part.after if a in skipped]
