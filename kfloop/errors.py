@@ -40,6 +40,12 @@ class Unauthorized(KfloopError):
     http_status = 401
 
 
+class Forbidden(KfloopError):
+    """The caller may not do this, whatever credentials it presents."""
+
+    http_status = 403
+
+
 class NotFound(KfloopError):
     """The thing asked for does not exist."""
 

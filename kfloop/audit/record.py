@@ -8,8 +8,6 @@ its content, that the store deduplicates on: a resend after a crash adds nothing
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,13 +20,17 @@ from pydantic import (
     Field,
     JsonValue,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
-    ValidationInfo,
+    model_serializer,
     model_validator,
 )
 
 from kfloop.audit.canonical import canonical_json, rfc3339
-from kfloop.events.schema import Identifier, PseudonymousId, Timestamp
+from kfloop.audit.json_values import PARSED_JSON as _PARSED_JSON
+from kfloop.audit.json_values import json_object as _json_object
+from kfloop.audit.json_values import json_value as _json_value
+from kfloop.events.schema import Consent, Identifier, PseudonymousId, Timestamp
 
 DECISION = "decision"
 EXPLANATION = "explanation"
@@ -48,41 +50,6 @@ CONTEXT_FIELDS = ("candidates", "items")
 """The inputs an item context holds: the candidates and their per-candidate columns (the catalog's item
 features, the same for every request until the catalog changes)."""
 
-
-def _json_value(value: Any, path: str = "") -> Any:
-    """Only JSON: objects, arrays, strings, finite numbers (JSON has no NaN or Infinity, and a hash over them would
-    not be reproducible elsewhere), booleans, null; the error names the first offending path."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            _json_value(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _json_value(item, f"{path}[{i}]")
-    elif isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{path or 'value'} is {value}; only finite numbers can be recorded")
-    elif not (value is None or isinstance(value, str | bool | int | float)):
-        raise ValueError(f"{path or 'value'}: {type(value).__name__} is not a JSON value")
-    return value
-
-
-def _json_object(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-    """A JSON object of finite values. A decision's inputs hold ~2,000 values: checked in one pass of the C
-    encoder (no NaN or Infinity, nothing that is not JSON); only a failure walks it in Python, to name the
-    path. (pydantic's JsonValue costs ~40x more, per value.) Values just parsed from JSON text that refuses
-    NaN (`parse_record(..., parsed_json=True)`) are JSON by construction and skip the pass. Nested non-string
-    keys are hashed and stored as JSON writes them, as strings, so a stored record still verifies."""
-    if info.context and info.context.get(_PARSED_JSON):
-        return value
-    try:
-        _STRICT.encode(value)
-    except (ValueError, TypeError, RecursionError):
-        _json_value(value)
-        raise ValueError("not a JSON object of finite values") from None
-    return value
-
-
-_PARSED_JSON = "parsed_json"
-_STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 UtcTimestamp = Annotated[Timestamp, PlainSerializer(rfc3339, return_type=str)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
@@ -142,6 +109,17 @@ class Decision(_AuditModel):
     """The items returned, with positions, scores and propensities."""
     policy: PolicyInfo
     """The logging policy."""
+    consent: Consent | None = None
+    """The user's consent as the ranking request gave it (or the serving config's default): without
+    personalization, the user's features were not read and the slate is not logged as impressions for training.
+    Absent from decisions recorded before consent was (their records and hashes stay as they were)."""
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_consent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("consent", True) is None:
+            del data["consent"]
+        return data
 
     @model_validator(mode="after")
     def _slate_is_consistent(self) -> Self:

@@ -21,13 +21,15 @@ from pydantic import ValidationError
 
 from kfloop.audit.config import SpoolConfig
 from kfloop.audit.record import RECORD_TAGS, AnyRecord, parse_record
-from kfloop.audit.spool import Spool, decode_payload
+from kfloop.audit.spool import SINK, Spool, SpoolCursor, decode_payload
 from kfloop.audit.store.base import ACKNOWLEDGED, SqlStore
 from kfloop.errors import KfloopError, field_errors
 
 log = logging.getLogger(__name__)
 
 REJECTED_FILE = "rejected.jsonl"
+SKIPPED = "skipped"
+"""A receipt for a record that had nothing to deliver to this receiver (e.g. no impressions in it)."""
 
 
 @dataclass(frozen=True)
@@ -58,17 +60,27 @@ class MalformedBatch(DeliveryFailed):
 
 
 class HttpSink:
-    """Delivers batches to an audit sink's POST /v1/decisions (stdlib HTTP: usable in every environment)."""
+    """Delivers batches to an audit sink's POST /v1/decisions (stdlib HTTP: usable in every environment), or to
+    another receiver that answers alike: a result per record (`status`, `errors`), in order; 422 with the
+    results as `details` when it took none (the collector's POST /v1/events, with `path` and `batch_key`)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 10.0) -> None:
-        self.url = base_url.rstrip("/") + "/v1/decisions"
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        path: str = "/v1/decisions",
+        batch_key: str = "records",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + path
         self.timeout_s = timeout_s
+        self.batch_key = batch_key.encode()
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
 
     def __call__(self, payloads: list[bytes]) -> list[Receipt]:
-        body = _batch_body(payloads)
-        request = urllib.request.Request(
-            self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        body = b'{"' + self.batch_key + b'":[' + b",".join(payloads) + b"]}"  # the records' JSON, as spooled
+        request = urllib.request.Request(self.url, data=body, method="POST", headers=self.headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 payload = orjson.loads(response.read())
@@ -76,7 +88,7 @@ class HttpSink:
             payload = self._error_payload(exc)
             results = payload.get("details") if exc.code == 422 else None
             if not isinstance(results, list):
-                raise DeliveryFailed(f"sink answered {exc.code}: {payload.get('message', '')}") from None
+                raise DeliveryFailed(f"{self.url} answered {exc.code}: {payload.get('message', '')}") from None
             return _receipts(results, len(payloads))
         except (urllib.error.URLError, OSError, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise DeliveryFailed(f"sink {self.url} unreachable: {exc}") from None
@@ -94,11 +106,6 @@ class HttpSink:
         if exc.code == 400:
             raise MalformedBatch(f"sink answered 400: {payload.get('message', '')}") from None
         return payload
-
-
-def _batch_body(payloads: list[bytes]) -> bytes:
-    """The POST body, {"records": [...]}, joined from the records' JSON as spooled."""
-    return b'{"records":[' + b",".join(payloads) + b"]}"
 
 
 def _receipts(results: Any, expected: int) -> list[Receipt]:
@@ -150,20 +157,24 @@ class ShipperStats:
 
 
 class Shipper:
-    """A background thread emptying a spool into `deliver`."""
+    """A background thread emptying a spool (its sink cursor, or another one) into `deliver`."""
 
     def __init__(
         self,
-        spool: Spool,
+        spool: Spool | SpoolCursor,
         deliver: Deliver,
         *,
         batch_max_records: int = 500,
         idle_wait_s: float = 0.5,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 30.0,
+        name: str = "audit shipper",
+        rejected_file: str = REJECTED_FILE,
     ) -> None:
         self.spool = spool
         self.deliver = deliver
+        self.name = name
+        self.rejected_file = rejected_file
         self.idle_wait_s = idle_wait_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -219,7 +230,7 @@ class Shipper:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="audit-shipper", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name.replace(" ", "-"), daemon=True)
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -245,7 +256,7 @@ class Shipper:
                 delay = min(delay * 2, self.retry_max_s)
                 continue
             except Exception as exc:  # a bug or a full disk: keep the records, keep trying, say so
-                log.exception("audit shipper: unexpected error")
+                log.exception("%s: unexpected error", self.name)
                 self._note_failure(exc)
                 self._stop.wait(self.retry_max_s)
                 continue
@@ -255,7 +266,7 @@ class Shipper:
     def _note_failure(self, exc: Exception) -> None:
         self.stats.failed_attempts += 1
         self.stats.last_error = str(exc)
-        log.warning("audit shipper: delivery failed (%s); records stay in the spool", exc)
+        log.warning("%s: delivery failed (%s); records stay in the spool", self.name, exc)
 
     def _dead_letter(self, payloads: list[bytes], receipts: Sequence[Receipt]) -> None:
         """Records the sink will never take (invalid, or conflicting with a stored one): set them aside, with
@@ -263,28 +274,30 @@ class Shipper:
         bad = [
             (_readable(payload), r)
             for payload, r in zip(payloads, receipts, strict=True)
-            if r.status not in ACKNOWLEDGED
+            if r.status not in ACKNOWLEDGED and r.status != SKIPPED
         ]
         self.stats.duplicates += sum(r.status == "duplicate" for r in receipts)
         if not bad:
             return
-        path: Path = self.spool.dir / REJECTED_FILE
+        path: Path = self.spool.dir / self.rejected_file
         with open(path, "a", encoding="utf-8") as stream:
             for raw, receipt in bad:
                 stream.write(json.dumps({"status": receipt.status, "detail": receipt.detail, "record": raw}) + "\n")
             stream.flush()
             os.fsync(stream.fileno())
         self.stats.dead_lettered += len(bad)
-        log.error("audit shipper: %d record(s) refused by the sink; kept in %s", len(bad), path)
+        log.error("%s: %d record(s) refused by the receiver; kept in %s", self.name, len(bad), path)
 
 
 class AuditRecorder:
     """What a predictor holds: `record()` returns once the records are fsynced locally; a background
     thread ships them to the sink."""
 
-    def __init__(self, config: SpoolConfig, *, deliver: Deliver | None = None) -> None:
+    def __init__(
+        self, config: SpoolConfig, *, deliver: Deliver | None = None, cursors: tuple[str, ...] = (SINK,)
+    ) -> None:
         self.config = config
-        self.spool = Spool(config.dir, segment_max_bytes=config.segment_max_bytes)
+        self.spool = Spool(config.dir, segment_max_bytes=config.segment_max_bytes, cursors=cursors)
         self.shipper = Shipper(
             self.spool,
             deliver or HttpSink(config.sink_url, timeout_s=config.request_timeout_s),

@@ -4,6 +4,10 @@ then shipped to the audit sink, which may be slow, restarting or unreachable mea
 Files: `{n:012d}.spool` (CRC-framed JSON lines, framed as the event log's WAL), `offset.json` (the first record
 the sink has not acknowledged; replaced atomically), `spool.lock` (one owner process at a time). The offset
 only moves after the sink acknowledges, so a crash resends at most one batch, which the sink deduplicates.
+
+More than one consumer can read the spool (the predictor's decisions also become impression events): each is a
+named cursor with its own offset file, `offset.{name}.json`, and a segment is deleted once every cursor has
+passed it. The sink's cursor is `SINK`, its file `offset.json`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from kfloop.framing import frame, fsync_dir, unframe
 log = logging.getLogger(__name__)
 
 SUFFIX = ".spool"
+SINK = "sink"
 OFFSET_FILE = "offset.json"
 LOCK_FILE = "spool.lock"
 CORRUPT_FILE = "corrupt.lines"
@@ -99,16 +104,20 @@ def decode_payload(payload: bytes) -> dict[str, Any] | None:
 class Spool:
     """Append (fsync'd) on the predictor's side; read and commit on the shipper's. Thread-safe."""
 
-    def __init__(self, directory: Path, *, segment_max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, directory: Path, *, segment_max_bytes: int = 64 * 1024 * 1024, cursors: Sequence[str] = (SINK,)
+    ) -> None:
         self.dir = directory
         self.segment_max_bytes = segment_max_bytes
+        self.cursors = tuple(dict.fromkeys(cursors))
+        """The consumers: each reads every record, and a segment stays until all have shipped it."""
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)
         self._lock_fd: int | None = None
         self._fd: int | None = None
         self._active = 0
         self._durable_size = 0  # bytes of the active segment covered by an fsync
-        self._position = Position(1, 0)
+        self._positions = dict.fromkeys(self.cursors, Position(1, 0))
         self.corrupt_lines = 0
         self._corrupt_seen: set[tuple[int, int]] = set()
 
@@ -123,7 +132,7 @@ class Spool:
         self._durable_size = _truncate_torn_tail(path) if path.exists() else 0
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fsync_dir(self.dir)
-        self._position = self._load_position(segments)
+        self._positions = {cursor: self._load_position(cursor, segments) for cursor in self.cursors}
 
     def close(self) -> None:
         with self._lock:
@@ -181,16 +190,22 @@ class Spool:
         with self._lock:
             self._appended.notify_all()
 
-    def wait_for_records(self, timeout: float) -> None:
+    def cursor(self, name: str) -> SpoolCursor:
+        """One consumer's view (what a Shipper reads), for a cursor named when the spool was made."""
+        if name not in self.cursors:
+            raise KfloopError(f"spool {self.dir} has no cursor {name!r} (it has {', '.join(self.cursors)})")
+        return SpoolCursor(self, name)
+
+    def wait_for_records(self, timeout: float, cursor: str = SINK) -> None:
         """Sleep until something is appended (or the timeout passes)."""
         with self._lock:
-            if not self._has_pending():
+            if not self._has_pending(cursor):
                 self._appended.wait(timeout)
 
-    def read_batch(self, max_records: int) -> SpoolBatch | None:
-        """Up to max_records durable records from the committed offset on; None when all are shipped."""
+    def read_batch(self, max_records: int, cursor: str = SINK) -> SpoolBatch | None:
+        """Up to max_records durable records from the cursor's committed offset on; None when all are shipped."""
         with self._lock:
-            position, active, durable = self._position, self._active, self._durable_size
+            position, active, durable = self._positions[cursor], self._active, self._durable_size
         start = position
         payloads: list[bytes] = []
         while True:
@@ -225,33 +240,36 @@ class Spool:
                 wanted -= 1
         return Position(start.segment, offset)
 
-    def commit(self, position: Position) -> None:
-        """Record that everything before `position` was acknowledged; delete fully shipped segments."""
-        tmp = self.dir / (OFFSET_FILE + ".tmp")
+    def commit(self, position: Position, cursor: str = SINK) -> None:
+        """Record that the cursor's consumer acknowledged everything before `position`; delete the segments
+        every cursor has passed."""
+        offset_file = _offset_file(cursor)
+        tmp = self.dir / (offset_file + ".tmp")
         with open(tmp, "w") as stream:
             json.dump({"segment": position.segment, "offset": position.offset}, stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(tmp, self.dir / OFFSET_FILE)
+        os.replace(tmp, self.dir / offset_file)
         with self._lock:
-            self._position = position
-            stale = [n for n in self._segments() if n < position.segment]
+            self._positions[cursor] = position
+            shipped = min(p.segment for p in self._positions.values())
+            stale = [n for n in self._segments() if n < shipped]
         for n in stale:
             self._path(n).unlink(missing_ok=True)
         fsync_dir(self.dir)
 
-    def pending_bytes(self) -> int:
-        """Bytes appended but not yet acknowledged by the sink."""
+    def pending_bytes(self, cursor: str = SINK) -> int:
+        """Bytes appended but not yet acknowledged by the cursor's consumer."""
         with self._lock:
-            position, active, durable = self._position, self._active, self._durable_size
+            position, active, durable = self._positions[cursor], self._active, self._durable_size
         total = -position.offset
         for n in self._segments():
             if n >= position.segment:
                 total += durable if n == active else self._path(n).stat().st_size
         return max(total, 0)
 
-    def _has_pending(self) -> bool:
-        return self._position != Position(self._active, self._durable_size)
+    def _has_pending(self, cursor: str) -> bool:
+        return self._positions[cursor] != Position(self._active, self._durable_size)
 
     # -- files ---------------------------------------------------------------------------------------
     def _path(self, segment: int) -> Path:
@@ -260,9 +278,9 @@ class Spool:
     def _segments(self) -> list[int]:
         return sorted(int(p.stem) for p in self.dir.glob(f"*{SUFFIX}") if p.stem.isdigit())
 
-    def _load_position(self, segments: list[int]) -> Position:
+    def _load_position(self, cursor: str, segments: list[int]) -> Position:
         try:
-            saved = json.loads((self.dir / OFFSET_FILE).read_text())
+            saved = json.loads((self.dir / _offset_file(cursor)).read_text())
             position = Position(int(saved["segment"]), int(saved["offset"]))
         except FileNotFoundError:
             return Position(segments[0] if segments else self._active, 0)
@@ -280,6 +298,32 @@ class Spool:
         log.error("spool %s: segment %d has a corrupt line; kept in %s", self.dir, segment, CORRUPT_FILE)
         with open(self.dir / CORRUPT_FILE, "ab") as stream:
             stream.write(line)
+
+
+class SpoolCursor:
+    """One consumer's view of a spool: what `Shipper` reads and commits through."""
+
+    def __init__(self, spool: Spool, name: str) -> None:
+        self.spool, self.name, self.dir = spool, name, spool.dir
+
+    def read_batch(self, max_records: int) -> SpoolBatch | None:
+        return self.spool.read_batch(max_records, self.name)
+
+    def commit(self, position: Position) -> None:
+        self.spool.commit(position, self.name)
+
+    def wait_for_records(self, timeout: float) -> None:
+        self.spool.wait_for_records(timeout, self.name)
+
+    def wake(self) -> None:
+        self.spool.wake()
+
+    def pending_bytes(self) -> int:
+        return self.spool.pending_bytes(self.name)
+
+
+def _offset_file(cursor: str) -> str:
+    return OFFSET_FILE if cursor == SINK else f"offset.{cursor}.json"
 
 
 def _write_all(fd: int, data: bytes) -> None:

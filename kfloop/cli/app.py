@@ -1,9 +1,8 @@
 """`kfloop`: one command for people; each subcommand runs in the environment whose stack it needs.
 
-Argument definitions live here (the local system's and its monitoring loop's in arguments_monitoring.py), a
-deployable's in its own flags module (argparse only, shared with its `python -m` entry point), and import nothing
-heavy; a handler (`module:function`, called with the parsed arguments) is imported only once the right
-environment is running.
+Argument definitions live in kfloop/cli/arguments.py, a deployable's in its own flags module (argparse only,
+shared with its `python -m` entry point), and import nothing heavy; a handler (`module:function`, called with the
+parsed arguments) is imported only once the right environment is running.
 """
 
 from __future__ import annotations
@@ -11,13 +10,39 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from kfloop.cli import arguments_monitoring
-from kfloop.cli.command import Command
+# Argument tables live in kfloop/cli/arguments.py; each deployable declares its flags once, in a light module of
+# its own (argparse only), used here and by its `python -m` entry point; handlers are imported once the
+# environment is right.
+from kfloop.cli.arguments import (
+    _audit_explain,
+    _audit_pull,
+    _audit_verify,
+    _cluster,
+    _config,
+    _data_dir,
+    _deploy,
+    _features_materialize,
+    _features_show,
+    _generate,
+    _import_obd,
+    _models_force,
+    _models_list,
+    _models_show,
+    _pipeline_compile,
+    _pipeline_propose_schema,
+    _pipeline_run,
+    _pipeline_submit,
+    _rollback,
+    _simulate,
+    _status,
+    _system,
+    _up,
+)
 from kfloop.cli.envs import Stack, has_stack, reexec_in
-
-# Each deployable declares its flags once, in a light module of its own (argparse only), used here and by its
-# `python -m` entry point; the handlers below are its entry functions, imported once the environment is right.
+from monitoring.controller import flags as controller_flags
 from serving.audit import flags as audit_flags
 from serving.collector import flags as collector_flags
 from serving.explainer import flags as explainer_flags
@@ -29,130 +54,13 @@ from serving.predictor import flags as predictor_flags
 from serving.transformer import flags as transformer_flags
 
 
-def _config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="YAML config file (defaults apply where omitted)")
-
-
-def _data_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default="data", help="where fetched data lives (default: ./data)")
-
-
-def _import_obd(p: argparse.ArgumentParser) -> None:
-    _data_dir(p)
-    _config(p)
-
-
-def _features_materialize(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--end", help="ISO 8601 time to compute and load up to (default: now)")
-
-
-def _features_show(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("user_id", help="pseudonymous user id")
-    p.add_argument("--items", help="comma-separated candidate item ids")
-
-
-def _audit_store(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    audit_flags.add_store_url(p)
-
-
-def _audit_pull(p: argparse.ArgumentParser) -> None:
-    _audit_store(p)
-    p.add_argument("--since", required=True, help="from this time (RFC 3339, or YYYY-MM-DD = midnight UTC)")
-    p.add_argument("--until", required=True, help="up to (not including) this time")
-    p.add_argument("--model-version", help="only decisions of this model version")
-    p.add_argument("--user", help="only this pseudonymous user")
-    p.add_argument("--kind", action="append", help="record kind (decision, explanation, ...); repeatable")
-    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], default="jsonl", help="export format")
-    p.add_argument("--output", "-o", help="file to write (default: stdout; parquet needs a file)")
-
-
-def _audit_verify(p: argparse.ArgumentParser) -> None:
-    _audit_store(p)
-    p.add_argument("--file", help="verify this export instead of the store")
-    p.add_argument("--format", choices=["jsonl", "csv", "parquet"], help="export format (default: from the name)")
-    p.add_argument("--allow-gaps", action="store_true", help="a filtered export: check each row, not continuity")
-
-
-def _audit_explain(p: argparse.ArgumentParser) -> None:
-    _audit_store(p)
-    p.add_argument("request_id", help="the decision to explain")
-    p.add_argument("--explainer", help="module:factory building the explainer")
-
-
-def _registry(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--registry", help="model registry path or URI (overrides the config)")
-
-
-def _pipeline_compile(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--output", default="training.yaml", help="where to write the KFP IR YAML")
-
-
-def _pipeline_run(p: argparse.ArgumentParser) -> None:
-    _registry(p)
-    p.add_argument("--local", action="store_true", help="run every step here with kfp.local")
-    p.add_argument("--force", action="store_true", help="register as deployable even if not blessed (recorded)")
-    p.add_argument("--operator", help="who forces (with --force)")
-    p.add_argument("--reason", help="why (with --force)")
-    p.add_argument("--timings-dir", help="write per-stage import/work timings here")
-
-
-def _pipeline_submit(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--host", required=True, help="the KFP API endpoint, e.g. http://ml-pipeline-ui.kubeflow")
-    p.add_argument("--schedule", help="cron (5 or 6 fields): a recurring run instead of a single run")
-    p.add_argument("--experiment", default="kfloop", help="KFP experiment name")
-
-
-def _pipeline_propose_schema(p: argparse.ArgumentParser) -> None:
-    _config(p)
-    p.add_argument("--output", default="pipelines/schema/schema.proposed.pbtxt", help="where to write the proposal")
-
-
-def _models_list(p: argparse.ArgumentParser) -> None:
-    _registry(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _models_show(p: argparse.ArgumentParser) -> None:
-    _registry(p)
-    p.add_argument("version", help="a version id from `kfloop models list`")
-
-
-def _models_force(p: argparse.ArgumentParser) -> None:
-    _models_show(p)
-    p.add_argument("--operator", required=True, help="who takes responsibility")
-    p.add_argument("--reason", required=True, help="why an unblessed version may be deployed")
-
-
-def _cluster(p: argparse.ArgumentParser) -> None:
-    stack_flags.add_state_arguments(p)
-    p.add_argument("--operator", help="who makes the change (default: the OS user)")
-    p.add_argument("--cluster", action="store_true", help="also patch the InferenceService on the cluster")
-    p.add_argument("--namespace", help="the InferenceService's namespace (with --cluster)")
-    p.add_argument("--kubeconfig", help="kubeconfig file (with --cluster; default: in-cluster or ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (with --cluster)")
-
-
-def _deploy(p: argparse.ArgumentParser) -> None:
-    _cluster(p)
-    p.add_argument("version", help="a registered model version")
-    p.add_argument("--canary", type=int, help="percent of traffic for the new version (0-100)")
-    p.add_argument("--force", action="store_true", help="deploy an unblessed version (recorded)")
-    p.add_argument("--reason", help="why (recorded; required with --force)")
-
-
-def _rollback(p: argparse.ArgumentParser) -> None:
-    _cluster(p)
-    p.add_argument("--reason", help="why (recorded in the serving state's history)")
-
-
-def _generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]
+    stack: Stack
+    handler: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None] = field(default=lambda p: None)
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -322,7 +230,43 @@ COMMANDS: tuple[Command, ...] = (
         "print the serving state (stable, canary, split)",
         stack_flags.add_state_arguments,
     ),
-    *arguments_monitoring.COMMANDS,
+    Command(("up",), Stack.SERVING, "kfloop.cli.commands.system:up", "start the whole local system", _up),
+    Command(("down",), Stack.SERVING, "kfloop.cli.commands.system:down", "stop what `kfloop up` started", _system),
+    Command(
+        ("status",),
+        Stack.SERVING,
+        "kfloop.cli.commands.system:status",
+        "health of each part, served versions and split, event counts, firing alerts, the controller's actions",
+        _status,
+    ),
+    Command(
+        ("controller",),
+        Stack.SERVING,
+        "monitoring.controller.app:run_from_args",
+        controller_flags.HELP,
+        controller_flags.add_arguments,
+    ),
+    Command(
+        ("pause",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:pause",
+        "the controller's kill switch on: alerts are recorded, nothing is done",
+        controller_flags.add_client_arguments,
+    ),
+    Command(
+        ("resume",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:resume",
+        "the controller's kill switch off: it acts on alerts again",
+        controller_flags.add_client_arguments,
+    ),
+    Command(
+        ("simulate",),
+        Stack.CORE,
+        "kfloop.cli.commands.simulate:simulate",
+        "drive the running system with synthetic OBD users (rankings and clicks; ground truth kept)",
+        _simulate,
+    ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )
 

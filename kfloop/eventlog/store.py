@@ -15,6 +15,7 @@ import pyarrow.fs as pafs
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from kfloop.eventlog.copies import preferred_copies
 from kfloop.eventlog.wal import TIMESTAMP_COLUMNS, fsync_dir
 from kfloop.events.record import EVENT_ARROW_SCHEMA, EVENT_COLUMNS
 
@@ -116,19 +117,19 @@ def read_events(
 ) -> pa.Table:
     """Sealed events as one table, optionally within [since, until) of event time.
 
-    Replicas cannot coordinate on arrival, so duplicates across writers are dropped here: the first
-    arrival of each event_id wins.
+    Replicas cannot coordinate on arrival, so copies of an event id across writers are dropped here, by the
+    rule of `kfloop.eventlog.copies`: the served copy wins, else the first arrival.
     """
     fs, _ = resolve(log_uri)
     files = sealed_files(log_uri, dates=dates)
     wanted = list(columns) if columns is not None else list(EVENT_COLUMNS)
     if not files:
         return EVENT_ARROW_SCHEMA.empty_table().select(wanted)
-    needed = list(dict.fromkeys([*wanted, "event_id", "received_at"])) if deduplicate else wanted
+    needed = list(dict.fromkeys([*wanted, "event_id", "received_at", "source"])) if deduplicate else wanted
     dataset = ds.dataset(files, schema=EVENT_ARROW_SCHEMA, format="parquet", filesystem=fs)
     table = dataset.to_table(columns=needed, filter=_time_filter(since, until))
     if deduplicate:
-        table = _first_arrivals(table)
+        table = preferred_copies(table)
     return table.select(wanted)
 
 
@@ -140,20 +141,3 @@ def _time_filter(since: datetime | None, until: datetime | None) -> ds.Expressio
         upper = ds.field("ts") < pa.scalar(until, type=EVENT_ARROW_SCHEMA.field("ts").type)
         expr = upper if expr is None else expr & upper
     return expr
-
-
-def _first_arrivals(table: pa.Table) -> pa.Table:
-    if table.num_rows == 0:
-        return table
-    order = pc.sort_indices(table, sort_keys=[("received_at", "ascending"), ("event_id", "ascending")])
-    table = table.take(order)
-    ids = table.column("event_id").to_pylist()
-    seen: set[str] = set()
-    keep = []
-    for index, event_id in enumerate(ids):
-        if event_id not in seen:
-            seen.add(event_id)
-            keep.append(index)
-    if len(keep) == table.num_rows:
-        return table
-    return table.take(pa.array(keep, type=pa.int64()))

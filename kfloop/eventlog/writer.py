@@ -15,6 +15,7 @@ from typing import Any
 from kfloop.errors import NotReady
 from kfloop.eventlog import metrics
 from kfloop.eventlog.config import EventLogConfig
+from kfloop.eventlog.copies import duplicate_on_arrival, is_served
 from kfloop.eventlog.store import payloads_table, read_events, write_sealed
 from kfloop.eventlog.wal import Segment, encode_line, intact_payloads, segments_in
 
@@ -150,10 +151,16 @@ class EventLog:
     def _admit(self, record: dict[str, Any]) -> str:
         if not record["consent_personalization"]:
             return DROPPED_CONSENT
-        if record["event_id"] in self._recent:
+        event_id, served = record["event_id"], is_served(record["source"])
+        if duplicate_on_arrival(served, event_id in self._recent, _served_key(event_id) in self._recent):
             return DUPLICATE
-        self._recent.add(record["event_id"])
+        self._remember(event_id, served)
         return ACCEPTED
+
+    def _remember(self, event_id: str, served: bool) -> None:
+        self._recent.add(event_id)
+        if served:  # a client's copy arriving later is a duplicate; a served one was stored after a client's
+            self._recent.add(_served_key(event_id))
 
     @staticmethod
     def _count(statuses: list[str]) -> None:
@@ -264,6 +271,12 @@ class EventLog:
             return
         today = datetime.now(UTC).date()
         dates = [(today - timedelta(days=n)).isoformat() for n in range(days + 1)]
-        table = read_events(self.config.log_uri, columns=["event_id"], dates=dates, deduplicate=False)
-        for event_id in table.column("event_id").to_pylist():
-            self._recent.add(event_id)
+        table = read_events(self.config.log_uri, columns=["event_id", "source"], dates=dates, deduplicate=False)
+        ids, sources = table.column("event_id").to_pylist(), table.column("source").to_pylist()
+        for event_id, source in zip(ids, sources, strict=True):
+            self._remember(event_id, is_served(source))
+
+
+def _served_key(event_id: str) -> str:
+    """The duplicate filter's entry for a served copy of an event id (not itself an event id: it has a space)."""
+    return f"served {event_id}"

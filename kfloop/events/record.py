@@ -7,9 +7,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from kfloop.events.schema import SERVING
+
 _TS = pa.timestamp("us", tz="UTC")
 
-# Column order is the file order. Type-specific columns are null where they do not apply.
+# Column order is the file order. Type-specific columns are null where they do not apply. `source` is where an
+# event came from: "serving" for the predictor's own impressions (an event's `source: "serving"`), else the
+# channel a client's event came through (api, segment, obd-import, ...).
 EVENT_ARROW_SCHEMA = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
@@ -44,7 +48,8 @@ _TYPE_COLUMNS = ("position", "policy", "propensity", "dwell_ms", "scroll_depth",
 
 
 def to_record(event: Any, *, received_at: datetime, source: str) -> dict[str, Any]:
-    """Flatten a validated event into one log row (all columns present)."""
+    """Flatten a validated event into one log row (all columns present). `source` is the channel it came
+    through; a served event's row says "serving" instead."""
     fields = event.__dict__  # plain dict lookups: getattr on a pydantic model's missing attribute is slow
     row: dict[str, Any] = dict.fromkeys(EVENT_COLUMNS)
     row.update(
@@ -57,7 +62,7 @@ def to_record(event: Any, *, received_at: datetime, source: str) -> dict[str, An
         request_id=event.request_id,
         ts=event.ts,
         received_at=received_at.astimezone(UTC),
-        source=source,
+        source=SERVING if event.source == SERVING else source,
         consent_personalization=event.consent.personalization,
         consent_analytics=event.consent.analytics,
         model_version=event.model_version,

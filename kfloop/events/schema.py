@@ -22,6 +22,8 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = "1"
+CLIENT, SERVING = "client", "serving"
+"""An event's `source`: recorded by a client of the system, or by the serving side itself."""
 
 
 class EventType(StrEnum):
@@ -83,6 +85,20 @@ def _parse_timestamp(value: Any) -> datetime:
 
 _ID_PATTERN = f"^{_ID_RE.pattern}$"
 Identifier = Annotated[str, AfterValidator(_check_id), Field(json_schema_extra={"pattern": _ID_PATTERN})]
+_EVENT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/\-]{0,139}")
+
+
+def _check_event_id(value: str) -> str:
+    if not _EVENT_ID_RE.fullmatch(value):
+        raise ValueError("must be 1-140 characters of letters, digits and . _ : / -, starting with a letter or digit")
+    return value
+
+
+EventId = Annotated[
+    str, AfterValidator(_check_event_id), Field(json_schema_extra={"pattern": f"^{_EVENT_ID_RE.pattern}$"})
+]
+"""An event id: an identifier, up to 140 characters, so that a served impression's `imp-{request_id}-{position}`
+fits whatever request id (up to 128 characters) the ranking had."""
 PseudonymousId = Annotated[str, AfterValidator(_check_pseudonymous), Field(json_schema_extra={"pattern": _ID_PATTERN})]
 Timestamp = Annotated[
     datetime,
@@ -107,8 +123,9 @@ class _EventBase(BaseModel):
 
     schema_version: Literal["1"] = SCHEMA_VERSION
     """Version of this schema; producers send "1"."""
-    event_id: Identifier
-    """Idempotency key chosen by the producer: the same id sent twice is stored once."""
+    event_id: EventId
+    """Idempotency key chosen by the producer: the same id sent twice is stored once. The predictor's own
+    impressions are `imp-{request_id}-{position}`: a client's impression of the same slot is the same event."""
     request_id: Identifier | None = None
     """The ranking decision this feedback is about (as returned by the predictor)."""
     user_id: PseudonymousId
@@ -121,6 +138,10 @@ class _EventBase(BaseModel):
     """Model version that made the decision, where known."""
     variant: Identifier | None = None
     """Traffic variant (e.g. stable, canary) that served the decision, where known."""
+    source: Literal["client", "serving"] = CLIENT
+    """Who recorded it: "client" (the default), or "serving" for the impressions the predictor logs itself
+    from each slate it answers (with their exact propensities). The collector takes "serving" only with its
+    serving token; where a client's copy of the same event id exists too, readers use the served one."""
 
 
 class ImpressionEvent(_EventBase):

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfloop.eventlog import EventLogConfig, read_events
+from kfloop.eventlog.copies import supersedes
 from kfloop.eventlog.tail import WalTailer
 from kfloop.eventlog.wal import to_micros
 from kfloop.features import names
@@ -52,22 +53,27 @@ Row = dict[str, Any]
 # -- the log ----------------------------------------------------------------------------------------
 def log_events(config: EventLogConfig, *, since_us: int | None = None, include_wal: bool = True) -> list[Row]:
     """Every event of the log (sealed Parquet, plus the write-ahead segments not sealed yet), each event_id
-    once, with ts in epoch microseconds, sorted by (ts, event_id)."""
+    once (the copy `kfloop.eventlog.copies` prefers), with ts in epoch microseconds, sorted by (ts, event_id)."""
     events = sealed_events(config.log_uri, since_us=since_us)
     if include_wal:
-        seen = {e["event_id"] for e in events}
+        kept = {e["event_id"]: index for index, e in enumerate(events)}
         with WalTailer(config) as tailer:
             for record in tailer.poll():
-                if record["event_id"] not in seen and (since_us is None or record["ts"] >= since_us):
-                    seen.add(record["event_id"])
+                if since_us is not None and record["ts"] < since_us:
+                    continue
+                index = kept.get(record["event_id"])
+                if index is None:
+                    kept[record["event_id"]] = len(events)
                     events.append(record)
+                elif supersedes(record["source"], events[index]["source"]):
+                    events[index] = record
     events.sort(key=lambda e: (e["ts"], e["event_id"]))
     return events
 
 
 def sealed_events(log_uri: str, *, since_us: int | None = None, dates: list[str] | None = None) -> list[Row]:
     since = None if since_us is None else datetime.fromtimestamp(since_us / 1e6, tz=UTC)
-    table = read_events(log_uri, columns=list(EVENT_FIELDS), since=since, dates=dates)
+    table = read_events(log_uri, columns=[*EVENT_FIELDS, "source"], since=since, dates=dates)
     return records_of(table)
 
 

@@ -225,10 +225,15 @@ class FeatureReader:
         return False
 
     # -- the hot path -------------------------------------------------------------------------------
-    def read(self, user_id: str, item_ids: list[str]) -> OnlineFeatures:
-        user_key = entity_key_bytes({names.USER_ID: user_id})
-        pair_keys = self._pair_keys(user_id, item_ids)
-        user_values, hits = self._backend.fetch(user_key, pair_keys, self._pair_columns)
+    def read(self, user_id: str, item_ids: list[str], *, personal: bool = True) -> OnlineFeatures:
+        """The user's and the candidates' features. `personal=False` (no consent to personalization): nothing
+        of the user's is read; they get the cold-start defaults, as a user the store does not know."""
+        user_values: dict[str, Any] = {}
+        hits: tuple[list[int], list[int], list[Any]] = ([], [], [])
+        if personal:
+            user_key = entity_key_bytes({names.USER_ID: user_id})
+            pair_keys = self._pair_keys(user_id, item_ids)
+            user_values, hits = self._backend.fetch(user_key, pair_keys, self._pair_columns)
         user = dict(self._user_defaults)
         user.update(user_values)
         return OnlineFeatures(

@@ -27,6 +27,7 @@ from serving.collector.config import CollectorConfig
 from serving.collector.ingest import DurableSink, EventValidator, Outcome, summarize
 from serving.collector.metrics import CollectorMetrics
 from serving.collector.native import events_in
+from serving.collector.origin import ServingOrigin
 from serving.collector.segment_ingest import SegmentIngest
 from serving.common.body import parse_json, read_body
 from serving.common.flags import parser_for
@@ -81,7 +82,8 @@ def create_app(config: CollectorConfig) -> FastAPI:
         )
     app.add_middleware(RequestLatencyMiddleware, histogram=metrics.request_latency)
     app.include_router(_ops_routes(lifecycle, metrics))
-    app.include_router(_event_routes(config, lifecycle, validator, sink))
+    origin = ServingOrigin(config.load_serving_token())
+    app.include_router(_event_routes(config, lifecycle, validator, sink, origin))
     segment = SegmentIngest(config, validator, sink, metrics)
     app.include_router(_segment_routes(config, lifecycle, segment))
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
@@ -115,7 +117,11 @@ def _ops_routes(lifecycle: ResourceLifecycle, metrics: CollectorMetrics) -> APIR
 
 
 def _event_routes(
-    config: CollectorConfig, lifecycle: ResourceLifecycle, validator: EventValidator, sink: DurableSink
+    config: CollectorConfig,
+    lifecycle: ResourceLifecycle,
+    validator: EventValidator,
+    sink: DurableSink,
+    origin: ServingOrigin,
 ) -> APIRouter:
     router = APIRouter(tags=["events"])
 
@@ -123,15 +129,21 @@ def _event_routes(
         "/v1/events",
         summary="Record feedback events",
         description="Each event gets its own result; the response is sent once the good ones are durable. "
-        "200 if any event was not rejected, 422 (details: the per-event results) if all were.",
-        openapi_extra=openapi.EVENTS_BODY,
+        "200 if any event was not rejected, 422 (details: the per-event results) if all were. "
+        'Events with source "serving" (the predictor\'s impressions) need the serving token.',
+        openapi_extra={**openapi.EVENTS_BODY, **openapi.EVENTS_SECURITY},
         response_model=openapi.IngestResponse,
-        responses={422: {"model": openapi.ErrorResponse, "description": "Every event was rejected"}, **openapi.ERRORS},
+        responses={
+            422: {"model": openapi.ErrorResponse, "description": "Every event was rejected"},
+            **openapi.SERVING_ERRORS,
+            **openapi.ERRORS,
+        },
     )
     async def post_events(request: Request) -> Response:
         lifecycle.require_ready()
         body = await read_body(request, config.max_body_bytes)
         items = events_in(parse_json(body), max_events=config.max_batch_events)
+        origin.check(items, request.headers.get("authorization"))
         received_at = datetime.now(UTC)
         check = validator.check
         outcomes = [check(i, item, received_at=received_at, source=NATIVE_SOURCE) for i, item in enumerate(items)]
@@ -211,6 +223,7 @@ def config_from_args(args: argparse.Namespace) -> CollectorConfig:
         "event_log.log_uri": args.log_uri,
         "segment.write_keys_file": str(secrets / "write-keys") if secrets else None,
         "segment.pseudonymization_key_file": str(secrets / "pseudonymization-key") if secrets else None,
+        "serving_token_file": args.serving_token_file,
     }
     return load_config(CollectorConfig, args.config, overrides)
 

@@ -198,6 +198,20 @@ class CollectorConfig(StrictModel):
     """CORS for browsers."""
     segment: SegmentConfig = Field(default_factory=SegmentConfig)
     """Segment HTTP Tracking API compatibility."""
+    serving_token_file: Path | None = None
+    """A file holding the serving token (e.g. a mounted Secret; surrounding whitespace ignored), which the
+    predictors present (`Authorization: Bearer ...`) when they ship the impressions of the slates they served
+    (events with `source: "serving"`). Only a request bearing it may send such events: a client cannot claim
+    the served record. None: serving-origin events are refused (403)."""
+
+    def load_serving_token(self) -> bytes | None:
+        """The serving token, read once at start; None when none is configured."""
+        if self.serving_token_file is None:
+            return None
+        token = _read_secret(self.serving_token_file).strip()
+        if len(token) < MIN_KEY_CHARS:
+            raise ConfigError(f"{self.serving_token_file}: a serving token has at least {MIN_KEY_CHARS} characters")
+        return token.encode()
 
     @field_validator("writer_id")
     @classmethod

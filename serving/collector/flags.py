@@ -18,3 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--segment-secrets-dir",
         help="a mounted Secret with files `write-keys` and `pseudonymization-key` (replace the config's keys)",
     )
+    parser.add_argument(
+        "--serving-token-file",
+        help="a file holding the serving token (e.g. a mounted Secret) that serving-origin events need "
+        "(overrides serving_token_file)",
+    )

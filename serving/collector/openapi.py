@@ -165,7 +165,17 @@ SECURITY_SCHEMES = {
         "type": "http",
         "scheme": "basic",
         "description": "Segment write key as the username, empty password (or writeKey in the body).",
-    }
+    },
+    "servingToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": 'The serving token (serving_token_file): required for events with source "serving".',
+    },
+}
+EVENTS_SECURITY = {"security": [{}, {"servingToken": []}]}
+SERVING_ERRORS = {
+    401: {"model": ErrorResponse, "description": 'Events with source "serving" without the serving token'},
+    403: {"model": ErrorResponse, "description": 'Events with source "serving", and no serving token configured'},
 }
 ERRORS = {
     400: {"model": ErrorResponse, "description": "Not JSON, or not one of the accepted shapes"},

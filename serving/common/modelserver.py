@@ -97,9 +97,9 @@ class KfloopRESTServer(RESTServer):
 def install_model_server_edges(app: Any, dataplane: Any) -> None:
     """Middlewares and error handlers, in place of KServe's. Its timing middleware's only output is two log
     lines per request (silenced anyway) and its metric naming costs more than the router hop; its Prometheus
-    histograms stay. Added innermost first: the catch-all (added with the handlers) wraps the fast path; each
-    ranking request's status and time are observed outside both; the JSON default wraps all, so the fast path
-    sees the content type."""
+    histograms stay. Added innermost first: the catch-all (added with the handlers) wraps the fast path, each
+    ranking request's final status and time are observed around both, and the JSON default wraps all, so the
+    fast path sees the content type."""
     app.add_middleware(V1PredictFastPath, dataplane=dataplane, kserve_app=app)
     install_kserve_error_handlers(app)
     app.add_middleware(RankingAnswers, dataplane=dataplane)

@@ -2,20 +2,18 @@
 
 No TensorFlow here: the transformer and the router use it too.
 
-V1, client -> transformer:  {"instances": [{"user_id": "u-1", "candidates": ["3", "17"], "k": 3,
-                                            "request_id": "r-1"}]}       (candidates, k, request_id optional)
-V1, transformer -> predictor: the same instance plus "features": {"user": {name: value},
-                                                                   "items": {name: [value per candidate]},
-                                                                   "items_mostly": {name: {"value": v,
-                                                                     "except": [[candidate index, value]]}}}
+V1, client -> transformer:  {"instances": [{"user_id": "u-1", "candidates": ["3", "17"], "k": 3, "request_id": "r-1",
+                            "consent": {"personalization": true, "analytics": false}}]}  (all but user_id optional)
+V1, transformer -> predictor: the same instance plus "features": {"user": {name: value}, "items": {name: [value
+                            per candidate]}, "items_mostly": {name: {"value": v, "except": [[index, value]]}}}
                             (items_mostly, optional: a per-candidate feature that is v for every candidate but
                             the listed ones; the transformer sends the user x item aggregates so)
 V1 response, per instance:  {"request_id", "model_version", "variant",
                              "slate": [{"item_id", "position", "score", "propensity"}], "scores": {item_id: score}}
 
 V2 inputs:   user_id BYTES [1]; candidates BYTES [n] (optional: the whole catalog); k INT32 [1] (optional);
-             the request id is the OIP `id`. Transformer -> predictor adds one tensor per feature, named by the
-             feature: shape [1] for a per-user value, [n] for one value per candidate.
+             the request id is the OIP `id`; parameter `consent` (optional): a JSON string of the V1 object.
+             Transformer -> predictor adds one tensor per feature: shape [1] per user, [n] per candidate.
 V2 outputs:  item_id BYTES [k], position INT32 [k], propensity FP64 [k], score FP32 [k] (the slate, slot 1
              first); candidate_id BYTES [n] and candidate_score FP32 [n] (every candidate's score);
              parameters model_version, variant, request_id; the response id is the request id.
@@ -31,8 +29,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from kfloop.errors import MalformedRequest, field_errors
-from kfloop.events.schema import Identifier, PseudonymousId
+from kfloop.errors import MalformedRequest
+from kfloop.events.schema import Consent, Identifier, PseudonymousId
+from serving.common.consent import CONSENT, malformed_fields, v2_consent, v2_parameter
 
 VARIANT_HEADER = "x-kfloop-variant"
 """Set by the router (the local stand-in of Knative's split) to tell a predictor which variant it serves."""
@@ -57,6 +56,7 @@ class RankInstance(BaseModel):
     candidates: list[Identifier] | None = Field(default=None, min_length=1)
     k: int | None = Field(default=None, ge=1, le=100)
     request_id: Identifier | None = None
+    consent: Consent | None = None
 
     @field_validator("candidates")
     @classmethod
@@ -78,6 +78,8 @@ class Ranking:
     item_features: dict[str, Any] = field(default_factory=dict)
     item_features_mostly: dict[str, Any] = field(default_factory=dict)
     """Per-candidate features in the compact form: {name: {"value": v, "except": [[index, value], ...]}}."""
+    consent: Consent | None = None
+    """As the request gave it; None: the serving config's default applies."""
 
     @property
     def featured(self) -> bool:
@@ -94,12 +96,7 @@ def _instance(raw: Any, where: str) -> RankInstance:
     try:
         return RankInstance.model_validate(raw)
     except ValidationError as exc:
-        problems = [{"field": f"{where}.{e['field']}", "reason": e["reason"]} for e in field_errors(exc)]
-        raise MalformedRequest(_summary(problems), details=problems) from None
-
-
-def _summary(problems: list[dict[str, str]]) -> str:
-    return "; ".join(f"{p['field']}: {p['reason']}" for p in problems)
+        raise malformed_fields(exc, where) from None
 
 
 def v1_instances(payload: Any, *, max_instances: int) -> list[Any]:
@@ -143,6 +140,7 @@ def _ranking(instance: RankInstance) -> Ranking:
         request_id=instance.request_id or new_request_id(),
         candidates=list(instance.candidates) if instance.candidates is not None else None,
         k=instance.k,
+        consent=instance.consent,
     )
 
 
@@ -187,16 +185,12 @@ def _parameter(parameters: Any, name: str) -> Any:
     return value
 
 
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+_JSON_KINDS[list] = "an array"
+
+
 def _json_kind(value: Any) -> str:
-    kinds = {
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-    }
-    return kinds.get(type(value), type(value).__name__)
+    return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
 def parse_v2(request: Any, *, with_features: bool) -> Ranking:
@@ -225,6 +219,7 @@ def parse_v2(request: Any, *, with_features: bool) -> Ranking:
     if request_id:
         raw["request_id"] = str(request_id)
     ranking = _ranking(_instance(raw, "request"))
+    ranking.consent = v2_consent(_parameter(request.parameters, CONSENT))
     if with_features:
         if ranking.candidates is None:
             raise MalformedRequest("input `candidates` is required when features are given")
@@ -298,7 +293,10 @@ def v2_request_json(ranking: Ranking, *, include_features: bool) -> dict[str, An
         inputs.append({"name": K, "shape": [1], "datatype": "INT32", "data": [ranking.k]})
     if include_features:
         inputs.extend(v2_feature_inputs(ranking))
-    return {"id": ranking.request_id, "inputs": inputs}
+    body: dict[str, Any] = {"id": ranking.request_id, "inputs": inputs}
+    if ranking.consent is not None:
+        body["parameters"] = v2_parameter(ranking.consent)
+    return body
 
 
 def feature_json(ranking: Ranking) -> dict[str, Any]:
@@ -311,9 +309,7 @@ def feature_json(ranking: Ranking) -> dict[str, Any]:
     }
     if ranking.item_features_mostly:
         body["features"]["items_mostly"] = ranking.item_features_mostly
-    if ranking.k is not None:
-        body["k"] = ranking.k
-    return body
+    return _with_options(body, ranking)
 
 
 def client_json(ranking: Ranking) -> dict[str, Any]:
@@ -321,8 +317,15 @@ def client_json(ranking: Ranking) -> dict[str, Any]:
     body: dict[str, Any] = {"user_id": ranking.user_id, "request_id": ranking.request_id}
     if ranking.candidates is not None:
         body["candidates"] = ranking.candidates
+    return _with_options(body, ranking)
+
+
+def _with_options(body: dict[str, Any], ranking: Ranking) -> dict[str, Any]:
+    """A V1 instance with the ranking's optional fields that are set (k, consent)."""
     if ranking.k is not None:
         body["k"] = ranking.k
+    if ranking.consent is not None:
+        body[CONSENT] = ranking.consent.model_dump()
     return body
 
 

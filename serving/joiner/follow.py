@@ -38,6 +38,7 @@ JOIN_COLUMNS = [
     "model_version",
     "variant",
     "dwell_ms",
+    "source",
 ]
 _TIME_COLUMNS = ("ts", "received_at")
 _SLICE = 10_000

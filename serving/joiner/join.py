@@ -2,7 +2,9 @@
 
 Records come in the write-ahead form (timestamps as epoch microseconds), in arrival order. The rules:
 
-- Each `event_id` counts once; later copies (another collector replica's) count as duplicates.
+- Each `event_id` counts once; later copies (another collector replica's) count as duplicates, except the served
+  copy of an impression a client sent first (`kfloop.eventlog.copies`: the served record wins): it takes over
+  the slot's labels, and the impression's count moves to them if the client named others.
 - A request's decision time is the `ts` of its earliest impression. Feedback naming the request is attributed
   when its own `ts` is at most `window` after the decision (earlier is accepted: client clocks differ), late
   (counted, dropped) when later. It takes the (model_version, variant) of the impression of its item in that
@@ -25,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
+from kfloop.eventlog.copies import supersedes
 from serving.joiner.reference import ReferenceWindows
 
 UNKNOWN = "unknown"
@@ -106,7 +109,8 @@ class Joiner:
         self.last_feedback_us: int | None = None
         """Arrival of the newest feedback record (any type but impression)."""
         self.now_us = 0
-        self._seen: _Aging[None] = _Aging()
+        self._seen: _Aging[tuple[Any, Labels]] = _Aging()
+        """Each event id's kept copy: its source and labels."""
         self._requests: _Aging[_Request] = _Aging()
         self._pending: dict[str, list[Row]] = {}
         self._pending_order: deque[tuple[int, str]] = deque()
@@ -127,10 +131,15 @@ class Joiner:
         if record["type"] != "impression":
             self.last_feedback_us = max(self.last_feedback_us or 0, record["received_at"])
         event_id = record["event_id"]
-        if event_id in self._seen.values:
-            self.counts.duplicates[record["type"]] += 1
+        kept = self._seen.values.get(event_id)
+        if kept is not None:
+            if record["type"] == "impression" and supersedes(record.get("source"), kept[0]):
+                self._seen.values[event_id] = (record.get("source"), labels_of(record))
+                self._served_copy(record, kept[1])
+            else:
+                self.counts.duplicates[record["type"]] += 1
             return
-        self._seen.add(event_id, None, record["received_at"])
+        self._seen.add(event_id, (record.get("source"), labels_of(record)), record["received_at"])
         if record["type"] == "impression":
             self._impression(record)
         else:
@@ -149,9 +158,21 @@ class Joiner:
         self.references.advance(now_us)
 
     def _impression(self, record: Row) -> None:
+        self.counts.impressions[labels_of(record)] += 1
+        self._shown(record)
+
+    def _served_copy(self, record: Row, client_labels: Labels) -> None:
+        """The served copy of an impression a client sent first: its labels are the slot's from now on, and its
+        count moves to them (when the client named others)."""
         labels = labels_of(record)
-        self.counts.impressions[labels] += 1
-        request_id = record["request_id"]
+        if labels != client_labels:
+            self.counts.impressions[client_labels] -= 1
+            self.counts.impressions[labels] += 1
+        self._shown(record, served=True)
+
+    def _shown(self, record: Row, *, served: bool = False) -> None:
+        """Remember the slot under its request, and join the feedback that waited for it."""
+        labels, request_id = labels_of(record), record["request_id"]
         if request_id is None:
             return
         request = self._requests.values.get(request_id)
@@ -161,10 +182,16 @@ class Joiner:
             self._requests.add(request_id, request, record["received_at"])
         else:
             request.decision_us = min(request.decision_us, record["ts"])
+            if served:  # a decision's impressions all have its labels
+                request.labels = labels
         item = record.get("item_id")
-        if item is not None and item not in request.items:
-            request.items[item] = labels
-            if labels[0] != UNKNOWN and self.references.admit(*labels, record["received_at"]):
+        if item is not None:
+            before = request.items.get(item)
+            if served or before is None:
+                request.items[item] = labels
+            # a slot enters its version's reference window once, by its first copy that names a version
+            named_now = labels[0] != UNKNOWN and (before is None or before[0] == UNKNOWN)
+            if named_now and self.references.admit(*labels, record["received_at"]):
                 request.reference.add(item)
                 if first:
                     request.reference.add(FIRST)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from kfloop.audit.config import ExplanationSamplingConfig, SpoolConfig
 from kfloop.config import StrictModel
+from serving.common.consent import ConsentDefault
 from serving.common.names import MODEL_NAME
 
 
@@ -77,6 +78,32 @@ class DriftConfig(StrictModel):
         return value
 
 
+class ImpressionLogConfig(StrictModel):
+    """The served slates as impression events in the event log, for training and the joiner. They are derived
+    from the decisions in the audit spool (no second write on the request path: a slate is answered only once
+    its decision, and so its impressions, are on disk) and shipped to the collector by a cursor of their own,
+    with retries; the spool keeps a file until both the audit sink and the collector have it. Needs
+    `audit.enabled`."""
+
+    collector_url: str | None = None
+    """Base URL of the feedback collector (events go to {collector_url}/v1/events); None: no impressions."""
+    token_file: Path | None = None
+    """A file holding the collector's serving token (e.g. a mounted Secret), sent as `Authorization: Bearer`:
+    the collector takes events with `source: "serving"` only with it. Read at start; required with
+    collector_url."""
+    batch_max_decisions: int = Field(default=200, ge=1, le=10_000)
+    """Most decisions per POST to the collector (k impressions each; the collector takes 1,000 events a request
+    by default, and a smaller batch is tried when it refuses one as too large)."""
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one POST to the collector."""
+
+    @model_validator(mode="after")
+    def _token_comes_with_the_collector(self) -> Self:
+        if self.collector_url is not None and self.token_file is None:
+            raise ValueError("token_file is required with collector_url (the collector's serving token)")
+        return self
+
+
 class PredictorConfig(StrictModel):
     """One predictor process: a model version from the registry, served through kserve.ModelServer."""
 
@@ -105,3 +132,9 @@ class PredictorConfig(StrictModel):
     """REST port of the model server (V1, V2, /metrics)."""
     drift: DriftConfig = Field(default_factory=DriftConfig)
     """Input drift against the version's training baseline (`kfloop_feature_drift`)."""
+    impressions: ImpressionLogConfig = Field(default_factory=ImpressionLogConfig)
+    """The served slates as impression events (off unless a collector is configured)."""
+    consent_default: ConsentDefault = Field(default_factory=ConsentDefault)
+    """The consent of a ranking request that carries none (serving.common.consent): recorded with the decision;
+    without personalization, no impressions. Keep it the transformer's `consent_default` (the transformer
+    passes on the consent it acted on; this one applies to requests that come straight here)."""

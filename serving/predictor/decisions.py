@@ -22,11 +22,15 @@ from prometheus_client import Counter, Histogram
 
 from kfloop.audit import AuditRecorder, BackgroundExplainer, Candidate, Decision, PolicyInfo, Shipper
 from kfloop.audit.config import SpoolConfig
+from kfloop.audit.shipper import Deliver
+from kfloop.audit.spool import SINK, Spool, SpoolCursor
 from kfloop.errors import KfloopError, NotReady
+from kfloop.events.schema import Consent
 from serving.common.model_io import Feed
 from serving.common.names import EXPLAINER_NAME
 from serving.common.protocol import RankResult
-from serving.predictor.config import PolicyConfig, PredictorAuditConfig
+from serving.predictor.config import ImpressionLogConfig, PolicyConfig, PredictorAuditConfig
+from serving.predictor.impressions import IMPRESSIONS, REJECTED_FILE, CollectorDelivery, read_token
 from serving.predictor.item_contexts import ItemContexts
 
 log = logging.getLogger(__name__)
@@ -47,9 +51,12 @@ AUDIT_BATCH_RECORDS = Histogram(
 AUDIT_FAILURES = Counter("kfloop_predictor_audit_failures_total", "Decisions that could not be made durable.")
 
 
-def build_decision(result: RankResult, user_id: str, k: int, policy: PolicyConfig, feed: Feed) -> Decision:
+def build_decision(
+    result: RankResult, user_id: str, k: int, policy: PolicyConfig, feed: Feed, consent: Consent
+) -> Decision:
     """The audit record of one decision: exactly the inputs the model was given, the slate with propensities,
-    and per slot the item's rank by score and how the policy drew it (greedy or exploration).
+    per slot the item's rank by score and how the policy drew it (greedy or exploration), and the consent it was
+    made under.
 
     Every field is validated except `inputs`, which is attached after validation: its values were already
     checked (finite numbers, strings) when the model's input matrices were built, and walking ~2,000 values
@@ -81,6 +88,7 @@ def build_decision(result: RankResult, user_id: str, k: int, policy: PolicyConfi
         policy=PolicyInfo(
             name=policy.exploration, epsilon=policy.epsilon if policy.exploration == "epsilon_greedy" else None
         ),
+        consent=consent,
     )
     return decision.model_copy(update={"inputs": decision_inputs(result.candidates, k, feed)})
 
@@ -197,18 +205,40 @@ class LingeringShipper(Shipper):
         return shipped
 
 
-def lingering_recorder(config: SpoolConfig, linger_s: float) -> AuditRecorder:
-    recorder = AuditRecorder(config)
-    recorder.shipper = LingeringShipper(
-        recorder.spool,
-        recorder.shipper.deliver,
-        batch_max_records=config.batch_max_records,
+def lingering_recorder(config: SpoolConfig, linger_s: float, cursors: tuple[str, ...] = (SINK,)) -> AuditRecorder:
+    recorder = AuditRecorder(config, cursors=cursors)
+    recorder.shipper = lingering_shipper(recorder.spool, recorder.shipper.deliver, config, linger_s)
+    return recorder
+
+
+def lingering_shipper(
+    spool: Spool | SpoolCursor, deliver: Deliver, config: SpoolConfig, linger_s: float, **kwargs: Any
+) -> LingeringShipper:
+    """A shipper of the spool (or one of its cursors) with the spool config's batch size and retry timings."""
+    return LingeringShipper(
+        spool,
+        deliver,
+        **{"batch_max_records": config.batch_max_records, **kwargs},
         idle_wait_s=config.idle_wait_s,
         retry_initial_s=config.retry_initial_s,
         retry_max_s=config.retry_max_s,
         linger_s=linger_s,
     )
-    return recorder
+
+
+def impression_shipper(spool: Spool, config: ImpressionLogConfig, audit: PredictorAuditConfig) -> LingeringShipper:
+    """The second consumer of the audit spool: the decisions' impressions to the collector."""
+    assert config.collector_url is not None and config.token_file is not None
+    deliver = CollectorDelivery(config.collector_url, read_token(config.token_file), timeout_s=config.request_timeout_s)
+    return lingering_shipper(
+        spool.cursor(IMPRESSIONS),
+        deliver,
+        audit.spool,
+        audit.ship_linger_s,
+        batch_max_records=config.batch_max_decisions,
+        name="impression shipper",
+        rejected_file=REJECTED_FILE,
+    )
 
 
 _UNAVAILABLE = (502, 503, 504)
@@ -256,9 +286,19 @@ def decision_explain_instance(decision: Decision) -> dict[str, Any]:
 class DecisionLog:
     """Everything the predictor does with a decision besides answering it."""
 
-    def __init__(self, config: PredictorAuditConfig, model_name: str, spool_dir: Any) -> None:
+    def __init__(
+        self,
+        config: PredictorAuditConfig,
+        model_name: str,
+        spool_dir: Any,
+        impressions: ImpressionLogConfig | None = None,
+    ) -> None:
         spool = config.spool.model_copy(update={"dir": spool_dir})
-        self.recorder = lingering_recorder(spool, config.ship_linger_s)
+        ships = impressions is not None and impressions.collector_url is not None
+        self.recorder = lingering_recorder(spool, config.ship_linger_s, (SINK, IMPRESSIONS) if ships else (SINK,))
+        self.impressions: Shipper | None = None
+        if impressions is not None and ships:
+            self.impressions = impression_shipper(self.recorder.spool, impressions, config)
         self.drain_on_stop_s = config.drain_on_stop_s
         self.closed = False
         self.writer = DecisionWriter(self.recorder, ItemContexts() if config.item_context_by_reference else None)
@@ -275,6 +315,8 @@ class DecisionLog:
 
     def open(self) -> None:
         self.recorder.open()
+        if self.impressions is not None:
+            self.impressions.start()
         self.writer.start()
         if self.explainer is not None:
             self.explainer.start()
@@ -294,4 +336,13 @@ class DecisionLog:
         self.writer.stop()
         if self.explainer is not None:
             self.explainer.stop(timeout_s=5.0)
-        self.recorder.close(drain_timeout_s=self.drain_on_stop_s)
+        draining = None
+        if self.impressions is not None:  # both shippers drain at once; what is left ships after the next start
+            self.impressions.stop()
+            draining = threading.Thread(target=self.impressions.drain, args=(self.drain_on_stop_s,), daemon=True)
+            draining.start()
+        self.recorder.shipper.stop()
+        self.recorder.shipper.drain(self.drain_on_stop_s)
+        if draining is not None:
+            draining.join()
+        self.recorder.close(drain_timeout_s=0)

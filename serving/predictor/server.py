@@ -18,6 +18,8 @@ import kserve
 import numpy as np
 from prometheus_client import Counter
 
+from kfloop.events.schema import Consent
+from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
 from serving.common.protocol import (
@@ -32,6 +34,7 @@ from serving.common.protocol import (
 from serving.common.versions import ResolvedVersion
 from serving.predictor.config import PredictorConfig
 from serving.predictor.decisions import DecisionLog, build_decision
+from serving.predictor.impressions import SLATES_WITHOUT_CONSENT
 from serving.predictor.metrics import PredictorMetrics
 from serving.predictor.ranking import choose_slate, make_policy
 
@@ -59,7 +62,7 @@ class RankerPredictor(kserve.Model):
         if config.audit.enabled:
             # one spool per version: a restarted process resumes shipping what its predecessor spooled
             spool_dir = config.audit.spool.dir / resolved.version
-            self.decisions = DecisionLog(config.audit, config.model_name, spool_dir)
+            self.decisions = DecisionLog(config.audit, config.model_name, spool_dir, config.impressions)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,14 +127,17 @@ class RankerPredictor(kserve.Model):
             raise NotReady(f"model version {self.version} is still loading")
         scored = [self._rank(r, variant) for r in rankings]
         if self.decisions is not None:
-            futures = [self.decisions.submit(decision) for _, decision in scored]
+            futures = [self.decisions.submit(decision) for _, decision, _ in scored]
             await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
-            for _, decision in scored:
+            for _, decision, _ in scored:
                 self.decisions.after_answer(decision)
         DECISIONS.labels(variant, self.version).inc(len(scored))
-        return [result for result, _ in scored]
+        unconsented = sum(not consent.personalization for _, _, consent in scored)
+        if unconsented:
+            SLATES_WITHOUT_CONSENT.labels(variant, self.version).inc(unconsented)
+        return [result for result, _, _ in scored]
 
-    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any]:
+    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any, Consent]:
         from kfloop.errors import MalformedRequest
 
         candidates = ranking.candidates or []
@@ -153,10 +159,11 @@ class RankerPredictor(kserve.Model):
             ranks=choice.ranks,
             draws=choice.draws,
         )
+        consent = consent_or_default(ranking.consent, self.config.consent_default)
         decision = None
         if self.decisions is not None:
-            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed)
-        return result, decision
+            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent)
+        return result, decision, consent
 
 
 def _v2_response(model_name: str, result: RankResult) -> Any:

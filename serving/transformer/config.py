@@ -6,6 +6,7 @@ from pydantic import Field
 
 from kfloop.config import StrictModel
 from kfloop.features.config import FeaturesConfig
+from serving.common.consent import ConsentDefault
 from serving.common.names import MODEL_NAME
 
 
@@ -34,3 +35,7 @@ class TransformerConfig(StrictModel):
     """Most candidates one ranking may name (without any, the whole catalog is ranked)."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """REST port of the model server."""
+    consent_default: ConsentDefault = Field(default_factory=ConsentDefault)
+    """The consent of a ranking request that carries none (serving.common.consent). The transformer passes
+    the consent it acted on to the predictor; keep the predictor's `consent_default` the same for requests
+    that reach it directly."""

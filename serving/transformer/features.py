@@ -55,12 +55,13 @@ class OnlineFeatures:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def featurize(self, ranking: Ranking) -> Ranking:
-        """Fill the ranking's candidates (default: the catalog) and features."""
+    def featurize(self, ranking: Ranking, *, personal: bool = True) -> Ranking:
+        """Fill the ranking's candidates (default: the catalog) and features; without `personal` (no consent to
+        personalization) none of the user's features are read: the cold-start defaults stand in."""
         if ranking.candidates is None:
             ranking.candidates = list(self.catalog)
-        read = self.reader.read(ranking.user_id, ranking.candidates)
-        if not read.user_known:
+        read = self.reader.read(ranking.user_id, ranking.candidates, personal=personal)
+        if not read.user_known and personal:
             COLD_STARTS.labels("user").inc()
         unknown_items = int((~read.items_known).sum())
         if unknown_items:

@@ -1,7 +1,8 @@
 """The transformer: a version-agnostic kserve.Model in front of the predictor.
 
 preprocess: parse the V1 or V2 request (400 with the reason), read the user's and the candidates' features
-through the fast online reader (cold start: defaults), default candidates = the whole catalog.
+through the fast online reader (cold start: defaults; without consent to personalization, none of the user's
+are read), default candidates = the whole catalog.
 predict:    forward to the predictor in the protocol the client used (locally the router, which splits between
             the stable and the canary predictor as Knative does on a cluster) and pass its answer through.
 explain:    forward the featured request to the explainer service.
@@ -19,6 +20,7 @@ import orjson
 from prometheus_client import Histogram
 
 from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
 from serving.common.protocol import (
@@ -98,7 +100,9 @@ class RankerTransformer(kserve.Model):
     def _featurize(self, ranking: Ranking) -> Ranking:
         if ranking.candidates is not None and len(ranking.candidates) > self.config.max_candidates:
             raise MalformedRequest(f"at most {self.config.max_candidates} candidates, got {len(ranking.candidates)}")
-        ranking = self.features.featurize(ranking)
+        # the consent goes on to the predictor as decided here, so both act on the same one
+        ranking.consent = consent_or_default(ranking.consent, self.config.consent_default)
+        ranking = self.features.featurize(ranking, personal=ranking.consent.personalization)
         if not ranking.candidates:
             raise NotReady("no candidates: the request names none and the catalog is empty (materialize features)")
         return ranking

@@ -9,11 +9,12 @@ Open loop: requests are sent on a fixed schedule whatever the answers do, and ea
 its scheduled time, so a slow stack is not hidden by the client waiting for it (coordinated omission). Each
 rate runs a few seconds before it is measured. The rates run with the stack's background explanations off:
 on a cluster the explainer is its own deployment on its own cores, and its latency is timed separately here.
-One more run at the target rate then shows what a sample of background explanations on the same two cores
-costs the ranking path.
+Then the target rate with impression logging on (a second stack whose predictors ship every slate's impressions
+to a collector) and off, alternated while both stacks are up; one more run at the target rate then shows what a
+sample of background explanations on the same two cores costs the ranking path.
 
     .venvs/serving/bin/python tests/bench/bench_serving.py [--rates 100,200,300] [--seconds 10] [--warm-up 3]
-        [--explanation-rate 0.001]
+        [--explanation-rate 0.001] [--impression-rounds 2]
 """
 
 from __future__ import annotations
@@ -36,97 +37,13 @@ import numpy as np
 import yaml
 
 from kfloop.processes import stop_process
+from tests.bench import impression_runs
+from tests.bench.load import Pool, bodies, fixed_rate
 from tests.support import testbed
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "kfloop-ranker"
 TARGET_RATE, TARGET_P99_MS, CEILING_P99_MS = 200, 25.0, 50.0
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection; a minimal client so the load generator costs little CPU."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, host: str, port: int) -> Connection:
-        return cls(*await asyncio.open_connection(host, port))
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        head = (
-            f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
-        self.writer.write(head.encode() + body)
-        status_line = await self.reader.readline()
-        length = 0
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            name, _, value = line.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        return int(status_line.split()[1]), await self.reader.readexactly(length)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-class Pool:
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.idle: list[Connection] = []
-
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        pooled = bool(self.idle)
-        connection = self.idle.pop() if pooled else await Connection.open(self.host, self.port)
-        try:
-            result = await connection.post(path, body)
-        except (IndexError, ConnectionError, asyncio.IncompleteReadError):
-            connection.close()
-            if not pooled:
-                raise
-            # the server closed an idle keep-alive connection: once more on a new one
-            connection = await Connection.open(self.host, self.port)
-            result = await connection.post(path, body)
-        self.idle.append(connection)
-        return result
-
-
-def bodies(users: list[str], n: int = 64) -> list[bytes]:
-    return [json.dumps({"instances": [{"user_id": users[i % len(users)]}]}).encode() for i in range(n)]
-
-
-async def fixed_rate(pool: Pool, rate: float, seconds: float, payloads: list[bytes]) -> tuple[list[float], int]:
-    """Latencies (ms, from each request's scheduled time) and the number of errors. Each request is started at
-    its time by one pacing loop (open loop: a slow stack does not slow the arrivals). Creating every request's
-    task up front instead costs the client ~0.1 ms each before the first is sent, so the first ~2-300 ms of a
-    run went out late, in one burst: a stall of the client, measured as the stack's latency."""
-    path = f"/v1/models/{MODEL}:predict"
-    latencies: list[float] = []
-    errors = 0
-
-    async def one(i: int, scheduled: float) -> None:
-        nonlocal errors
-        try:
-            status, body = await pool.post(path, payloads[i % len(payloads)])
-        except Exception as exc:
-            status, body = 0, repr(exc).encode()
-        if status != 200:
-            errors += 1
-            if errors <= 3:
-                print(f"    error: {status} {body[:200]!r}", flush=True)
-        latencies.append((time.perf_counter() - scheduled) * 1000)
-
-    tasks = []
-    start = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        scheduled = start + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(i, scheduled)))
-    await asyncio.gather(*tasks)
-    return latencies, errors
 
 
 def own_cpu_seconds() -> float:
@@ -275,9 +192,10 @@ def report_stages(before: dict[str, dict[float, float]], after: dict[str, dict[f
 
 async def load_runs(
     port: int, rates: list[int], seconds: float, warm_up: float, users: list[str], endpoints: dict
-) -> list[tuple[int, float, float, int]]:
-    """(rate, p50, p99, errors) per rate. Each rate is run for `warm_up` seconds before it is measured: the
-    first second after a rate change is a transient (the stack's queues and caches settling), not its rate."""
+) -> list[tuple[int, float, float, int, float]]:
+    """(rate, p50, p99, errors, CPU ms per request of the stack's processes) per rate. Each rate is run for
+    `warm_up` seconds before it is measured: the first second after a rate change is a transient (the stack's
+    queues and caches settling), not its rate."""
     pool = Pool("127.0.0.1", port)
     payloads = bodies(users)
     await fixed_rate(pool, 50, 2, payloads)  # connections, first requests
@@ -292,8 +210,8 @@ async def load_runs(
         elapsed, client_s = time.perf_counter() - started, own_cpu_seconds() - client_before
         after, client = cpu_seconds(endpoints), client_s / len(latencies) * 1000
         p50, p99 = percentiles(latencies)
-        rows.append((rate, p50, p99, errors))
         per_request = {k: (after[k] - before[k]) / len(latencies) * 1000 for k in sorted(after)}
+        rows.append((rate, p50, p99, errors, sum(per_request.values())))
         cpu = "  ".join(f"{k} {ms:.1f}" for k, ms in per_request.items())
         print(f"  {rate:>5} req/s   p50 {p50:7.2f} ms   p99 {p99:7.2f} ms   errors {errors}", flush=True)
         # the total is the host's pace: the same work costs up to 2x more CPU when the shared host is busy
@@ -314,18 +232,26 @@ async def load_runs(
 
 
 @contextmanager
-def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float, replicas: int) -> Iterator[dict]:
+def running_stack(
+    root: Path, bed: testbed.Testbed, explanation_rate: float, replicas: int, impressions: dict | None = None
+) -> Iterator[dict]:
     """`kfloop serve`'s stack on the testbed, every part ready (the explainer too: it loads TensorFlow and
-    Alibi for a while after the rest is up, and must not do that during a run); yields its endpoints."""
+    Alibi for a while after the rest is up, and must not do that during a run); yields its endpoints.
+    `impressions`: the predictors' impression logging section (none: no impressions logged)."""
     config = testbed.stack_config(
         bed, manifest=REPO / "manifests" / "serving" / "inferenceservice.yaml", explanation_rate=explanation_rate
     )
-    state = root / f"state-{explanation_rate}"
+    name = f"{explanation_rate}{'-impressions' if impressions else ''}"
+    state = root / f"state-{name}"
     config["stack"]["state_dir"] = str(state)
     config["stack"]["predictor_replicas"] = replicas
-    config_file = root / f"serving-{explanation_rate}.yaml"
+    if impressions:  # beside the other stack: its own spools and audit store
+        config["predictor"]["impressions"] = impressions
+        config["predictor"]["audit"]["spool"]["dir"] = str(root / f"spool-{name}")
+        config["stack"]["audit_store_url"] = f"sqlite:///{root / f'audit-{name}.db'}"
+    config_file = root / f"serving-{name}.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    with open(root / f"stack-{explanation_rate}.log", "wb") as log:
+    with open(root / f"stack-{name}.log", "wb") as log:
         stack = subprocess.Popen(
             [sys.executable, "-m", "serving.local.stack", "--config", str(config_file)],
             stdout=log,
@@ -346,7 +272,7 @@ def running_stack(root: Path, bed: testbed.Testbed, explanation_rate: float, rep
             stop_process(stack, 60)
 
 
-def report_rates(rows: list[tuple[int, float, float, int]], model_p50: float, n_candidates: int) -> None:
+def report_rates(rows: list[tuple[int, float, float, int, float]], model_p50: float, n_candidates: int) -> None:
     passing = [r for r in rows if r[2] < CEILING_P99_MS and r[3] == 0]
     best = max(r[0] for r in passing) if passing else "none"
     print(f"\nhighest rate with p99 under {CEILING_P99_MS:.0f} ms: {best} req/s")
@@ -362,7 +288,7 @@ def report_rates(rows: list[tuple[int, float, float, int]], model_p50: float, n_
         f"in-process model call (features in hand, {n_candidates} candidates, SavedModel signature): "
         f"p50 {model_p50:.2f} ms"
     )
-    for rate, p50, _, _ in rows:
+    for rate, p50, *_ in rows:
         print(f"  stack p50 at {rate} req/s: {p50 / model_p50:.1f}x the in-process call")
 
 
@@ -372,6 +298,33 @@ def report_explainer(latencies: list[float], n_candidates: int) -> None:
         f"\nexplainer (:explain through the transformer, IG + anchors for 3 items, {n_candidates} candidates, "
         f"sequential): p50 {p50:.0f} ms, p99 {p99:.0f} ms over {len(latencies)}"
     )
+
+
+def compare_impression_logging(root: Path, bed: testbed.Testbed, args: argparse.Namespace, users, off: dict) -> None:
+    """The target rate with impression logging on (a second stack, shipping to a collector) and off (the stack
+    above), in alternated runs while both are up, so that both meet the same host pace."""
+    print(
+        f"\nranking at {TARGET_RATE} req/s with impression logging off and on, alternated (the logging stack's "
+        "predictors ship every slate's impressions to a collector on the same cores; its CPU is counted):",
+        flush=True,
+    )
+    collector, impressions = impression_runs.start_collector(root)
+    try:
+        with running_stack(root, bed, 0.0, args.predictor_replicas, impressions) as on:
+            on["services"]["collector"] = {"pid": collector.pid}
+            stacks = {"off": off, "on": on}
+            rows: dict[str, list[tuple]] = {"off": [], "on": []}
+            for _ in range(args.impression_rounds):
+                for name, endpoints in stacks.items():
+                    print(f"  impression logging {name}:", flush=True)
+                    port = int(endpoints["transformer"].rsplit(":", 1)[1])
+                    run = load_runs(port, [TARGET_RATE], args.seconds, args.warm_up, users, endpoints)
+                    rows[name] += asyncio.run(run)
+            time.sleep(2)  # the last shipper batches
+            logged = impression_runs.predictor_total(on, "kfloop_predictor_impressions_logged")
+            impression_runs.report(rows, logged, impression_runs.predictor_total(on, "kfloop_predictor_decisions"))
+    finally:
+        collector.stop()
 
 
 def main() -> int:
@@ -387,6 +340,9 @@ def main() -> int:
         help="background explanation sample for the extra run at the target rate (0: skip that run)",
     )
     parser.add_argument("--predictor-replicas", type=int, default=2, help="predictor processes per version")
+    parser.add_argument(
+        "--impression-rounds", type=int, default=2, help="alternated off/on runs of impression logging (0: none)"
+    )
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     os.chdir(REPO)
@@ -409,6 +365,8 @@ def main() -> int:
             report_rates(rows, model_p50, len(bed.items))
             if args.explanations > 0:
                 report_explainer(explain_latencies(front, users, args.explanations), len(bed.items))
+            if args.impression_rounds > 0:
+                compare_impression_logging(root, bed, args, users, endpoints)
         if args.explanation_rate > 0:
             print(
                 f"\nthe same at {TARGET_RATE} req/s with background explanations of a {args.explanation_rate:g} "

@@ -25,6 +25,7 @@ WINDOW = timedelta(seconds=2)  # short, so that a click naming an unknown reques
 def write_config(tmp_path: Path) -> tuple[Path, EventLogConfig]:
     log = {"wal_dir": str(tmp_path / "wal"), "log_uri": str(tmp_path / "log")}
     config = {"event_log": log, "window_s": WINDOW.total_seconds(), "remember_s": 600, "poll_interval_s": 0.02}
+    config["reference_settle_s"] = WINDOW.total_seconds()  # at most the window
     path = tmp_path / "joiner.yaml"
     path.write_text(yaml.safe_dump(config))
     return path, EventLogConfig(**log)

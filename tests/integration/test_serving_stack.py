@@ -13,11 +13,8 @@ import argparse
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,63 +27,19 @@ from kfloop.audit import is_sampled
 from kfloop.audit.record import parse_record, with_context
 from kfloop.cli.commands import audit as audit_commands
 from kfloop.cli.commands import serve as serve_commands
-from kfloop.processes import stop_process
 from tests.support import testbed
+from tests.support.stack import MODEL, Stack, running_stack, wait_for
 from tests.unit.test_deploy import deploy_command_args
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "kfloop-ranker"
 SAMPLE_RATE = 0.05
 START_TIMEOUT_S = 300
 
 
-@dataclass
-class Stack:
-    root: Path
-    config: Path
-    bed: testbed.Testbed
-    process: subprocess.Popen
-    endpoints: dict[str, Any]
-
-    @property
-    def url(self) -> str:
-        return self.endpoints["transformer"]
-
-    def refresh(self) -> dict[str, Any]:
-        self.endpoints = json.loads((self.root / "state" / "endpoints.json").read_text())
-        return self.endpoints
-
-    def routes(self) -> dict[str, Any]:
-        return httpx.get(f"{self.endpoints['router']}/v1/routes").json()
-
-    def rank(self, client: httpx.Client, user: str, **extra: Any) -> dict[str, Any]:
-        response = client.post(
-            f"{self.url}/v1/models/{MODEL}:predict", json={"instances": [{"user_id": user, **extra}]}
-        )
-        assert response.status_code == 200, response.text
-        return response.json()["predictions"][0]
-
-    def cli_args(self, **extra: Any) -> argparse.Namespace:
-        return deploy_command_args(self.config, operator="tester", **extra)
-
-
-def wait_for(condition, timeout_s: float, what: str, interval_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-        except (httpx.HTTPError, OSError, ValueError, KeyError):
-            value = None
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f}s")
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Stack:
+def stack(tmp_path_factory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("serving-stack")
     bed = testbed.build(root, versions=2, n_items=12)
     manifest = yaml.safe_load((REPO / "manifests" / "serving" / "inferenceservice.yaml").read_text())
@@ -98,36 +51,12 @@ def stack(tmp_path_factory) -> Stack:
     config["predictor"]["policy"] = {"seed": 5}
     config["router"] = {"seed": 9}
     config["stack"].update(start_timeout_s=START_TIMEOUT_S, restart_backoff_s=0.5, poll_interval_s=0.25)
-    path = root / "serving.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = open(root / "stack.log", "wb")  # noqa: SIM115 (closed at teardown)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kfloop", "serve", "--config", str(path)], stdout=log, stderr=subprocess.STDOUT
-    )
-    running = Stack(root, path, bed, process, {})
-    try:
-        wait_for(
-            lambda: (root / "state" / "endpoints.json").exists() and running.refresh(),
-            START_TIMEOUT_S,
-            "the stack's endpoints",
-        )
-        wait_for(
-            lambda: httpx.get(f"{running.endpoints['router']}/readyz").status_code == 200,
-            START_TIMEOUT_S,
-            "a routed stable predictor",
-        )
-        wait_for(
-            lambda: httpx.get(f"{running.url}/v2/models/{MODEL}/ready").status_code == 200,
-            START_TIMEOUT_S,
-            "the transformer",
-        )
-    except Exception:
-        process.terminate()
-        log.close()
-        raise AssertionError((root / "stack.log").read_text()[-5000:]) from None
-    yield running
-    stop_process(process, 90)
-    log.close()
+    with running_stack(bed, config, start_timeout_s=START_TIMEOUT_S) as running:
+        yield running
+
+
+def cli_args(stack: Stack, **extra: Any) -> argparse.Namespace:
+    return deploy_command_args(stack.config, operator="tester", **extra)
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +289,7 @@ def test_any_past_decision_is_explained_on_demand_and_kept(stack, monkeypatch, t
 
 def test_a_canary_gets_its_share_of_requests(stack, client):
     stable, canary = stack.bed.versions
-    assert serve_commands.deploy(stack.cli_args(version=canary, canary=50)) == 0
+    assert serve_commands.deploy(cli_args(stack, version=canary, canary=50)) == 0
     # while the canary's model loads, it answers 503 and is not routed
     url = wait_for(lambda: stack.refresh()["predictors"][canary][0]["url"], 30, "the canary process")
     early = wait_for(
@@ -390,7 +319,7 @@ def test_a_crashing_canary_leaves_stable_serving(stack, client):
 
 def test_promote_then_rollback(stack, client):
     stable, canary = stack.bed.versions
-    assert serve_commands.promote(stack.cli_args()) == 0
+    assert serve_commands.promote(cli_args(stack)) == 0
     wait_for(
         lambda: stack.routes()["stable"]["version"] == canary and stack.routes()["canary"] is None,
         60,
@@ -398,7 +327,7 @@ def test_promote_then_rollback(stack, client):
     )
     answers = [stack.rank(client, testbed.BROWSER) for _ in range(30)]
     assert {(a["variant"], a["model_version"]) for a in answers} == {("stable", canary)}
-    assert serve_commands.rollback(stack.cli_args()) == 0
+    assert serve_commands.rollback(cli_args(stack)) == 0
     # the previous stable version kept its process: the rollback only re-routes
     wait_for(lambda: stack.routes()["stable"]["version"] == stable, 10, "the rolled-back route", interval_s=0.1)
     answers = [stack.rank(client, testbed.BROWSER) for _ in range(30)]

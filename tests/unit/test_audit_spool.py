@@ -11,9 +11,10 @@ import pytest
 
 from kfloop.audit import AuditRecorder, HttpSink, Shipper, Spool, SpoolConfig, store_delivery, verify_store
 from kfloop.audit.record import record_json
-from kfloop.audit.shipper import REJECTED_FILE, DeliveryFailed, Receipt
-from kfloop.audit.spool import OFFSET_FILE, SpoolLocked
+from kfloop.audit.shipper import REJECTED_FILE, SKIPPED, DeliveryFailed, Receipt
+from kfloop.audit.spool import OFFSET_FILE, SINK, SpoolLocked
 from kfloop.audit.store.sqlite import SqliteStore
+from kfloop.errors import KfloopError
 from kfloop.processes import free_port
 from tests.unit.test_audit_support import decision, decisions
 
@@ -174,3 +175,45 @@ def test_a_store_delivery_refuses_a_record_that_is_not_json(tmp_path, store):
     receipts = store_delivery(store)([b"[1, 2]", orjson.dumps(record_json(decision(0))), b"{not json"])
     assert [r.status for r in receipts] == ["rejected", "accepted", "rejected"]
     assert store.count() == 1
+
+
+def test_each_cursor_reads_every_record_and_a_segment_stays_until_every_cursor_passed_it(tmp_path, store):
+    directory = tmp_path / "spool"
+    with Spool(directory, segment_max_bytes=4096, cursors=(SINK, "impressions")) as spool:
+        for i in range(0, 60, 3):
+            spool.append(decisions(3, start=i))
+        segments = len(segment_files(directory))
+        assert Shipper(spool, store_delivery(store), batch_max_records=7).drain(timeout_s=30)
+        assert len(segment_files(directory)) == segments  # the impressions cursor has read none of them
+        impressions = spool.cursor("impressions")
+        assert impressions.pending_bytes() > 0 and spool.pending_bytes() == 0
+        seen: list[str] = []
+        batch = impressions.read_batch(25)
+        seen += [r["request_id"] for r in batch.records]
+        impressions.commit(batch.end)
+        assert 1 < len(segment_files(directory)) < segments  # those both cursors passed are gone
+    with Spool(directory, segment_max_bytes=4096, cursors=(SINK, "impressions")) as spool:  # each resumes
+        assert spool.read_batch(10) is None
+        rest = spool.cursor("impressions").read_batch(100)
+        seen += [r["request_id"] for r in rest.records]
+        spool.cursor("impressions").commit(rest.end)
+        assert len(segment_files(directory)) == 1
+    assert seen == [f"req-{i:06d}" for i in range(60)]
+    assert (directory / OFFSET_FILE).exists() and (directory / "offset.impressions.json").exists()
+
+
+def test_a_cursor_the_spool_was_not_made_with_is_refused(spool):
+    with pytest.raises(KfloopError, match="no cursor 'impressions'"):
+        spool.cursor("impressions")
+
+
+def test_a_shipper_of_another_cursor_keeps_its_own_dead_letters(tmp_path, store):
+    with Spool(tmp_path / "spool", cursors=(SINK, "other")) as spool:
+        spool.append(decisions(2))
+        refuse_first = lambda payloads: [Receipt("rejected", "no")] + [Receipt(SKIPPED)] * (len(payloads) - 1)  # noqa: E731
+        shipper = Shipper(spool.cursor("other"), refuse_first, rejected_file="rejected-other.jsonl")
+        assert shipper.drain(timeout_s=30)
+        assert spool.read_batch(10) is not None  # the sink's cursor has not moved
+    (rejected,) = [json.loads(line) for line in (spool.dir / "rejected-other.jsonl").read_text().splitlines()]
+    assert rejected["record"]["request_id"] == "req-000000" and rejected["detail"] == "no"
+    assert not (spool.dir / REJECTED_FILE).exists() and shipper.stats.dead_lettered == 1

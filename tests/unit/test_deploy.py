@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +15,12 @@ import yaml
 from kfloop.cli.commands import serve as commands
 from kfloop.deploy import apply_change, deploy, load_or_seed, promote, read_manifest, read_state, rollback
 from kfloop.errors import InvalidInput, NotFound
-from kfloop.registry import Blessing, Candidate, ModelRegistry, State
+from kfloop.registry import ModelRegistry, State
+from tests.support.controller import register
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = REPO / "manifests" / "serving" / "inferenceservice.yaml"
-
-
-def register(registry: ModelRegistry, tmp_path: Path, n: int, *, blessed: bool = True) -> str:
-    folder = tmp_path / f"saved-{n}"
-    folder.mkdir(exist_ok=True)
-    (folder / "saved_model.pb").write_bytes(b"graph")
-    candidate = Candidate(
-        data_version=f"d{n}",
-        schema_version="s",
-        code_version="c",
-        parameters={"n": n},
-        blessing=Blessing(blessed=blessed, reasons=["test"]),
-        data={},
-        metrics={},
-        ope={},
-    )
-    return registry.register(candidate, model_dir=folder, created_at=T0 + timedelta(minutes=n)).version
 
 
 @pytest.fixture

@@ -53,8 +53,8 @@ def test_signal_is_part_of_the_schema_not_a_convention():
         ({"dwell_ms": -5}, "dwell_ms", "greater than or equal to 0"),
         ({"traits": {"email": "x@y.z"}}, "traits", "Extra inputs"),
         ({"consent": {}}, "consent.personalization", "required"),
-        ({"event_id": ""}, "event_id", "1-128 characters"),
-        ({"event_id": "abc\n"}, "event_id", "1-128 characters"),
+        ({"event_id": ""}, "event_id", "1-140 characters"),
+        ({"event_id": "abc\n"}, "event_id", "1-140 characters"),
     ],
 )
 def test_bad_fields_are_named_with_a_reason(change, field, reason):

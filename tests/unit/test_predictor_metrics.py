@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("kserve", reason="the serving environment (KServe) is needed")
 from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
 from kserve.model_repository import ModelRepository
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
@@ -28,6 +29,7 @@ from kfloop.model_contract import BASELINE_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.registry.registry import Candidate
 from serving.common.modelserver import KfloopRESTServer
+from serving.common.protocol import Ranking, v2_request_json
 from serving.common.versions import resolve
 from serving.predictor.config import DriftConfig, PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.drift import psi
@@ -51,12 +53,12 @@ BASELINE = {
 }
 
 
-def model_server_app(monkeypatch: pytest.MonkeyPatch, *models: Any) -> FastAPI:
-    """KServe's app as the model server builds it (its endpoints and handlers, our middlewares), in-process."""
+def model_server_app(*models: Any) -> FastAPI:
+    """KServe's app as the model server builds it (its endpoints, our middlewares and handlers), in-process."""
     repository = ModelRepository()
     for model in models:
         repository.update(model)
-    app = FastAPI()
+    app = FastAPI(default_response_class=ORJSONResponse)  # as KServe's own app
     KfloopRESTServer(app, DataPlane(repository), ModelRepositoryExtension(repository), 0).create_application()
     return app
 
@@ -84,6 +86,11 @@ def ranking(request_id: str, strong: int = 2, n: int = 12) -> tuple[dict, dict]:
     return {"instances": [instance | {"features": {"user": user, "items": items}}]}, {"user": user, "items": items}
 
 
+def v2_ranking(request_id: str) -> dict:
+    candidates, user, items = features(12)
+    return v2_request_json(Ranking("u-1", request_id, candidates, 2, user, items), include_features=True)
+
+
 def expected_psi(shown: list[dict[str, Any]]) -> dict[str, float]:
     """The PSI of each watched input, recounted from the shown items' own request values."""
 
@@ -101,9 +108,7 @@ def expected_psi(shown: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
-    monkeypatch, version_with_baseline, tmp_path
-):
+def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(monkeypatch, version_with_baseline):
     uri, versions, root = contract_registry()
     model = RankerPredictor(predictor_config(root), resolve(uri, None, version_with_baseline, root / "cache"))
     model.load()
@@ -113,7 +118,7 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
     shown: list[dict[str, Any]] = []
     shown_scores: list[float] = []
     try:
-        with TestClient(model_server_app(monkeypatch, model, loading), raise_server_exceptions=False) as client:
+        with TestClient(model_server_app(model, loading), raise_server_exceptions=False) as client:
             for i in range(40):
                 body, values = ranking(f"r-{i}", strong=i % 12)
                 answer = client.post(PREDICT, json=body, headers=CANARY).json()["predictions"][0]
@@ -130,6 +135,10 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
                 client.post(PREDICT, json=ranking("blue")[0], headers={"x-kfloop-variant": "blue"}).status_code == 200
             )
             assert client.post("/v1/models/loading:predict", json=ranking("l")[0]).status_code == 503
+            v2 = client.post(
+                "/v2/models/kfloop-ranker/infer", json=v2_ranking("v2"), headers={"x-kfloop-variant": "shadow"}
+            )
+            assert v2.status_code == 200 and v2.json()["parameters"]["variant"] == "shadow"
             monkeypatch.setattr(model.ranker, "score", _broken)
             assert client.post(PREDICT, json=ranking("boom")[0], headers=CANARY).status_code == 500
             text = wait_for_drift(client, model)
@@ -144,6 +153,8 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(
     assert requests("stable", "400") == 2  # ours and KServe's (a body it cannot decode), default variant
     assert requests("other", "200") == 1  # a variant outside the known ones is not a label of its own
     assert requests("shadow", "503", of=versions[1]) == 1
+    assert requests("shadow", "200") == 1  # V2
+    assert metric(text, "kfloop_predictor_score_count", model_version=version, variant="shadow") == 2
     timed = {"role": "predictor", "model_version": version, "variant": "canary"}
     assert metric(text, "kfloop_ranking_request_seconds_count", **timed) == 41
     assert metric(text, "kfloop_ranking_request_seconds_sum", **timed) > 0
@@ -183,14 +194,14 @@ def sample(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
-def test_a_version_without_a_baseline_exports_no_drift_and_says_so_once(monkeypatch, caplog):
+def test_a_version_without_a_baseline_exports_no_drift_and_says_so_once(caplog):
     uri, versions, root = contract_registry()
     model = RankerPredictor(predictor_config(root), resolve(uri, versions[1], None, root / "cache"))
     assert model.resolved.baseline_path is None
     with caplog.at_level(logging.INFO, logger="serving.predictor.metrics"):
         model.load()
         try:
-            with TestClient(model_server_app(monkeypatch, model)) as client:
+            with TestClient(model_server_app(model)) as client:
                 for i in range(30):
                     assert client.post(PREDICT, json=ranking(f"n-{i}")[0]).status_code == 200
                 model.metrics.update_drift()

@@ -81,10 +81,10 @@ def clients(monkeypatch):
 
 def test_our_middlewares_replace_kserves_and_wrap_in_order():
     app = kfloop_app()
-    # outermost first: the JSON default, the ranking answers' observer outside the catch-all around the fast
-    # path; no KServe timing middleware
-    order = [JsonByDefault, RankingAnswers, CatchAllMiddleware, V1PredictFastPath]
-    assert [m.cls for m in app.user_middleware] == order
+    # outermost first: the JSON default, the ranking answers' observer (serving/common/ranking_metrics.py), the
+    # catch-all around the fast path; no KServe timing middleware
+    middlewares = [m.cls for m in app.user_middleware]
+    assert middlewares == [JsonByDefault, RankingAnswers, CatchAllMiddleware, V1PredictFastPath]
     handlers = {kind.__name__: handler.__module__ for kind, handler in app.exception_handlers.items()}
     assert handlers["InvalidInput"] == handlers["ModelNotFound"] == handlers["KfloopError"] == "serving.common.errors"
     assert "Exception" not in handlers  # an unexpected exception is the catch-all's logged 500

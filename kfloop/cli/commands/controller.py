@@ -1,7 +1,7 @@
 """`kfloop pause | resume`: the controller's kill switch, through its HTTP API (with its bearer token).
 
-Arguments (wired in kfloop/cli/arguments_monitoring.py): --config FILE (the controller's YAML: its address and
-token file), --url URL, --operator NAME (default: the OS user), --reason TEXT.
+Arguments (wired in kfloop/cli/app.py): --config FILE (the controller's YAML: its address and token file),
+--url URL, --operator NAME (default: the OS user), --reason TEXT.
 """
 
 from __future__ import annotations

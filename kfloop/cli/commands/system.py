@@ -1,6 +1,6 @@
 """`kfloop up | down | status`: the whole local system under one supervisor (serving/local/system/).
 
-Arguments (wired in kfloop/cli/arguments_monitoring.py):
+Arguments (wired in kfloop/cli/app.py):
     up:     --config FILE (default manifests/local/system.yaml), --state-dir DIR, --foreground
     down:   --config FILE, --state-dir DIR
     status: --config FILE, --state-dir DIR, --json (exit 3 when no supervisor runs)
