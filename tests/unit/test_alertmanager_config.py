@@ -52,7 +52,7 @@ def test_amtool_accepts_the_alertmanager_config(tmp_path):
     path = rendered(load_system_config(None, tmp_path / "state"), "alertmanager")
     checked = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS" in checked.stdout and "receivers: 1" in checked.stdout
+    assert "SUCCESS" in checked.stdout and "1 inhibit rules" in checked.stdout and "1 receivers" in checked.stdout
 
 
 def test_every_alert_goes_to_the_controller_with_its_token_at_once(tmp_path):
