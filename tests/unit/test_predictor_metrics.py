@@ -119,7 +119,8 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(m
     shown_scores: list[float] = []
     try:
         with TestClient(model_server_app(model, loading), raise_server_exceptions=False) as client:
-            before = client.get("/metrics").text  # the series are the process's: other tests served this version
+            # the metrics live on the process-wide registry: other tests may have counted the same labels
+            before = client.get("/metrics").text
             for i in range(40):
                 body, values = ranking(f"r-{i}", strong=i % 12)
                 answer = client.post(PREDICT, json=body, headers=CANARY).json()["predictions"][0]
@@ -146,25 +147,25 @@ def test_rankings_are_counted_timed_scored_and_their_inputs_drift_as_recounted(m
     finally:
         model.stop()
 
-    def grown(name: str, **labels: str) -> float:
+    def counted(name: str, **labels: str) -> float:
         return metric(text, name, **labels) - metric(before, name, **labels)
 
     def requests(variant: str, code: str, of: str = version) -> float:
         labels = {"role": "predictor", "model_version": of, "variant": variant, "code": code}
-        return grown("kfloop_ranking_requests_total", **labels)
+        return counted("kfloop_ranking_requests_total", **labels)
 
     assert requests("canary", "200") == 40 and requests("canary", "500") == 1
     assert requests("stable", "400") == 2  # ours and KServe's (a body it cannot decode), default variant
     assert requests("other", "200") == 1  # a variant outside the known ones is not a label of its own
     assert requests("shadow", "503", of=versions[1]) == 1
     assert requests("shadow", "200") == 1  # V2
-    assert grown("kfloop_predictor_score_count", model_version=version, variant="shadow") == 2
+    assert counted("kfloop_predictor_score_count", model_version=version, variant="shadow") == 2
     timed = {"role": "predictor", "model_version": version, "variant": "canary"}
-    assert grown("kfloop_ranking_request_seconds_count", **timed) == 41
-    assert grown("kfloop_ranking_request_seconds_sum", **timed) > 0
+    assert counted("kfloop_ranking_request_seconds_count", **timed) == 41
+    assert counted("kfloop_ranking_request_seconds_sum", **timed) > 0
     scored = {"model_version": version, "variant": "canary"}
-    assert grown("kfloop_predictor_score_count", **scored) == len(shown) == 120
-    assert grown("kfloop_predictor_score_sum", **scored) == pytest.approx(sum(shown_scores), rel=1e-9)
+    assert counted("kfloop_predictor_score_count", **scored) == len(shown) == 120
+    assert counted("kfloop_predictor_score_sum", **scored) == pytest.approx(sum(shown_scores), rel=1e-9)
     created = datetime.fromisoformat(model.resolved.card.created_at).timestamp()
     assert metric(text, "kfloop_model_created_timestamp_seconds", **scored) == created
     for feature, value in expected_psi(shown).items():
