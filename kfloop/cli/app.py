@@ -236,7 +236,7 @@ COMMANDS: tuple[Command, ...] = (
         ("status",),
         Stack.SERVING,
         "kfloop.cli.commands.system:status",
-        "health of each part, served versions and split, event counts",
+        "health of each part, served versions and split, event counts, firing alerts, the controller's actions",
         _status,
     ),
     Command(

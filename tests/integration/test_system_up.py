@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,35 +14,24 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from kfloop.eventlog import read_events
-from kfloop.processes import free_port
 from serving.local.system import pids
-from serving.local.system.config import DEFAULT_CONFIG, SystemPaths
+from serving.local.system.config import SystemPaths
 from tests.conftest import REPO_ROOT
 from tests.support import testbed
+from tests.support.system import system_data, write_system
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
 
 KFLOOP = [sys.executable, "-m", "kfloop"]
-DEFAULT_PORTS = (8090, 8093, 8092, 8080, 8086, 8087, 8095)
 MODEL = "kfloop-ranker"
 
 
 def system_config(path: Path) -> Path:
     """The default system file with every loopback port moved to a free one (tests run beside other stacks), and
     start timeouts for a host that other test suites may be keeping busy (the time taken is printed)."""
-    text = (REPO_ROOT / DEFAULT_CONFIG).read_text()
-    for port in DEFAULT_PORTS:
-        text = re.sub(rf"\b{port}\b", str(free_port()), text)
-    config = yaml.safe_load(text)
-    for entry in config["parts"]:
-        entry["start_timeout_s"] = 900
-        if entry["name"] == "serving":
-            entry["config_overrides"]["stack.start_timeout_s"] = 800
-    path.write_text(yaml.safe_dump(config))
-    return path
+    return write_system(path, system_data())
 
 
 def kfloop(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

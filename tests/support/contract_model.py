@@ -38,6 +38,11 @@ class ContractSpec:
     hash_buckets: int = 97
     strong_weight: float = 1.5
     """Weight of the log1p(ui_clicks_7d) column in the first few hidden units (and of those units' output)."""
+    fail_above_candidates: int | None = None
+    """A broken version, for tests of what becomes of one: scoring more than this many candidates at once fails at
+    inference (an assertion in the graph, answered as a 500). Its SavedModel loads and the predictor's warm-up (one
+    and two candidates) passes, as a version broken in production passed its smoke test; every real ranking, which
+    scores the whole candidate set, fails. None: a working model."""
 
 
 def raw_inputs(features: names.FeatureSet = names.DEFAULT_FEATURES) -> dict[str, str]:
@@ -102,7 +107,19 @@ class _Graph:
         return (tf.matmul(hidden, module.kernel_1) + module.bias_1)[:, 0]
 
     def scored(self, logit: Any) -> dict[str, Any]:
+        logit = self.checked(logit)
         return {contract.SCORE: self.tf.sigmoid(logit), contract.LOGIT: logit}
+
+    def checked(self, logit: Any) -> Any:
+        """The logit, behind the broken version's assertion (ContractSpec.fail_above_candidates)."""
+        limit = self.spec.fail_above_candidates
+        if limit is None:
+            return logit
+        tf = self.tf
+        message = f"a deliberately broken model version: it fails on more than {limit} candidates"
+        check = tf.debugging.assert_less_equal(tf.size(logit), limit, message=message)
+        with tf.control_dependencies([check]):
+            return tf.identity(logit)
 
 
 def build(out_dir: Path, spec: ContractSpec | None = None, features: names.FeatureSet = names.DEFAULT_FEATURES) -> Path:

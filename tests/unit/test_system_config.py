@@ -13,6 +13,7 @@ from kfloop.cli.app import command_for
 from kfloop.config import load_config
 from kfloop.errors import ConfigError
 from kfloop.features.config import FeaturesConfig
+from monitoring.controller.config import ControllerConfig
 from serving.collector.config import CollectorConfig
 from serving.joiner.config import JoinerConfig
 from serving.local.stack.config import ServingConfig
@@ -21,11 +22,13 @@ from serving.local.system.config import (
     PartConfig,
     SystemConfig,
     SystemPaths,
+    command_line,
     effective_config,
     effective_data,
     load_system_config,
     runnable,
 )
+from serving.local.system.part import Part
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.serving
@@ -81,6 +84,14 @@ def test_default_overrides_change_nothing_in_the_serving_config():
     assert [urlsplit(u).port for u in serving.ready_urls] == [stack.transformer_port, stack.router_port]
 
 
+def test_default_overrides_change_nothing_in_the_controller_config():
+    controller = default_part("controller")
+    effective = ControllerConfig.model_validate(effective_data(controller, DEFAULT_STATE))
+    assert effective == load_config(ControllerConfig, controller.config_file)
+    assert controller.port == effective.port == urlsplit(controller.ready_urls[0]).port
+    assert kfloop_has(controller.command[1:])
+
+
 def test_default_overrides_of_the_features_parts_are_the_features_defaults():
     for name in ("features-apply", "follower"):
         assert FeaturesConfig.model_validate(effective_data(default_part(name), DEFAULT_STATE)) == FeaturesConfig()
@@ -102,6 +113,55 @@ def test_state_dir_moves_every_part_state(tmp_path):
     assert serving.predictor.registry_uri == serving.explainer.registry_uri == str(root / "registry")
     assert serving.stack.audit_store_url == f"sqlite:///{root}/audit/audit.db"
     assert (paths.configs / "collector.yaml").is_file()
+    controller = load_config(ControllerConfig, effective_config(by_name["controller"], paths))
+    assert controller.state_dir == root / "controller" and controller.token_file == root / "controller" / "token"
+    assert controller.serving.state_dir == serving.stack.state_dir
+    assert controller.serving.registry_uri == serving.predictor.registry_uri
+
+
+def test_the_state_dir_is_absolute_once_loaded(tmp_path, monkeypatch):
+    """Prometheus and Alertmanager resolve relative paths against their config file's folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "system.yaml").write_text(yaml.safe_dump({"parts": [part("a")]}))
+    assert load_system_config("system.yaml").state_dir == tmp_path / ".kfloop"
+    assert load_system_config("system.yaml", "here").state_dir == tmp_path / "here"
+
+
+def test_placeholders_name_the_state_dir_the_working_directory_and_ports(tmp_path):
+    template = tmp_path / "prometheus.yaml"
+    template.write_text(yaml.safe_dump({"rules": ["{cwd}/rules.yaml"], "targets": {"am": "127.0.0.1:{port:am}"}}))
+    entry = PartConfig(
+        name="prom",
+        command=["prometheus", "--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.path={state_dir}/tsdb"],
+        config_file=template,
+        config_flag="--config.file",
+        config_overrides={"files": ["{state_dir}/targets/*.json"], "untouched": "{{ $labels.x }} {state_dir:x}"},
+        port=9090,
+    )
+    ports = {"prom": 9090, "am": 9093}
+    state = tmp_path / "state"
+    filled = ["--web.listen-address=127.0.0.1:9090", f"--storage.tsdb.path={state}/tsdb"]
+    assert command_line(entry, state, ports)[1:] == filled
+    assert effective_data(entry, state, ports) == {
+        "rules": [f"{REPO_ROOT}/rules.yaml"],
+        "targets": {"am": "127.0.0.1:9093"},
+        "files": [f"{state}/targets/*.json"],
+        "untouched": "{{ $labels.x }} {state_dir:x}",
+    }
+    argv = Part(entry, SystemPaths(state), 1.0, 1.0, ports)
+    argv.config_path = tmp_path / "effective.yaml"
+    assert argv.argv()[-2:] == ["--config.file", str(tmp_path / "effective.yaml")]
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [(["x", "{port:nobody}"], "nobody is not a part of the system"), (["x", "{port:b}"], "b has no port")],
+)
+def test_a_port_placeholder_naming_no_port_is_an_error_before_anything_starts(command, reason):
+    config = SystemConfig(parts=[part("a", command=["sh", *command[1:]], port=1), part("b", command=["sh"])])
+    with pytest.raises(ConfigError, match=r"parts\.a: \{port:\w+\}") as info:
+        runnable(config, kfloop_has)
+    assert reason in info.value.message
 
 
 @pytest.mark.parametrize(
@@ -119,6 +179,9 @@ def test_state_dir_moves_every_part_state(tmp_path):
         ([part("a", colour="red")], "colour"),
         ([part("Bad Name")], "name"),
         ([part("a", kind="serving"), part("b", kind="serving")], "at most one part of kind serving"),
+        ([part("a", kind="prometheus", port=1), part("b", kind="prometheus", port=2)], "at most one part of kind"),
+        ([part("a", kind="controller")], "a part of kind controller needs its port"),
+        ([part("a", config_flag="config")], "config_flag"),
     ],
 )
 def test_bad_entries_are_refused_naming_the_field(tmp_path, parts, field):

@@ -1,10 +1,18 @@
 """The local system of `kfloop up` (manifests/local/system.yaml): its parts, how each is started, when it counts as
-ready, and what it depends on. Adding a part (Prometheus, Alertmanager, the controller) is adding an entry."""
+ready, and what it depends on. Adding a part is adding an entry.
+
+Placeholders, in a part's command arguments, `config_overrides` values and the string values of its `config_file`:
+`{state_dir}` the system's state directory (absolute once `kfloop up` runs: Prometheus and Alertmanager resolve
+relative paths against their config file's folder), `{cwd}` the directory `kfloop up` runs in (the repository
+root), `{port}` the part's own port and `{port:NAME}` the port of part NAME (so moving a port moves every
+reference to it).
+"""
 
 from __future__ import annotations
 
+import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -16,9 +24,13 @@ from kfloop.config import StrictModel, load_config
 from kfloop.errors import ConfigError
 
 DEFAULT_CONFIG = Path("manifests/local/system.yaml")
-STATE_DIR_TOKEN = "{state_dir}"
-"""Replaced in a part's `config_overrides` values by the system's state directory."""
+_PLACEHOLDER = re.compile(r"\{(state_dir|cwd|port)(?::([a-z][a-z0-9-]*))?\}")
+"""`{state_dir}`, `{cwd}`, `{port}`, `{port:NAME}` (the module's docstring says what each is)."""
 KFLOOP = "kfloop"
+KINDS = ("collector", "serving", "prometheus", "alertmanager", "controller")
+Ports = Mapping[str, int | None]
+"""Each part's port by its name (None: it has none)."""
+OverrideValue = str | int | float | bool | list[str]
 
 
 class PartConfig(StrictModel):
@@ -34,10 +46,14 @@ class PartConfig(StrictModel):
     """The part's own YAML config. The part is given a copy with `config_overrides` applied, as `--config FILE`
     (`{state_dir}/system/config/{name}.yaml`). None: the overrides alone are its config; none of either: no
     `--config`."""
-    config_overrides: dict[str, str | int | float | bool] = Field(default_factory=dict)
-    """Dotted keys set in the part's config, e.g. `event_log.wal_dir: "{state_dir}/wal"`. `{state_dir}` in a value
-    is replaced by the state directory, so one `--state-dir` moves every part's state. The part checks the keys
-    when it loads its config (a wrong one fails its start with the key named in its log)."""
+    config_flag: str = Field(default="--config", pattern=r"^--?[A-Za-z0-9][A-Za-z0-9._-]*$")
+    """The flag the effective config is passed with: `--config` (kfloop's parts), `--config.file` (Prometheus,
+    Alertmanager)."""
+    config_overrides: dict[str, OverrideValue] = Field(default_factory=dict)
+    """Dotted keys set in the part's config, e.g. `event_log.wal_dir: "{state_dir}/wal"` (a value may be a list of
+    strings, e.g. a command). `{state_dir}` in a value is replaced by the state directory, so one `--state-dir`
+    moves every part's state. The part checks the keys when it loads its config (a wrong one fails its start with
+    the key named in its log)."""
     run: Literal["service", "once"] = "service"
     """`service`: kept running, restarted (with backoff) whenever it dies. `once`: a setup step (e.g. `kfloop
     features apply`) that must exit 0 before the parts after it start."""
@@ -56,10 +72,13 @@ class PartConfig(StrictModel):
     restarted as if it had died (a process that hangs, or stopped following the log, is as good as dead)."""
     metrics_url: str | None = None
     """Its Prometheus metrics (what a Prometheus part scrapes; the collector's give `kfloop status` its counts)."""
-    kind: Literal["collector", "serving"] | None = None
-    """What the system knows of it beyond its process. `collector`: `kfloop status` shows its event counts (from
-    `metrics_url`). `serving`: its config is a serving config (`kfloop serve`): it starts once a model is
-    deployable, reported as waiting until then, and `kfloop status` shows its served versions and split."""
+    kind: Literal["collector", "serving", "prometheus", "alertmanager", "controller"] | None = None
+    """What the system knows of it beyond its process (at most one part of each kind). `collector`: `kfloop
+    status` shows its event counts (from `metrics_url`). `serving`: its config is a serving config (`kfloop
+    serve`): it starts once a model is deployable, reported as waiting until then, `kfloop status` shows its served
+    versions and split, and Prometheus scrapes each process of the stack. `prometheus`: `kfloop status` shows its
+    firing alerts. `controller`: its config is the controller's; `kfloop status` shows its last actions.
+    `alertmanager`: its URL is shown beside them."""
     optional: bool = False
     """Skipped, and reported so, when its command does not exist here (a kfloop subcommand this version lacks, a
     program not on PATH); a required part's missing command is an error."""
@@ -84,6 +103,8 @@ class PartConfig(StrictModel):
             raise ValueError("creates is for once steps (a service is never done)")
         if self.kind == "collector" and self.metrics_url is None:
             raise ValueError("the collector needs metrics_url (kfloop status reads its event counts there)")
+        if self.kind in ("prometheus", "alertmanager", "controller") and self.port is None:
+            raise ValueError(f"a part of kind {self.kind} needs its port (kfloop status asks it there)")
         if self.name in self.after:
             raise ValueError(f"{self.name} cannot start after itself")
         return self
@@ -115,7 +136,7 @@ class SystemConfig(StrictModel):
             unknown = [a for a in part.after if a not in names]
             if unknown:
                 raise ValueError(f"parts.{part.name}.after: no part named {', '.join(unknown)}")
-        for kind in ("collector", "serving"):
+        for kind in KINDS:
             if sum(p.kind == kind for p in self.parts) > 1:
                 raise ValueError(f"parts: at most one part of kind {kind}")
         dependency_order(self.parts)  # raises on a cycle
@@ -126,6 +147,9 @@ class SystemConfig(StrictModel):
 
     def of_kind(self, kind: str) -> PartConfig | None:
         return next((p for p in self.parts if p.kind == kind), None)
+
+    def ports(self) -> dict[str, int | None]:
+        return {p.name: p.port for p in self.parts}
 
 
 def dependency_order(parts: list[PartConfig]) -> list[PartConfig]:
@@ -170,6 +194,11 @@ class SystemPaths:
         return self.system / "status.json"
 
     @property
+    def targets(self) -> Path:
+        """Prometheus's file-based service discovery: a target file per job (monitoring/prometheus/)."""
+        return self.system / "targets"
+
+    @property
     def supervisor_pid(self) -> Path:
         return self.system / "supervisor.pid"
 
@@ -185,12 +214,14 @@ class SystemPaths:
 
 
 def load_system_config(path: Path | str | None, state_dir: Path | str | None = None) -> SystemConfig:
-    """The system config file (default manifests/local/system.yaml), with `--state-dir` over its state_dir."""
+    """The system config file (default manifests/local/system.yaml), with `--state-dir` over its state_dir, which
+    is made absolute (the parts' configs name paths under it wherever they are read from)."""
     if path is None:
         if not DEFAULT_CONFIG.exists():
             raise ConfigError(f"no system config: {DEFAULT_CONFIG} does not exist here (run from the repo root)")
         path = DEFAULT_CONFIG
-    return load_config(SystemConfig, path, {"state_dir": str(state_dir) if state_dir is not None else None})
+    config = load_config(SystemConfig, path, {"state_dir": str(state_dir) if state_dir is not None else None})
+    return config.model_copy(update={"state_dir": config.state_dir.absolute()})
 
 
 def command_exists(command: list[str], kfloop_has: Callable[[list[str]], bool]) -> bool:
@@ -206,25 +237,59 @@ def runnable(config: SystemConfig, kfloop_has: Callable[[list[str]], bool]) -> t
     skipped = {p.name: p for p in config.parts if not command_exists(p.command, kfloop_has)}
     for name, part in skipped.items():
         if not part.optional:
-            raise ConfigError(f"parts.{name}.command: {' '.join(part.command)!r} does not exist here")
+            hint = "" if part.command[0] == KFLOOP else " (not on PATH; `make setup` installs the servers it runs)"
+            raise ConfigError(f"parts.{name}.command: {' '.join(part.command)!r} does not exist here{hint}")
     kept = [p for p in config.parts if p.name not in skipped]
     for part in kept:
         needs = [a for a in part.after if a in skipped]
         if needs:
             raise ConfigError(f"parts.{part.name}.after: {', '.join(needs)} is optional and not here")
-    for part in kept:
-        effective_data(part, config.state_dir)  # an unreadable config file is an error now, before anything starts
+    ports = config.ports()
+    for part in kept:  # an unreadable config file or a bad placeholder is an error now, before anything starts
+        effective_data(part, config.state_dir, ports)
+        command_line(part, config.state_dir, ports)
     notes = [f"{name}: skipped (`{' '.join(p.command)}` does not exist here)" for name, p in skipped.items()]
     return config.model_copy(update={"parts": kept}), notes
 
 
-def concrete(value: str, state_dir: Path) -> str:
-    """`{state_dir}` replaced by the state directory."""
-    return value.replace(STATE_DIR_TOKEN, str(state_dir))
+def concrete(value: str, state_dir: Path, ports: Ports | None = None, part: str = "") -> str:
+    """`value` with its placeholders filled in (the module's docstring lists them); one naming an unknown part, or a
+    part without a port, is an error."""
+
+    def fill(match: re.Match[str]) -> str:
+        token, name = match.groups()
+        if token == "port":
+            named = name or part
+            port = (ports or {}).get(named)
+            if port is None:
+                why = "has no port" if named in (ports or {}) else "is not a part of the system"
+                raise ConfigError(f"parts.{part}: {match.group(0)} in {value!r}: {named or 'the part'} {why}")
+            return str(port)
+        if name is not None:
+            return match.group(0)
+        return str(state_dir) if token == "state_dir" else str(Path.cwd())
+
+    return _PLACEHOLDER.sub(fill, value)
 
 
-def effective_data(part: PartConfig, state_dir: Path) -> dict | None:
-    """The part's config with its overrides applied (state paths made concrete); None: it has none."""
+def _filled(data: object, state_dir: Path, ports: Ports | None, part: str) -> object:
+    """Every string in a config file's data, with its placeholders filled in."""
+    if isinstance(data, str):
+        return concrete(data, state_dir, ports, part)
+    if isinstance(data, list):
+        return [_filled(item, state_dir, ports, part) for item in data]
+    if isinstance(data, dict):
+        return {key: _filled(value, state_dir, ports, part) for key, value in data.items()}
+    return data
+
+
+def command_line(part: PartConfig, state_dir: Path, ports: Ports | None = None) -> list[str]:
+    """The part's command with its placeholders filled in."""
+    return [concrete(word, state_dir, ports, part.name) for word in part.command]
+
+
+def effective_data(part: PartConfig, state_dir: Path, ports: Ports | None = None) -> dict | None:
+    """The part's config with its overrides applied and its placeholders filled in; None: it has none."""
     if part.config_file is None and not part.config_overrides:
         return None
     data: dict = {}
@@ -242,14 +307,16 @@ def effective_data(part: PartConfig, state_dir: Path) -> dict | None:
             section = section.setdefault(key, {})
             if not isinstance(section, dict):
                 raise ConfigError(f"parts.{part.name}.config_overrides: {dotted}: {key} is not a mapping")
-        section[leaf] = concrete(value, state_dir) if isinstance(value, str) else value
-    return data
+        section[leaf] = value
+    filled = _filled(data, state_dir, ports, part.name)
+    assert isinstance(filled, dict)
+    return filled
 
 
-def effective_config(part: PartConfig, paths: SystemPaths) -> Path | None:
+def effective_config(part: PartConfig, paths: SystemPaths, ports: Ports | None = None) -> Path | None:
     """Write the part's effective config (`{state_dir}/system/config/{name}.yaml`) for it to load; None: it has
     none."""
-    data = effective_data(part, paths.state_dir)
+    data = effective_data(part, paths.state_dir, ports)
     if data is None:
         return None
     path = paths.configs / f"{part.name}.yaml"

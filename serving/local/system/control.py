@@ -1,5 +1,6 @@
 """From outside the supervisor: `kfloop down` (stop what it started, and nothing else), `kfloop status` (what runs,
-read from its files and probed live), and waiting for a detached supervisor to come up."""
+read from its files and probed live, with the monitoring loop's alerts and actions), and waiting for a detached
+supervisor to come up."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from serving.local.system import pids
 from serving.local.system.config import SystemPaths
+from serving.local.system.monitoring_view import monitoring_status
 from serving.local.system.part import probe
 
 SUPERVISOR_STOP_MARGIN_S = 15.0
@@ -104,6 +106,7 @@ def live_status(paths: SystemPaths) -> dict[str, Any]:
         "parts": parts,
         "serving": _served(status.get("serving_state_dir")),
         "events": event_counts(collector["metrics_url"]) if collector else None,
+        "monitoring": monitoring_status(parts),
     }
 
 

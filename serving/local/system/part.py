@@ -15,7 +15,15 @@ from typing import IO, Any
 
 from kfloop.errors import KfloopError
 from serving.local.system import pids
-from serving.local.system.config import KFLOOP, PartConfig, SystemPaths, concrete, effective_config
+from serving.local.system.config import (
+    KFLOOP,
+    PartConfig,
+    Ports,
+    SystemPaths,
+    command_line,
+    concrete,
+    effective_config,
+)
 
 HEALTH_INTERVAL_S = 5.0
 """How often a ready part's health URL is probed (each probe may take HEALTH_TIMEOUT_S)."""
@@ -53,9 +61,18 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 
 class Part:
-    def __init__(self, config: PartConfig, paths: SystemPaths, backoff_s: float, backoff_max_s: float) -> None:
+    def __init__(
+        self,
+        config: PartConfig,
+        paths: SystemPaths,
+        backoff_s: float,
+        backoff_max_s: float,
+        ports: Ports | None = None,
+    ) -> None:
         self.config = config
         self.paths = paths
+        self.ports = ports or {}
+        """Every part's port, for the `{port:NAME}` placeholders."""
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
         self.state = State.PENDING
         self.detail = ""
@@ -67,6 +84,8 @@ class Part:
         """Consecutive deaths without becoming ready in between (the backoff doubles with each)."""
         self.ever_ready = False
         self.started_at = 0.0
+        self.started_epoch = 0.0
+        """Wall-clock time of its last start (files it writes are younger)."""
         self.restart_at = 0.0
         self.health_at = 0.0
         self.probe_at = 0.0
@@ -89,12 +108,16 @@ class Part:
         return self._record.pid if self._record is not None else None
 
     def argv(self) -> list[str]:
-        command = list(self.config.command)
+        command = command_line(self.config, self.paths.state_dir, self.ports)
         if command[0] == KFLOOP:
             command = [sys.executable, "-m", KFLOOP, *command[1:]]
         if self.config_path is not None:
-            command += ["--config", str(self.config_path)]
+            command += [self.config.config_flag, str(self.config_path)]
         return command
+
+    def command_text(self) -> str:
+        """Its command as configured, placeholders filled in (a `kfloop` part keeps its short form)."""
+        return " ".join(command_line(self.config, self.paths.state_dir, self.ports))
 
     def conflict(self) -> str | None:
         """Why the part cannot start: another process holds its port (checked before its first start only: a
@@ -108,7 +131,8 @@ class Part:
         """Start its process in a session (and process group) of its own, output to its log, and record its pid
         file. A part that cannot even be started (its config unreadable, its program not runnable) has failed."""
         try:
-            self.config_path = effective_config(self.config, self.paths)
+            self.config_path = effective_config(self.config, self.paths, self.ports)
+            self.started_epoch = time.time()
             self._spawn()
         except (KfloopError, OSError) as exc:
             self._reaped()

@@ -68,6 +68,7 @@ def status_lines(live: dict[str, Any]) -> list[str]:
                 lines.append(f"  {'':<{width}}  {label.replace('_', ' ')}: {p[label]}")
     lines.append(serving_line(live.get("serving")))
     lines.append(events_line(live.get("events")))
+    lines += monitoring_lines(live.get("monitoring"))
     return lines
 
 
@@ -87,3 +88,49 @@ def events_line(events: dict[str, Any] | None) -> str:
         return "events: the collector is not answering"
     counts = ", ".join(f"{status} {count:g}" for status, count in sorted(events.items()))
     return f"events (since the collector started): {counts or 'none yet'}"
+
+
+def monitoring_lines(monitoring: dict[str, Any] | None) -> list[str]:
+    """Where the monitoring loop answers, the alerts Prometheus has active, the controller's last actions."""
+    if monitoring is None:
+        return []
+    names = {"prometheus": "Prometheus", "alertmanager": "Alertmanager", "controller": "controller"}
+    shown = [f"{names[k]} {monitoring[k]['url']}" for k in names if k in monitoring]
+    lines = [f"monitoring: {', '.join(shown)}"]
+    if "prometheus" in monitoring:
+        lines += alert_lines(monitoring["prometheus"])
+    if "controller" in monitoring:
+        lines += action_lines(monitoring["controller"])
+    return lines
+
+
+def alert_lines(prometheus: dict[str, Any]) -> list[str]:
+    if not prometheus["alive"]:
+        return ["alerts: Prometheus is not running"]
+    if "error" in prometheus:
+        return [f"alerts: Prometheus {prometheus['error']}"]
+    alerts = prometheus["alerts"]
+    firing = sum(a["state"] == "firing" for a in alerts)
+    lines = [f"alerts: {firing} firing, {len(alerts) - firing} pending (see {prometheus['url']}/alerts)"]
+    for a in alerts:
+        labels = " ".join(f"{k}={v}" for k, v in a["labels"].items())
+        lines.append(f"  {a['state']:<7}  {a['name']}  {a['severity']}  action={a['action'] or '-'}  {labels}")
+        lines.append(f"           since {a['since']}: {a['summary']}")
+    return lines
+
+
+def action_lines(controller: dict[str, Any]) -> list[str]:
+    if not controller["alive"]:
+        return ["controller: not running"]
+    if "error" in controller:
+        return [f"controller: {controller['error']}"]
+    paused = controller["paused"]
+    state = f"PAUSED by {paused['by']} at {paused['at']} ({paused['reason']})" if paused else "acting on alerts"
+    lines = [f"controller: {state}; {len(controller['open'])} action(s) under way; last actions:"]
+    if not controller["recent"]:
+        lines.append("  none yet")
+    for action in controller["recent"]:
+        alerts = ",".join(sorted({a.get("alertname", "?") for a in action.get("alerts", [])})) or "-"
+        outcome = action.get("outcome") or action.get("phase")
+        lines.append(f"  {action['created_at']}  {action['kind']:<8}  {outcome:<12}  {alerts}: {action['reason']}")
+    return lines

@@ -1,10 +1,12 @@
-"""`kfloop up`: one supervisor for the whole local system (collector, feature follower, joiner, serving stack, ...).
+"""`kfloop up`: one supervisor for the whole local system (collector, feature follower, joiner, serving stack,
+controller, Alertmanager, Prometheus, ...).
 
 Parts start in dependency order, side by side where their dependencies allow, each gated on its readiness URLs.
 While the system comes up, a part that fails to start stops everything (the failing part's log tail is printed).
 Once it is up, a part that dies is restarted with backoff and the restart counted. A serving part waits, reported
 as waiting, until a model can be served. SIGTERM or SIGINT stops the parts in reverse order, each with its process
-group. The supervisor's pid file, each part's pid file and the status file live in `{state_dir}/system/`.
+group. The supervisor's pid file, each part's pid file and the status file live in `{state_dir}/system/`, and
+Prometheus's target files (targets.py), kept current as the serving stack's processes come and go.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from kfloop.errors import KfloopError
@@ -22,6 +25,7 @@ from serving.local.system import pids
 from serving.local.system.config import SystemConfig, SystemPaths, effective_config
 from serving.local.system.part import Part, State
 from serving.local.system.report import log_tail, summary_lines
+from serving.local.system.targets import TargetFiles, part_targets, read_endpoints, serving_targets
 
 GATE_INTERVAL_S = 2.0
 """How often a closed gate (no model yet) is looked at again."""
@@ -41,9 +45,11 @@ class Supervisor:
         self.paths = SystemPaths(config.state_dir)
         self.notes = list(notes)
         self.out = out
+        ports = config.ports()
         self.parts = [
-            Part(p, self.paths, config.restart_backoff_s, config.restart_backoff_max_s) for p in config.ordered()
+            Part(p, self.paths, config.restart_backoff_s, config.restart_backoff_max_s, ports) for p in config.ordered()
         ]
+        self.targets = TargetFiles(self.paths.targets)
         self.phase = "starting"
         self.failure: dict[str, str] | None = None
         self.started_at = now_iso()
@@ -81,6 +87,7 @@ class Supervisor:
         try:
             for note in self.notes:
                 self.out(note)
+            self.targets.reset()
             self.write_status()
             while self.phase in ("starting", "up") and not stop.is_set():
                 self.tick(time.monotonic())
@@ -97,6 +104,10 @@ class Supervisor:
         return 1 if failed else 0
 
     def tick(self, now: float) -> None:
+        self._advance(now)
+        self.refresh_targets()
+
+    def _advance(self, now: float) -> None:
         for part in self.parts:
             if part.state in (State.PENDING, State.WAITING):
                 self._maybe_start(part, now)
@@ -141,7 +152,7 @@ class Supervisor:
             part.state, part.detail = State.DONE, f"skipped: {product} exists"
             self.out(f"{part.name}: {part.detail}")
             return
-        self.out(f"{part.name}: starting: {' '.join(part.config.command)}  (log: {part.log_path})")
+        self.out(f"{part.name}: starting: {part.command_text()}  (log: {part.log_path})")
         part.start()
 
     def _gate(self, part: Part, now: float) -> str | None:
@@ -156,6 +167,21 @@ class Supervisor:
         view = ServingView(effective_config(part.config, self.paths))
         self._serving_state_dir = str(view.state_dir)
         return view.waiting_for()
+
+    def refresh_targets(self) -> None:
+        """Prometheus's target files: every part with metrics, and the serving stack's processes while it runs."""
+        groups = part_targets(self.config.parts)
+        serving = next((p for p in self.parts if p.config.kind == "serving"), None)
+        if serving is not None:
+            groups |= serving_targets(self._serving_endpoints(serving))
+        self.targets.write(groups)
+
+    def _serving_endpoints(self, serving: Part) -> dict[str, Any] | None:
+        if serving.state not in (State.STARTING, State.READY) or self._serving_state_dir is None:
+            return None
+        from serving.local.stack.supervisor import ENDPOINTS_FILE
+
+        return read_endpoints(Path(self._serving_state_dir) / ENDPOINTS_FILE, serving.started_epoch)
 
     def _fail(self, part: Part) -> None:
         self.failure = {"part": part.name, "reason": part.detail, "log": str(part.log_path)}
