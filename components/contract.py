@@ -18,11 +18,28 @@ REQUEST_ID = "request_id"
 TS = "ts_us"
 POLICY = "policy"
 DWELL = "dwell_ms"
+MODEL_VERSION = "model_version"
+VARIANT = "variant"
+SOURCE = "source"
 
 # Present in every example but never a model input (ids, time, logging details, outcomes).
-BOOKKEEPING = (REQUEST_ID, USER_ID, TS, POSITION, POLICY, PROPENSITY, SIGNAL, LABEL, DWELL)
-# High-cardinality ids and time: no drift comparison, no baseline histogram.
-NOT_COMPARED = (REQUEST_ID, USER_ID, TS)
+BOOKKEEPING = (
+    REQUEST_ID,
+    USER_ID,
+    TS,
+    POSITION,
+    POLICY,
+    PROPENSITY,
+    MODEL_VERSION,
+    VARIANT,
+    SOURCE,
+    SIGNAL,
+    LABEL,
+    DWELL,
+)
+# High-cardinality ids and time, and which model served (changes by design): no drift comparison, no baseline
+# histogram.
+NOT_COMPARED = (REQUEST_ID, USER_ID, TS, MODEL_VERSION, VARIANT, SOURCE)
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[1] / "pipelines" / "schema" / "schema.pbtxt"
 

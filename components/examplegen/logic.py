@@ -166,7 +166,8 @@ def generate(
         refresh_offline_tables(config.features, until=window.end)
     join = join or choose_join(config)
     events = read_window(log_uri, window)
-    examples = label_examples(events, attribution=timedelta(seconds=config.window.attribution_s))
+    labelled = label_examples(events, attribution=timedelta(seconds=config.window.attribution_s))
+    examples = labelled.examples
     train, evaluation, cutoff = split_by_time(
         examples, eval_fraction=config.window.eval_fraction, max_requests=config.window.max_requests
     )
@@ -175,6 +176,8 @@ def generate(
     candidates = join_features(candidate_grid(evaluation, catalog), join)
     span = describe(splits, window=window, cutoff_us=cutoff, events=len(events))
     span["catalog_size"] = len(catalog)
+    span["feedback"] = labelled.feedback
+    span["impressions_by_source"] = _count(examples.loc[examples["signal"] == "implicit", "source"])
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, frame in splits.items():
         examples_io.write_split(out_dir, name, frame)
@@ -219,6 +222,10 @@ def describe(splits: dict[str, pd.DataFrame], *, window: Window, cutoff_us: int,
         },
         "columns": list(next(iter(splits.values())).columns),
     }
+
+
+def _count(values: pd.Series) -> dict[str, int]:
+    return {str(key): int(n) for key, n in values.fillna("client").value_counts().sort_index().items()}
 
 
 def _iso(moment: datetime) -> str:

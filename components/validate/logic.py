@@ -287,7 +287,7 @@ def propose_schema(stats, current=None):
 
 _INT_RANGES = {POSITION: (1, 100), LABEL: (0, 1), DWELL: (0, 86_400_000)}
 _FLOAT_RANGES = {PROPENSITY: (1e-12, 1.0)}
-_OPTIONAL = (POSITION, PROPENSITY, "policy", DWELL)
+_OPTIONAL = (POSITION, PROPENSITY, "policy", "model_version", "variant", "source", DWELL)
 
 
 def _apply_rules(feature, schema_pb2) -> None:

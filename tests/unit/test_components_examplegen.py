@@ -24,7 +24,7 @@ HOUR = timedelta(hours=1)
 
 def event(kind: str, n: int, *, user="u1", item="i1", request="r1", at=T0, **extra) -> dict:
     row = dict.fromkeys(
-        ["position", "policy", "propensity", "dwell_ms", "rating", "thumb"],
+        ["position", "policy", "propensity", "model_version", "variant", "source", "dwell_ms", "rating", "thumb"],
     )
     row.update(event_id=f"{kind}-{n}", type=kind, user_id=user, item_id=item, request_id=request, ts=at)
     row.update(extra)
@@ -49,7 +49,7 @@ def test_an_impression_is_positive_only_when_its_own_request_and_item_were_click
         impression(3, item="a", request="r2", at=T0 + HOUR),
         event("click", 4, item="a", at=T0 + timedelta(seconds=5)),
     )
-    examples = label_examples(events, attribution=timedelta(minutes=30))
+    examples = label_examples(events, attribution=timedelta(minutes=30)).examples
     assert list(examples.columns) == list(EXAMPLE_COLUMNS)
     labels = {(r.request_id, r.item_id): r.label for r in examples.itertuples()}
     assert labels == {("r1", "a"): 1, ("r1", "b"): 0, ("r2", "a"): 0}
@@ -65,7 +65,7 @@ def test_feedback_without_a_request_counts_for_the_latest_impression_within_the_
         event("dwell", 5, item="a", request=None, at=T0 + HOUR + timedelta(minutes=12), dwell_ms=9000),
         event("click", 6, item="a", request=None, at=T0 + 5 * HOUR),  # too late for either impression
     )
-    examples = label_examples(events, attribution=timedelta(minutes=30))
+    examples = label_examples(events, attribution=timedelta(minutes=30)).examples
     assert examples[LABEL].tolist() == [0, 1]
     assert examples["dwell_ms"].tolist()[1] == 9000 and pd.isna(examples["dwell_ms"].tolist()[0])
     assert examples["request_id"].tolist() == ["imp:impression-1", "imp:impression-2"]
@@ -79,11 +79,67 @@ def test_ratings_and_thumbs_become_explicit_examples_with_the_impressions_positi
         event("rating", 4, item="c", rating=3, at=T0 + timedelta(minutes=3)),  # neutral: no example
         event("thumbs", 5, item="a", thumb="down", at=T0 + timedelta(minutes=4)),
     )
-    examples = label_examples(events, attribution=timedelta(minutes=30))
+    examples = label_examples(events, attribution=timedelta(minutes=30)).examples
     explicit = examples[examples["signal"] == "explicit"].reset_index(drop=True)
     assert explicit[["item_id", LABEL]].values.tolist() == [["a", 1], ["b", 0], ["a", 0]]
     assert explicit["position"].tolist()[0] == 2 and explicit["propensity"].tolist()[0] == 0.5
     assert pd.isna(explicit["position"].tolist()[1]) and explicit["request_id"].tolist()[1] == "exp:rating-3"
+
+
+def served(n: int, request: str, item: str, position: int, **kw) -> dict:
+    kw.setdefault("at", T0)
+    return impression(
+        n,
+        request=request,
+        item=item,
+        position=position,
+        policy="epsilon_greedy",
+        model_version=kw.pop("version", "v2"),
+        variant=kw.pop("variant", "canary"),
+        source="serving",
+        **kw,
+    )
+
+
+def test_served_impressions_keep_how_they_were_served_and_feedback_joins_by_request_within_the_window():
+    window = timedelta(minutes=30)
+    events = frame(
+        served(1, "r1", "a", 1, propensity=0.9),
+        served(2, "r1", "b", 2, propensity=0.05),
+        served(3, "r2", "a", 1, propensity=0.8, at=T0 + HOUR, version="v1", variant="stable"),
+        event("click", 4, item="a", request="r1", at=T0 + timedelta(minutes=29)),  # in time
+        event("click", 5, item="a", request="r2", at=T0 + HOUR + timedelta(minutes=31)),  # late
+        event("click", 6, item="a", request="r-unknown", at=T0 + timedelta(minutes=1)),  # unattributed
+        event("click", 7, item="c", request="r1", at=T0 + timedelta(minutes=1)),  # item not in the slate
+        event("dwell", 8, item="b", request="r1", at=T0 + timedelta(minutes=2), dwell_ms=3000),
+        event("thumbs", 9, item="b", request="r1", thumb="up", at=T0 + timedelta(minutes=3)),
+        event("rating", 10, item="a", request="r2", rating=5, at=T0 + 2 * HOUR),  # late: no example of r2
+    )
+    labelled = label_examples(events, attribution=window)
+    implicit = labelled.examples[labelled.examples["signal"] == "implicit"]
+    rows = {(r.request_id, r.item_id): r for r in implicit.itertuples()}
+    assert {key: row.label for key, row in rows.items()} == {("r1", "a"): 1, ("r1", "b"): 0, ("r2", "a"): 0}
+    assert [(r.propensity, r.model_version, r.variant, r.source) for r in rows.values()] == [
+        (0.9, "v2", "canary", "serving"),
+        (0.05, "v2", "canary", "serving"),
+        (0.8, "v1", "stable", "serving"),
+    ]
+    assert rows[("r1", "b")].dwell_ms == 3000
+    explicit = labelled.examples[labelled.examples["signal"] == "explicit"]
+    served_with = ["propensity", "model_version", "variant"]
+    assert explicit[["request_id", "item_id", *served_with, LABEL]].values.tolist()[0] == [
+        "r1",
+        "b",
+        0.05,
+        "v2",
+        "canary",
+        1,
+    ]
+    assert explicit[["request_id", "item_id"]].values.tolist()[1] == ["exp:rating-10", "a"]
+    assert explicit[served_with].iloc[1].isna().all()
+    assert labelled.feedback["click"] == {"attributed": 1, "late": 1, "unattributed": 2}
+    assert labelled.feedback["dwell"] == {"attributed": 1, "late": 0, "unattributed": 0}
+    assert labelled.feedback["thumbs"]["attributed"] == 1 and labelled.feedback["rating"]["late"] == 1
 
 
 def examples_of(times: list[int]) -> pd.DataFrame:
