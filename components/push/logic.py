@@ -22,7 +22,7 @@ from kfloop.errors import InvalidInput
 from kfloop.model_contract import BASELINE_FILE, EXPLAINER_DIR, MODEL_DIR
 from kfloop.registry import Blessing, Candidate, ModelRegistry
 
-SPAN_KEYS = ("window_start", "window_end", "eval_from", "splits", "catalog_size")
+SPAN_KEYS = ("window_start", "window_end", "eval_from", "splits", "catalog_size", "impressions_by_source", "feedback")
 """What the card's `data` keeps of the Examples artifact's span."""
 
 
