@@ -21,18 +21,19 @@ CRD_DIR = REPO.parent / "shared" / "crds"
 K8S_VERSION = "1.32.0"
 
 
-class _CrdLoader(yaml.SafeLoader):
-    """The CRDs use YAML 1.1's `=` value tag in enums; read it as the plain string it is."""
+class _Loader(yaml.SafeLoader):
+    """A bare `=` is YAML 1.1's value tag (the CRDs' enums, kustomize's output of an AlertmanagerConfig's
+    `matchType: "="`): read it as the plain string it is."""
 
 
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+_Loader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
 
 
 def render(path: Path) -> list[dict[str, Any]]:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with kustomize) is needed to render manifests"
     out = subprocess.run([kubectl, "kustomize", str(path)], capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    return [doc for doc in yaml.load_all(out, Loader=_Loader) if doc]
 
 
 @cache
@@ -40,7 +41,7 @@ def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> the version's openAPIV3Schema, from every CRD file in shared/crds."""
     schemas = {}
     for path in CRD_DIR.glob("*.yaml"):
-        for doc in yaml.load_all(path.read_text(), Loader=_CrdLoader):
+        for doc in yaml.load_all(path.read_text(), Loader=_Loader):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
