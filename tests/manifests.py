@@ -19,6 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO.parent / "shared" / "crds"
 K8S_VERSION = "1.32.0"
+OVERLAYS = {"dev": "kfloop-dev", "prod": "kfloop"}  # manifests/overlays/NAME -> the namespace it deploys to
 
 
 class _Loader(yaml.SafeLoader):
@@ -88,3 +89,28 @@ def _validate_metadata(metadata: dict[str, Any]) -> None:
     assert _DNS1123.match(metadata["name"]), f"bad name {metadata['name']}"
     allowed = {"name", "namespace", "labels", "annotations"}
     assert set(metadata) <= allowed, f"unexpected metadata keys {set(metadata) - allowed}"
+
+
+def one(rendered: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (obj,) = [d for d in rendered if d["kind"] == kind and d["metadata"]["name"] == name]
+    return obj
+
+
+def pod_specs(rendered: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every pod spec that will run: workloads', Jobs' and CronJobs' templates, and the InferenceService's roles."""
+    specs = {}
+    for doc in rendered:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            specs[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "CronJob":
+            specs[doc["metadata"]["name"]] = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        elif doc["kind"] == "InferenceService":
+            for role in ("predictor", "transformer", "explainer"):
+                specs[f"{doc['metadata']['name']}/{role}"] = doc["spec"][role]
+    return specs
+
+
+def mounts(spec: dict[str, Any], container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """mountPath -> the volume mounted there."""
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    return {m["mountPath"]: volumes[m["name"]] for m in container.get("volumeMounts", [])}

@@ -10,12 +10,9 @@ import pytest
 import yaml
 
 from kfloop.audit.config import STORE_URL_ENV
-from tests.manifests import CRD_DIR, REPO, render, validate
+from tests.manifests import CRD_DIR, OVERLAYS, REPO, one, pod_specs, render, validate
 
 pytestmark = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="needs ../shared/crds beside the clone")
-
-
-OVERLAYS = {"dev": "kfloop-dev", "prod": "kfloop"}  # overlay -> its namespace
 
 
 @pytest.fixture(scope="module", params=sorted(OVERLAYS))
@@ -95,25 +92,6 @@ def test_a_bad_field_is_caught_by_the_validator(rendered):
 
 
 IMAGE = "ghcr.io/kfloop/kfloop-serving:0.1.0"
-
-
-def one(rendered: list[dict], kind: str, name: str) -> dict:
-    (obj,) = [d for d in rendered if d["kind"] == kind and d["metadata"]["name"] == name]
-    return obj
-
-
-def pod_specs(rendered: list[dict]) -> dict[str, dict]:
-    """Every pod spec that will run: workloads' templates and the InferenceService's roles."""
-    specs = {}
-    for doc in rendered:
-        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
-            specs[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
-        elif doc["kind"] == "CronJob":
-            specs[doc["metadata"]["name"]] = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-        elif doc["kind"] == "InferenceService":
-            for role in ("predictor", "transformer", "explainer"):
-                specs[f"{doc['metadata']['name']}/{role}"] = doc["spec"][role]
-    return specs
 
 
 def test_the_inference_service_and_the_audit_sink_are_deployed(rendered):
