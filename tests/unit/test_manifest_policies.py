@@ -250,3 +250,18 @@ def test_kustomizations_use_current_fields_only():
     for overlay in OVERLAYS:
         kustomization = yaml.safe_load((MANIFESTS / "overlays" / overlay / "kustomization.yaml").read_text())
         assert kustomization["resources"] == ["../../base"] and kustomization["namespace"] == OVERLAYS[overlay]
+
+
+# The volume types Pod Security's `restricted` level admits.
+RESTRICTED_VOLUMES = {"configMap", "secret", "emptyDir", "persistentVolumeClaim", "projected", "downwardAPI"}
+
+
+def test_the_namespace_audits_the_restricted_level_and_every_pod_meets_it(rendered):
+    (namespace,) = [d for d in rendered if d["kind"] == "Namespace"]
+    labels = namespace["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/warn"] == labels["pod-security.kubernetes.io/audit"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce"] in ("baseline", "restricted")
+    for name, spec in pod_specs(rendered).items():
+        for volume in spec.get("volumes", []):
+            assert set(volume) - {"name"} <= RESTRICTED_VOLUMES, (name, volume)
+        assert not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"), name

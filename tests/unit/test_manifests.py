@@ -89,6 +89,30 @@ def test_a_bad_field_is_caught_by_the_validator(rendered):
     sts["spec"]["replicaz"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(sts)
+    routing = copy.deepcopy(next(d for d in rendered if d["kind"] == "AlertmanagerConfig"))
+    routing["spec"]["route"]["group_by"] = ["alertname"]  # Alertmanager's own spelling, not the CRD's
+    with pytest.raises(jsonschema.ValidationError):
+        validate(routing)
+    cron = copy.deepcopy(next(d for d in rendered if d["kind"] == "CronJob"))
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(cron)
+
+
+def test_every_custom_kind_rendered_has_its_crd_schema(rendered):
+    """A custom kind without its CRD would fall to the core validator: each one must be checked against its own."""
+    from tests.manifests import crd_schemas
+
+    custom = {(d["apiVersion"], d["kind"]) for d in rendered if "." in d["apiVersion"].split("/")[0]}
+    custom -= {(v, k) for v, k in custom if v.split("/")[0].endswith("k8s.io") or v.startswith(("apps/", "batch/"))}
+    assert custom == {
+        ("serving.kserve.io/v1beta1", "InferenceService"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
+        ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
+    }
+    assert custom <= crd_schemas().keys()
 
 
 IMAGE = "ghcr.io/kfloop/kfloop-serving:0.1.0"
