@@ -228,3 +228,21 @@ def test_every_secret_referenced_is_documented_with_its_keys(rendered):
         (row,) = [line for line in section.splitlines() if line.startswith(f"| `{name}`")]
         for key in keys:
             assert f"`{key}`" in row, (name, key)
+
+
+# What the cluster's controller config may set differently from the local one: where things are and how it acts
+# on them (mode, the KFP run instead of a subprocess), nothing about when it acts.
+CLUSTER_ONLY = {"host", "mode", "state_dir", "token_file", "create_token_file", "serving", "audit"}
+CLUSTER_ONLY_RETRAIN = {"command", "kfp", "poll_interval_s"}
+
+
+def test_the_cluster_controller_decides_as_the_local_one(rendered):
+    _, _, _, cluster, _ = _controller(rendered)
+    local = load_config(ControllerConfig, MANIFESTS / "controller" / "controller.yaml")
+    cluster_data, local_data = cluster.model_dump(mode="json"), local.model_dump(mode="json")
+    for key in set(local_data) - CLUSTER_ONLY:
+        if key == "retrain":
+            for sub in set(local_data[key]) - CLUSTER_ONLY_RETRAIN:
+                assert cluster_data[key][sub] == local_data[key][sub], f"retrain.{sub}"
+        else:
+            assert cluster_data[key] == local_data[key], key
