@@ -27,6 +27,7 @@ def _import_obd(p: argparse.ArgumentParser) -> None:
 def _features_materialize(p: argparse.ArgumentParser) -> None:
     _config(p)
     p.add_argument("--end", help="ISO 8601 time to compute and load up to (default: now)")
+    p.add_argument("--log-uri", help="where sealed Parquet is, path or URI (overrides event_log.log_uri)")
 
 
 def _features_show(p: argparse.ArgumentParser) -> None:

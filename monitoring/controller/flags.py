@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, help="port (overrides the config)")
     parser.add_argument("--mode", choices=["local", "cluster"], help="overrides the config's mode")
     parser.add_argument("--state-dir", help="the controller's state directory (overrides state_dir)")
+    parser.add_argument(
+        "--namespace", help="the InferenceService's namespace (overrides serving.namespace; in a pod: its own)"
+    )
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -24,6 +27,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         "port": args.port,
         "mode": args.mode,
         "state_dir": args.state_dir,
+        "serving.namespace": args.namespace,
     }
 
 

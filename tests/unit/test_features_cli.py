@@ -28,7 +28,9 @@ def config_path(tmp_path: Path) -> Path:
 
 def test_apply_materialize_and_show(config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     now = datetime.now(UTC)
-    log_config = EventLogConfig(wal_dir=tmp_path / "wal", log_uri=str(tmp_path / "log"))
+    # The events are in another log than the config file names: `materialize --log-uri` (a cluster Job's) must win.
+    log_uri = str(tmp_path / "cluster-log")
+    log_config = EventLogConfig(wal_dir=tmp_path / "wal", log_uri=log_uri)
     with EventLog(log_config, writer_id="t") as log:
         log.append(
             [
@@ -38,7 +40,7 @@ def test_apply_materialize_and_show(config_path: Path, tmp_path: Path, capsys: p
         )
     assert commands.apply(argparse.Namespace(config=str(config_path))) == 0
     assert "ranker_training" in capsys.readouterr().out
-    assert commands.materialize(argparse.Namespace(config=str(config_path), end=None)) == 0
+    assert commands.materialize(argparse.Namespace(config=str(config_path), end=None, log_uri=log_uri)) == 0
     assert "offline user_implicit: 3 rows" in capsys.readouterr().out  # empty baseline, impression, click
     assert commands.show(argparse.Namespace(config=str(config_path), user_id="u-7", items="3,4")) == 0
     out = capsys.readouterr().out

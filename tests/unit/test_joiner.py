@@ -267,7 +267,7 @@ def test_metrics_show_the_counts_and_a_zero_click_series(tmp_path: Path) -> None
 def test_the_cluster_joiner_reads_the_collectors_write_ahead_volume_with_its_shipped_config() -> None:
     """The Deployment's command is a `kfloop joiner` the CLI parses, and with the ConfigMap's file it makes a
     config whose write-ahead directory is the collectors' volume, mounted read-only, on the port it exposes."""
-    rendered = render(REPO / "manifests")
+    rendered = render(REPO / "manifests" / "overlays" / "prod")
     (deployment,) = [d for d in rendered if d["kind"] == "Deployment" and d["metadata"]["name"] == "kfloop-joiner"]
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     spec = deployment["spec"]["template"]["spec"]

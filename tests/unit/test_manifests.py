@@ -1,4 +1,4 @@
-"""`kubectl apply -k manifests/` would be accepted: rendered, then validated offline."""
+"""`kubectl apply -k manifests/overlays/OVERLAY` would be accepted: each overlay rendered, then validated offline."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from kfloop.audit.config import STORE_URL_ENV
-from tests.manifests import CRD_DIR, REPO, render, validate
+from tests.manifests import CRD_DIR, OVERLAYS, REPO, one, pod_specs, render, validate
 
 pytestmark = pytest.mark.skipif(not CRD_DIR.is_dir(), reason="needs ../shared/crds beside the clone")
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[dict]:
-    return render(REPO / "manifests")
+@pytest.fixture(scope="module", params=sorted(OVERLAYS))
+def rendered(request) -> list[dict]:
+    return render(REPO / "manifests" / "overlays" / request.param)
 
 
 def test_every_rendered_object_validates(rendered):
@@ -26,10 +26,12 @@ def test_every_rendered_object_validates(rendered):
         validate(doc)
 
 
-def test_everything_lands_in_the_kfloop_namespace(rendered):
+def test_everything_lands_in_the_overlays_namespace(rendered):
+    (namespace,) = [d["metadata"]["name"] for d in rendered if d["kind"] == "Namespace"]
+    assert namespace in OVERLAYS.values()
     for doc in rendered:
         if doc["kind"] != "Namespace":
-            assert doc["metadata"]["namespace"] == "kfloop", doc["metadata"]["name"]
+            assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
 
 
 def _mounts(rendered: list[dict], kind: str, name: str) -> tuple[dict, dict[str, dict]]:
@@ -87,26 +89,33 @@ def test_a_bad_field_is_caught_by_the_validator(rendered):
     sts["spec"]["replicaz"] = 2
     with pytest.raises(kubernetes_validate.ValidationError):
         validate(sts)
+    routing = copy.deepcopy(next(d for d in rendered if d["kind"] == "AlertmanagerConfig"))
+    routing["spec"]["route"]["group_by"] = ["alertname"]  # Alertmanager's own spelling, not the CRD's
+    with pytest.raises(jsonschema.ValidationError):
+        validate(routing)
+    cron = copy.deepcopy(next(d for d in rendered if d["kind"] == "CronJob"))
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(cron)
+
+
+def test_every_custom_kind_rendered_has_its_crd_schema(rendered):
+    """A custom kind without its CRD would fall to the core validator: each one must be checked against its own."""
+    from tests.manifests import crd_schemas
+
+    custom = {(d["apiVersion"], d["kind"]) for d in rendered if "." in d["apiVersion"].split("/")[0]}
+    custom -= {(v, k) for v, k in custom if v.split("/")[0].endswith("k8s.io") or v.startswith(("apps/", "batch/"))}
+    assert custom == {
+        ("serving.kserve.io/v1beta1", "InferenceService"),
+        ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
+        ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
+    }
+    assert custom <= crd_schemas().keys()
 
 
 IMAGE = "ghcr.io/kfloop/kfloop-serving:0.1.0"
-
-
-def one(rendered: list[dict], kind: str, name: str) -> dict:
-    (obj,) = [d for d in rendered if d["kind"] == kind and d["metadata"]["name"] == name]
-    return obj
-
-
-def pod_specs(rendered: list[dict]) -> dict[str, dict]:
-    """Every pod spec that will run: workloads' templates and the InferenceService's roles."""
-    specs = {}
-    for doc in rendered:
-        if doc["kind"] in ("Deployment", "StatefulSet"):
-            specs[doc["metadata"]["name"]] = doc["spec"]["template"]["spec"]
-        elif doc["kind"] == "InferenceService":
-            for role in ("predictor", "transformer", "explainer"):
-                specs[f"{doc['metadata']['name']}/{role}"] = doc["spec"][role]
-    return specs
 
 
 def test_the_inference_service_and_the_audit_sink_are_deployed(rendered):
@@ -135,7 +144,7 @@ def test_the_image_rewrite_reaches_every_kfloop_container(rendered):
 CONTROLLER_ARGS = ["--model_name", "kfloop-ranker", "--predictor_host", "kfloop-ranker-predictor.kfloop"]
 CONTROLLER_ARGS += ["--http_port", "8080", "--workers", "4"]
 # A value for each $(VAR) the kubelet fills from the pod or a ConfigMap (typed flags need a plausible one).
-SAMPLE_ENV = {"POD_INDEX": "0"}
+SAMPLE_ENV = {"POD_INDEX": "0", "POD_NAMESPACE": "kfloop"}
 
 
 def _expanded(arg: str, container: dict) -> str:
@@ -173,6 +182,9 @@ def test_every_container_runs_a_kfloop_subcommand_whose_flags_parse(rendered, ca
     assert ran == {("predictor",), ("transformer",), ("explainer",), ("collector",), ("features", "follow")} | {
         ("audit", "sink"),
         ("joiner",),
+        ("controller",),
+        ("features", "apply"),
+        ("features", "materialize"),
     }
     with pytest.raises(SystemExit):  # a flag that drifted (the roles' old --config-file) would be caught
         parser.parse_args(["predictor", "--config-file=/etc/kfloop/serving.yaml"])
@@ -305,17 +317,28 @@ def test_decisions_and_kserve_payloads_ship_to_the_audit_service(rendered):
 
 
 def test_an_overlay_puts_everything_in_another_namespace(tmp_path):
-    """A platform team's `namespace:` overlay moves every object, and no in-cluster address still names kfloop's."""
+    """A platform team's `namespace:` overlay of the base moves every object, the Namespace itself included."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": "ml-team",
-        "resources": [os.path.relpath(REPO / "manifests", overlay)],
+        "resources": [os.path.relpath(REPO / "manifests" / "base", overlay)],
     }
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     docs = render(overlay)
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"ml-team"}
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"] == ["ml-team"]
-    assert ".kfloop.svc" not in yaml.safe_dump_all(docs)
+
+
+def test_every_full_address_of_a_kfloop_service_names_the_overlays_namespace(rendered):
+    """Inside the namespace, addresses are bare Service names; where a full one is needed (Alertmanager, in its own
+    namespace, calling the controller) the overlay's replacement writes its namespace in."""
+    (namespace,) = [d["metadata"]["name"] for d in rendered if d["kind"] == "Namespace"]
+    ours = {d["metadata"]["name"] for d in rendered if d["kind"] == "Service"}
+    text = yaml.safe_dump_all(rendered)
+    full = re.findall(r"([a-z0-9-]+)\.([a-z0-9-]+)\.svc\b", text)
+    named = [(service, ns) for service, ns in full if service in ours]
+    assert ("kfloop-controller", namespace) in named
+    assert {ns for _, ns in named} == {namespace}, named

@@ -55,8 +55,8 @@ def test_the_inference_service_has_the_three_roles_in_serverless_mode(rendered):
 
 
 def test_the_pods_config_and_the_local_config_load(rendered):
-    (config_map,) = [d for d in rendered if d["kind"] == "ConfigMap"]
-    assert config_map["metadata"]["name"].startswith("kfloop-serving-config-")  # hashed: a change rolls out
+    (config_map,) = [d for d in rendered if d["metadata"]["name"].startswith("kfloop-serving-config-")]
+    assert config_map["kind"] == "ConfigMap"  # its name hashed: a change rolls out
     isvc = isvc_of(rendered)
     for role in ("predictor", "transformer", "explainer"):
         (volume,) = [v for v in isvc["spec"][role]["volumes"] if "configMap" in v]

@@ -12,7 +12,9 @@ from kfloop.features.config import FeaturesConfig
 
 
 def _load(args: argparse.Namespace) -> FeaturesConfig:
-    return load_config(FeaturesConfig, getattr(args, "config", None))
+    # `materialize --log-uri` (a cluster Job: the site's object store, from params.env) over the file's value.
+    overrides = {"event_log.log_uri": getattr(args, "log_uri", None)}
+    return load_config(FeaturesConfig, getattr(args, "config", None), overrides)
 
 
 def _when(text: str | None) -> datetime | None:
