@@ -31,7 +31,7 @@ from pipelines.config import PipelineConfig
 from pipelines.runner import run_local
 from tests.support.system import part_of, system_data, write_system
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.integration]
+pytestmark = [pytest.mark.pipeline, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = REPO / "data"
