@@ -113,12 +113,17 @@ class Decision(_AuditModel):
     """The user's consent as the ranking request gave it (or the serving config's default): without
     personalization, the user's features were not read and the slate is not logged as impressions for training.
     Absent from decisions recorded before consent was (their records and hashes stay as they were)."""
+    experiment: Identifier | None = None
+    """The experiment the decision was made in (the router names it while one runs); absent outside one."""
+    arm: Literal["control", "candidate", "shadow"] | None = None
+    """Its arm in that experiment: control (stable), candidate (canary), or shadow (mirrored, never served)."""
 
     @model_serializer(mode="wrap")
     def _without_unknown_consent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if data.get("consent", True) is None:
-            del data["consent"]
+        for optional in ("consent", "experiment", "arm"):  # absent, not null: older records keep their hashes
+            if data.get(optional, True) is None:
+                del data[optional]
         return data
 
     @model_validator(mode="after")

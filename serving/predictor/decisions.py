@@ -89,6 +89,8 @@ def build_decision(
             name=policy.exploration, epsilon=policy.epsilon if policy.exploration == "epsilon_greedy" else None
         ),
         consent=consent,
+        experiment=result.experiment,
+        arm=result.arm,
     )
     return decision.model_copy(update={"inputs": decision_inputs(result.candidates, k, feed)})
 
