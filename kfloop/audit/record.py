@@ -38,6 +38,8 @@ KSERVE_REQUEST = "kserve_request"
 KSERVE_RESPONSE = "kserve_response"
 ITEM_CONTEXT = "item_context"
 CONTROLLER_ACTION = "controller_action"
+SHADOW = "shadow"
+"""The variant of a shadow's decisions (mirrored requests, never served)."""
 RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT, CONTROLLER_ACTION})
 CONTEXT_REF = "item_context"
 """The key, in a decision's inputs, of the item context's id the inputs leave out (see ItemContext)."""
@@ -335,8 +337,8 @@ def record_json(record: AnyRecord) -> dict[str, Any]:
 
 
 def record_id_of(record: Mapping[str, Any]) -> str:
-    """The dedup key, from the record's JSON: a decision per request id; KServe messages per payload; an item
-    context per content."""
+    """The dedup key, from the record's JSON: a decision per request id (a shadow's apart); KServe messages per
+    payload; an item context per content."""
     kind, request_id = record.get("kind"), record.get("request_id")
     if kind == ITEM_CONTEXT:
         return f"{kind}:{record.get('context_id')}"
@@ -344,6 +346,9 @@ def record_id_of(record: Mapping[str, Any]) -> str:
         return f"{kind}:{request_id}:{record.get('explanation_id')}"
     if kind == CONTROLLER_ACTION:
         return f"{kind}:{record.get('action_id')}:{record.get('outcome')}"
+    if kind == DECISION and record.get("variant") == SHADOW:
+        # a shadow decides on a copy of a request a served decision answered: its own record, beside that one
+        return f"{kind}:{request_id}:{SHADOW}"
     if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
         # A client may reuse a Ce-Id for different requests; only an identical resend is a duplicate.
         payload = canonical_json([record.get("body"), record.get("body_base64")])

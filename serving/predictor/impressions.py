@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 
-from kfloop.audit.record import DECISION
+from kfloop.audit.record import DECISION, SHADOW
 from kfloop.audit.shipper import SKIPPED, DeliveryFailed, HttpSink, Receipt
 from kfloop.audit.spool import decode_payload
 from kfloop.events.schema import SERVING
@@ -32,8 +32,6 @@ IMPRESSIONS = "impressions"
 REJECTED_FILE = "rejected-impressions.jsonl"
 """Decisions whose impressions the collector refused (with its reasons), kept in the spool directory."""
 _STORED = ("accepted", "duplicate")
-SHADOW_VARIANT = "shadow"
-"""The variant of a mirrored request: decided and audited, never served, so never an impression."""
 _ACCEPTED = Receipt("accepted")
 _CONSENTED = {"personalization": True, "analytics": False}
 
@@ -58,7 +56,7 @@ def impressions_of(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The impression events of a spooled decision (its JSON, as spooled), slot 1 first. None for another kind
     of record, a shadow's decision, or a decision made without personalization consent. A decision recorded
     before decisions carried consent was made with personalization, as every request was then."""
-    if record.get("kind") != DECISION or record.get("variant") == SHADOW_VARIANT:
+    if record.get("kind") != DECISION or record.get("variant") == SHADOW:  # never served
         return []
     consent = record.get("consent") or _CONSENTED
     if not consent.get("personalization"):

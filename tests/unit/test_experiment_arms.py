@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from kfloop.audit.record import record_json
+from kfloop.audit.record import record_id_of, record_json
 from kfloop.experiments.arms import CANDIDATE, CONTROL, arm_of, bucket
 from serving.common.protocol import RankResult
 from serving.local.router.requests import request_user
@@ -110,4 +110,6 @@ def test_a_shadow_decision_is_audited_but_never_an_impression() -> None:
     shadow = record_json(decision(5, variant="shadow", experiment="exp-7", arm="shadow"))
     assert [c["propensity"] for c in shadow["candidates"]] == [0.8, 0.8, 0.8]  # logged with its propensities
     assert impressions_of(shadow) == []
+    served = record_json(decision(5))
+    assert record_id_of(shadow) != record_id_of(served) == "decision:req-000005"  # both kept in the audit trail
     assert len(impressions_of(record_json(decision(5, variant="canary", experiment="exp-7", arm="candidate")))) == 3
