@@ -102,7 +102,10 @@ class StageConfig(StrictModel):
     percent: int = Field(default=0, ge=0, le=99)
     """The candidate's share of users (0 in shadow)."""
     duration_s: float = Field(default=0.0, ge=0)
-    """A shadow stage's gate: it passes after this long (its slates are logged, never served)."""
+    """A shadow stage's gate: it passes after this long (its slates are logged, never served)..."""
+    min_mirrored: int = Field(default=0, ge=0)
+    """...and once the candidate has answered this many mirrored requests (read from
+    `experiment.mirror_counts_url`), so a shadow still loading its model does not pass on time alone."""
     test: TestConfig | None = None
     """A canary stage's gate: the sequential test (required for a canary stage)."""
 
@@ -110,6 +113,8 @@ class StageConfig(StrictModel):
     def _gate_fits_mode(self) -> StageConfig:
         if self.mode == "canary" and (self.test is None or self.percent < 1):
             raise ValueError(f"stage {self.name}: a canary stage needs a test and a percent of at least 1")
+        if self.mode == "canary" and self.min_mirrored:
+            raise ValueError(f"stage {self.name}: min_mirrored is a shadow stage's gate")
         if self.mode == "shadow" and (self.test is not None or self.percent != 0):
             raise ValueError(f"stage {self.name}: a shadow stage serves nobody: percent 0 and no test")
         return self
@@ -136,6 +141,10 @@ class ExperimentConfig(StrictModel):
     counts_url: str = "http://127.0.0.1:8092/metrics"
     """Where the per-arm impressions and clicks are read: the joiner's /metrics (its counters by model version
     and variant), the same locally and on a cluster (its Service); no Prometheus in between, so no scrape lag."""
+    mirror_counts_url: str | None = None
+    """Where a shadow's answered mirrored requests are counted: the local router's /metrics
+    (`kfloop_ranking_requests_total{role="router",variant="shadow",code="200"}`). None: shadow stages are gated by
+    their duration alone (on a cluster, where the shadow runs as a canary at 0% and nothing mirrors to it)."""
     poll_interval_s: float = Field(default=10.0, gt=0)
     """How often a running stage's test is evaluated."""
     metrics_retention_s: float = Field(default=900.0, ge=0)
@@ -148,6 +157,13 @@ class ExperimentConfig(StrictModel):
         if len(set(names)) != len(names):
             raise ValueError(f"stage names repeat: {names}")
         return stages
+
+    @model_validator(mode="after")
+    def _mirrors_are_counted_somewhere(self) -> ExperimentConfig:
+        gated = [s.name for s in self.stages if s.min_mirrored]
+        if gated and self.mirror_counts_url is None:
+            raise ValueError(f"stages {gated} count mirrored requests: mirror_counts_url is required")
+        return self
 
 
 class RollbackConfig(StrictModel):

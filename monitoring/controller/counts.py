@@ -1,7 +1,8 @@
 """The per-arm counts an experiment's test is evaluated on: the joiner's impression and click counters, read
 from its /metrics (`kfloop_joiner_impressions_total`, `kfloop_joiner_clicks_total` by model_version and
 variant). The same URL form works locally and on a cluster (the joiner's Service), and reading the joiner
-itself, not Prometheus, sees every count at once, not a scrape interval later.
+itself, not Prometheus, sees every count at once, not a scrape interval later. A shadow stage's mirrored requests
+are counted from the local router's /metrics the same way.
 """
 
 from __future__ import annotations
@@ -35,11 +36,33 @@ def parse_counts(text: str) -> Counts:
 
 def read_counts(url: str, timeout_s: float = 5.0) -> Counts:
     """The joiner's counts now; NotReady when it cannot be read (the stage waits and tries again)."""
+    return parse_counts(_metrics_text(url, timeout_s))
+
+
+def parse_mirrored(text: str, version: str) -> int:
+    """Mirrored requests the shadow `version` answered well, from the router's metrics text."""
+    wanted = {"role": "router", "variant": "shadow", "model_version": version, "code": "200"}
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "kfloop_ranking_requests":
+            total += sum(
+                s.value
+                for s in family.samples
+                if s.name.endswith("_total") and all(s.labels.get(k) == v for k, v in wanted.items())
+            )
+    return int(total)
+
+
+def read_mirrored(url: str, version: str, timeout_s: float = 5.0) -> int:
+    return parse_mirrored(_metrics_text(url, timeout_s), version)
+
+
+def _metrics_text(url: str, timeout_s: float) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return parse_counts(response.read().decode())
+            return response.read().decode()
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise NotReady(f"the joiner's counts at {url} cannot be read: {exc}") from None
+        raise NotReady(f"the metrics at {url} cannot be read: {exc}") from None
 
 
 def since(now: Counts, baseline: dict[str, list[int]], key: tuple[str, str]) -> ArmCounts:

@@ -28,7 +28,7 @@ from kfloop.experiments import Decision, Preregistration, evaluate
 from kfloop.experiments.store import ExperimentStore, Stage
 from monitoring.controller.actions import PAUSED, Step, retry_or_fail
 from monitoring.controller.config import ExperimentConfig, RollbackConfig, StageConfig
-from monitoring.controller.counts import Counts, baseline_of, read_counts, since
+from monitoring.controller.counts import Counts, baseline_of, read_counts, read_mirrored, since
 from monitoring.controller.store import DONE, ActionRow, ControllerStore
 
 KIND = "experiment"
@@ -48,8 +48,10 @@ class RunExperiment:
         store: ExperimentStore,
         retries: RollbackConfig,
         read: Callable[[str], Counts] = read_counts,
+        read_mirrored: Callable[[str, str], int] = read_mirrored,
     ) -> None:
         self.target, self.config, self.store, self.retries, self.read = target, config, store, retries, read
+        self.read_mirrored = read_mirrored
 
     def admit(self, store: ControllerStore, now: str) -> tuple[str, str] | None:
         running = store.open_actions(self.name)
@@ -180,8 +182,19 @@ class RunExperiment:
         waited = (parse_rfc3339(now) - started).total_seconds()
         if waited < config.duration_s:
             return Step("stage", wait_s=min(self.config.poll_interval_s, config.duration_s - waited))
+        mirrored = ""
+        if config.min_mirrored:
+            assert self.config.mirror_counts_url is not None  # the config's validator requires it
+            try:
+                answered = self.read_mirrored(self.config.mirror_counts_url, action.details["candidate"])
+            except NotReady as exc:
+                return Step("stage", details={"last_error": exc.message}, wait_s=self.config.poll_interval_s)
+            if answered < config.min_mirrored:
+                return Step("stage", details={"mirrored": answered}, wait_s=self.config.poll_interval_s)
+            mirrored = f", {answered} mirrored requests answered (its gate: {config.min_mirrored})"
         self.store.end_stage(action.details["experiment"], action.details["stage"], now, "duration", "passed")
-        reason = f"stage {config.name} passed: mirrored for {waited:.0f} s (its gate: {config.duration_s:.0f} s)"
+        gate = f"its gate: {config.duration_s:.0f} s"
+        reason = f"stage {config.name} passed: mirrored for {waited:.0f} s ({gate}){mirrored}"
         return self._passed(action.details, action, now, reason)
 
     def _passed(self, details: dict[str, Any], action: ActionRow, now: str, reason: str) -> Step:

@@ -31,7 +31,7 @@ from kfloop.experiments.store import ExperimentStore
 from kfloop.registry import ModelRegistry
 from monitoring.controller.app import build_controller, create_app
 from monitoring.controller.config import ControllerConfig, StageConfig
-from monitoring.controller.counts import parse_counts, since
+from monitoring.controller.counts import parse_counts, parse_mirrored, since
 from monitoring.controller.metrics import controller_registry
 from tests.support.controller import config_data, register
 from tests.unit.test_controller_api import AUTH, wait_ready
@@ -293,3 +293,42 @@ def test_the_api_starts_shows_and_approves_an_experiment(tmp_path):
             shown = client.get(f"/v1/experiments/{experiment['id']}", headers=AUTH).json()
             assert shown["approved_by"] == "al" and shown["stages"][0]["name"] == "shadow"
             assert client.get("/v1/experiments", headers={}).status_code == 401
+
+
+def test_a_shadow_stage_waits_for_its_mirrored_requests(tmp_path, audit_store, versions):
+    stages = [{**STAGES[0], "duration_s": 0, "min_mirrored": 50}, STAGES[1]]
+    harness = running(tmp_path, audit_store, 0.14, stages=stages, mirror_counts_url="http://127.0.0.1:9/metrics")
+    answered = iter([0, 10, 49, 50])
+    asked: list[tuple[str, str]] = []
+
+    def mirrored(url: str, version: str) -> int:
+        asked.append((url, version))
+        return next(answered)
+
+    harness.controller.kinds["experiment"].read_mirrored = mirrored
+    try:
+        action_id = start_experiment(harness, versions[0])
+        harness.settle(lambda: harness.controller.store.action(action_id).details.get("stage") == 1)
+        assert asked == [("http://127.0.0.1:9/metrics", versions[0])] * 4
+        (started,) = [r for r in experiment_records(harness) if r["outcome"] == "stage_started:canary-10"]
+        assert "50 mirrored requests answered (its gate: 50)" in started["reason"]
+    finally:
+        harness.controller.close()
+
+
+def test_mirrored_requests_are_read_from_the_routers_counter():
+    from serving.common.ranking_metrics import ranking_requests_counter
+
+    registry = CollectorRegistry()
+    requests = ranking_requests_counter(registry)
+    requests.labels("router", "v2", "shadow", "200").inc(70)
+    requests.labels("router", "v2", "shadow", "500").inc(5)
+    requests.labels("router", "v2", "canary", "200").inc(9)
+    requests.labels("router", "v1", "shadow", "200").inc(3)
+    assert parse_mirrored(generate_latest(registry).decode(), "v2") == 70
+
+
+def test_a_shadow_gated_on_mirrored_requests_needs_somewhere_to_count_them(tmp_path):
+    stages = [{**STAGES[0], "min_mirrored": 5}]
+    with pytest.raises(ValidationError, match="mirror_counts_url is required"):
+        ControllerConfig.model_validate(config_data(tmp_path, experiment={"stages": stages}))
