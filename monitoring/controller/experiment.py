@@ -65,7 +65,11 @@ class RunExperiment:
         if paused:
             return Step(action.phase, wait_s=self.config.poll_interval_s)
         phases = {"pending": self._begin, "stage": self._evaluate, "approval": self._await_approval}
-        return phases[action.phase](action, now)
+        step = phases[action.phase](action, now)
+        experiment = step.details.get("experiment") or action.details.get("experiment")
+        if step.phase == DONE and experiment is not None:  # however it ended (a failed retry too): on record
+            self.store.finish(experiment, step.outcome or "failed", step.reason, now)
+        return step
 
     # -- starting stages ------------------------------------------------------------------------------
     def _begin(self, action: ActionRow, now: str) -> Step:
@@ -98,7 +102,7 @@ class RunExperiment:
         try:
             change = change_serving(self.target, "deploy", to_stage)
         except InvalidInput as exc:
-            return self._finish(details, action, now, "failed", f"stage {config.name} not deployed: {exc.message}")
+            return _ended(details, "failed", f"stage {config.name} not deployed: {exc.message}")
         except (KfloopError, OSError) as exc:
             return retry_or_fail(action, exc, self.retries, f"deploying stage {config.name}")
         digest = registered.digest
@@ -153,7 +157,7 @@ class RunExperiment:
         if state is None or state.canary is None or state.canary.version != details["candidate"]:
             reason = f"{details['candidate']} is no longer the canary (rolled back or replaced outside the experiment)"
             self.store.end_stage(details["experiment"], index, now, "none", "ended")
-            return self._finish(details, action, now, "ended", reason)
+            return _ended(details, "ended", reason)
         if config.test is None:
             return self._shadow(action, config, now)
         try:
@@ -225,12 +229,10 @@ class RunExperiment:
         try:
             change = change_serving(self.target, "promote", to_full)
         except NoCanary as exc:
-            return self._finish(details, action, now, "ended", f"{reason}; not promoted: {exc.message}")
+            return _ended(details, "ended", f"{reason}; not promoted: {exc.message}")
         except (KfloopError, OSError) as exc:
             return retry_or_fail(action, exc, self.retries, f"promoting {candidate}")
-        return self._finish(
-            {**details, "serving_change": change.summary}, action, now, "promoted", f"{reason}; {change.summary}"
-        )
+        return _ended({**details, "serving_change": change.summary}, "promoted", f"{reason}; {change.summary}")
 
     def _roll_back(
         self, details: dict[str, Any], action: ActionRow, now: str, config: StageConfig, decision: Decision
@@ -244,19 +246,16 @@ class RunExperiment:
                 lambda state: rollback(state, operator=action.actor, reason=note, canary_only=True),
             )
         except NoCanary as exc:
-            return self._finish(details, action, now, "ended", f"{reason}; {exc.message}")
+            return _ended(details, "ended", f"{reason}; {exc.message}")
         except (KfloopError, OSError) as exc:
             return retry_or_fail(action, exc, self.retries, f"rolling back {details['candidate']}")
-        return self._finish(
-            {**details, "serving_change": change.summary}, action, now, "rolled_back", f"{reason}; {change.summary}"
-        )
+        return _ended({**details, "serving_change": change.summary}, "rolled_back", f"{reason}; {change.summary}")
 
-    def _finish(self, details: dict[str, Any], action: ActionRow, now: str, outcome: str, reason: str) -> Step:
-        if "experiment" in details:
-            self.store.finish(details["experiment"], outcome, reason, now)
-        return Step(
-            DONE, details=details, outcome=outcome, reason=reason, model_version=details["candidate"], variant="canary"
-        )
+
+def _ended(details: dict[str, Any], outcome: str, reason: str) -> Step:
+    return Step(
+        DONE, details=details, outcome=outcome, reason=reason, model_version=details["candidate"], variant="canary"
+    )
 
 
 def _terms(prereg: Preregistration) -> str:

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from kfloop.audit import AuditRecorder, store_delivery
 from kfloop.audit.store.sqlite import SqliteStore
-from kfloop.deploy import read_state
+from kfloop.deploy import change_serving, read_state, rollback
 from kfloop.experiments import ArmCounts
 from kfloop.experiments.store import ExperimentStore
 from kfloop.registry import ModelRegistry
@@ -332,3 +332,24 @@ def test_a_shadow_gated_on_mirrored_requests_needs_somewhere_to_count_them(tmp_p
     stages = [{**STAGES[0], "min_mirrored": 5}]
     with pytest.raises(ValidationError, match="mirror_counts_url is required"):
         ControllerConfig.model_validate(config_data(tmp_path, experiment={"stages": stages}))
+
+
+def test_a_paused_controller_freezes_a_stage_and_a_rollback_elsewhere_ends_the_experiment(
+    tmp_path, audit_store, versions
+):
+    harness = running(tmp_path, audit_store, candidate_ctr=0.14)
+    try:
+        action_id = start_experiment(harness, versions[0])
+        harness.settle(lambda: harness.controller.store.action(action_id).details.get("stage") == 1)
+        harness.controller.pause("ops", "investigating")
+        for _ in range(30):
+            harness.controller.reconcile_once()
+        assert harness.controller.store.action(action_id).details["stage"] == 1  # frozen, not promoted
+        change_serving(harness.target, "rollback", lambda s: rollback(s, operator="ops", canary_only=True))
+        harness.controller.resume("ops", "")
+        harness.settle()
+        done = harness.controller.store.action(action_id)
+        assert done.outcome == "ended" and "no longer the canary" in done.reason
+        assert harness.controller.experiments.get(done.details["experiment"]).status == "ended"
+    finally:
+        harness.controller.close()
