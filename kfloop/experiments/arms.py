@@ -17,6 +17,9 @@ CANDIDATE: Arm = "candidate"
 SHADOW: Arm = "shadow"
 ARM_OF_VARIANT: dict[str, Arm] = {"stable": CONTROL, "canary": CANDIDATE, "shadow": SHADOW}
 """The arm a traffic variant is in, during an experiment."""
+EXPERIMENT_HEADER = "x-kfloop-experiment"
+"""Set by the router during an experiment, to every predictor: its id (recorded with each decision and answer,
+beside the arm its variant is in)."""
 _SCALE = 100.0 / 2**64
 
 

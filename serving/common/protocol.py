@@ -9,16 +9,14 @@ V1, transformer -> predictor: the same instance plus "features": {"user": {name:
                             (items_mostly, optional: a per-candidate feature that is v for every candidate but
                             the listed ones; the transformer sends the user x item aggregates so)
 V1 response, per instance:  {"request_id", "model_version", "variant",
-                             "slate": [{"item_id", "position", "score", "propensity"}], "scores": {item_id: score},
-                             "experiment": {"id", "arm"} (during an experiment only)}
+                             "slate": [{"item_id", "position", "score", "propensity"}], "scores": {item_id: score}}
 
 V2 inputs:   user_id BYTES [1]; candidates BYTES [n] (optional: the whole catalog); k INT32 [1] (optional);
              the request id is the OIP `id`; parameter `consent` (optional): a JSON string of the V1 object.
              Transformer -> predictor adds one tensor per feature: shape [1] per user, [n] per candidate.
 V2 outputs:  item_id BYTES [k], position INT32 [k], propensity FP64 [k], score FP32 [k] (the slate, slot 1
              first); candidate_id BYTES [n] and candidate_score FP32 [n] (every candidate's score);
-             parameters model_version, variant, request_id (and experiment, arm during an experiment); the
-             response id is the request id.
+             parameters model_version, variant, request_id (+ experiment, arm in one); the response id: request id.
 """
 
 from __future__ import annotations
@@ -37,8 +35,6 @@ from serving.common.consent import CONSENT, malformed_fields, v2_consent, v2_par
 
 VARIANT_HEADER = "x-kfloop-variant"
 """Set by the router (the local stand-in of Knative's split) to tell a predictor which variant it serves."""
-EXPERIMENT_HEADER = "x-kfloop-experiment"
-"""Set by the router during an experiment: its id, recorded with each decision beside the arm (the variant's)."""
 USER_ID, CANDIDATES, K = "user_id", "candidates", "k"
 RESERVED_INPUTS = frozenset({USER_ID, CANDIDATES, K})
 OUTPUT_TENSORS = {
@@ -349,9 +345,6 @@ class RankResult:
     """Per shown slot: its item's rank among the candidates by score (1 = best), as the policy ordered them."""
     draws: list[str] | None = None
     """Per shown slot: greedy or exploration (serving.predictor.ranking.choose_slate)."""
-    experiment: str | None = None
-    """The experiment the ranking was made in (the router's header), with its `arm`; None outside one."""
-    arm: str | None = None
 
     def slate_json(self) -> list[dict[str, Any]]:
         return [
@@ -371,11 +364,7 @@ class RankResult:
             "variant": self.variant,
             "slate": self.slate_json(),
             "scores": dict(zip(self.candidates, self.scores.astype(float).tolist(), strict=True)),
-            **self._experiment(),
         }
-
-    def _experiment(self) -> dict[str, Any]:
-        return {"experiment": {"id": self.experiment, "arm": self.arm}} if self.experiment else {}
 
     def v2_outputs(self) -> list[dict[str, Any]]:
         k = len(self.slate)
@@ -394,10 +383,7 @@ class RankResult:
         ]
 
     def v2_parameters(self) -> dict[str, str]:
-        parameters = {"model_version": self.model_version, "variant": self.variant, "request_id": self.request_id}
-        if self.experiment and self.arm:
-            parameters.update(experiment=self.experiment, arm=self.arm)
-        return parameters
+        return {"model_version": self.model_version, "variant": self.variant, "request_id": self.request_id}
 
 
 def input_metadata() -> list[dict[str, Any]]:

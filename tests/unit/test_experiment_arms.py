@@ -4,7 +4,6 @@ serves none, and each decision records its experiment and arm; a shadow's decisi
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 
 from kfloop.audit.record import record_id_of, record_json
 from kfloop.experiments.arms import CANDIDATE, CONTROL, arm_of, bucket
-from serving.common.protocol import RankResult
 from serving.local.router.requests import request_user
 from serving.local.router.routes import CanaryRoute, Route, Routes
 from serving.predictor.impressions import impressions_of
@@ -96,14 +94,6 @@ def test_a_decision_records_its_experiment_and_arm_and_older_records_keep_their_
     assert (record["experiment"], record["arm"]) == ("exp-7", "candidate")
     with pytest.raises(ValueError, match="arm"):
         decision(3, experiment="exp-7", arm="treatment")
-
-
-def test_the_answer_names_the_experiment_and_arm() -> None:
-    result = RankResult("r-1", "v-2", "canary", ["a", "b"], np.array([0.2, 0.1]), [0], [1.0])
-    assert "experiment" not in result.v1_json() and "arm" not in result.v2_parameters()
-    inside = dataclasses.replace(result, experiment="e", arm="candidate")
-    assert inside.v1_json()["experiment"] == {"id": "e", "arm": "candidate"}
-    assert (inside.v2_parameters()["experiment"], inside.v2_parameters()["arm"]) == ("e", "candidate")
 
 
 def test_a_shadow_decision_is_audited_but_never_an_impression() -> None:

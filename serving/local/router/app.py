@@ -33,10 +33,11 @@ from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_section
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from kfloop.experiments.arms import EXPERIMENT_HEADER
 from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
-from serving.common.protocol import EXPERIMENT_HEADER, VARIANT_HEADER
+from serving.common.protocol import VARIANT_HEADER
 from serving.common.ranking_metrics import ranking_requests_counter
 from serving.common.service import serve_app
 from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
