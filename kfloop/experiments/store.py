@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from kfloop.errors import InvalidInput, NotFound, NotReady
+from kfloop.errors import Conflict, NotFound, NotReady
 from kfloop.experiments.prereg import Preregistration
 from kfloop.experiments.sequential import Decision
 
@@ -194,7 +194,7 @@ class ExperimentStore:
         """The manual gate before 100%: who approved, and when (the first approval stands)."""
         experiment = self.get(experiment_id)
         if experiment.status != RUNNING:
-            raise InvalidInput(f"experiment {experiment_id} is {experiment.status}: nothing to approve")
+            raise Conflict(f"experiment {experiment_id} is {experiment.status}: nothing to approve")
         self._sql(
             "UPDATE experiments SET approved_by = ?, approved_at = ? WHERE id = ? AND approved_by IS NULL",
             (by, at, experiment_id),

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import Field, ValidationError
 
 from kfloop.config import StrictModel
-from kfloop.errors import InvalidInput, NotReady, field_errors
+from kfloop.errors import Conflict, InvalidInput, NotReady, field_errors
 from kfloop.experiments.store import ExperimentStore
 from monitoring.controller import openapi
 from monitoring.controller.engine import Controller
@@ -35,20 +35,26 @@ def experiment_routes(ready: Any) -> APIRouter:
             raise NotReady("this controller keeps no experiments")
         return controller.experiments
 
-    @router.post("/v1/experiments", summary="Start an experiment", responses=openapi.errors(400, 401, 413, 422, 503))
+    @router.post(
+        "/v1/experiments",
+        summary="Start an experiment",
+        responses=openapi.errors(400, 401, 409, 413, 422, 503),
+        openapi_extra=openapi.json_body(StartRequest, "The candidate version, and who asks"),
+    )
     async def start(request: Request) -> dict[str, Any]:
         body = _parsed(StartRequest, parse_json(await read_body(request, openapi.SWITCH_MAX_BYTES)))
         controller: Controller = ready()
         refusal = controller.kinds[KIND].admit(controller.store, controller.clock())
         if refusal is not None:
-            raise InvalidInput(refusal[1])
+            raise Conflict(refusal[1])
         row = controller.open_action(KIND, {"candidate": body.candidate, "asked_by": body.operator})
         return row.as_dict()
 
     @router.post(
         "/v1/experiments/{experiment_id}/approve",
         summary="Approve 100%",
-        responses=openapi.errors(400, 401, 404, 413, 422, 503),
+        responses=openapi.errors(400, 401, 404, 409, 413, 422, 503),
+        openapi_extra=openapi.SWITCH_BODY,
     )
     async def approve(experiment_id: str, request: Request) -> dict[str, Any]:
         body = _parsed(openapi.SwitchRequest, parse_json(await read_body(request, openapi.SWITCH_MAX_BYTES)))

@@ -279,7 +279,7 @@ def test_the_api_starts_shows_and_approves_an_experiment(tmp_path):
             started = client.post("/v1/experiments", json={"candidate": candidate, "operator": "bob"}, headers=AUTH)
             assert started.status_code == 200 and started.json()["kind"] == "experiment"
             busy = client.post("/v1/experiments", json={"candidate": candidate, "operator": "bob"}, headers=AUTH)
-            assert busy.status_code == 422 and "one candidate at a time" in busy.json()["message"]
+            assert busy.status_code == 409 and "one candidate at a time" in busy.json()["message"]
             deadline = time.monotonic() + 30
             while not (listed := client.get("/v1/experiments", headers=AUTH).json()):
                 assert time.monotonic() < deadline
