@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,11 @@ from typing import IO, Self
 
 from kfloop.processes import free_port, stop_process
 
+READY_POLL_FIRST_S = 0.05
+READY_POLL_MAX_S = 0.25
+"""A starting service's ready path is probed at growing intervals up to this: a model server answers (and logs)
+each early probe, and at 20 a second the probes of a stack's processes cost seconds of CPU while they load."""
+
 
 @dataclass(frozen=True)
 class Background:
@@ -25,6 +31,9 @@ class Background:
     idle: bool = True
     """Linux SCHED_IDLE: the process runs only on CPU time no normal process wants, so a burst of its work
     (an explanation is ~1-2 s of CPU) cannot take a core from rankings on a 2-core machine."""
+    from_start: bool = False
+    """Niced (`nice`) while it starts too, not only once ready: for a process nothing waits for, so that loading
+    it (TensorFlow and Alibi: ~30 s of CPU) leaves the cores to the processes that serve rankings."""
 
     def apply(self, pid: int) -> None:
         """To every thread of `pid`: on Linux a thread's priority is its own (setting the process's reaches
@@ -37,6 +46,12 @@ class Background:
                     os.setpriority(os.PRIO_PROCESS, tid, self.nice)
             except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
                 continue
+
+
+def _nice(pid: int, nice: int) -> None:
+    """Its main thread (a process just started has no other; the threads it starts take its value)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # it exited already: its exit code tells
+        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def _threads(pid: int) -> list[int]:
@@ -83,14 +98,18 @@ class ServiceProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
         env = {**os.environ, **self.env} if self.env else None
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        if background is not None and background.from_start:
+            _nice(self._process.pid, background.nice)
         deadline = time.monotonic() + timeout_s
+        wait_s = READY_POLL_FIRST_S
         while not self._answers(ready_path):
             if self._process.poll() is not None:
                 raise RuntimeError(f"{self.command} exited with {self._process.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise TimeoutError(f"{self.url}{ready_path} not ready after {timeout_s}s:\n{self.output()}")
-            time.sleep(0.05)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 1.5, READY_POLL_MAX_S)
         if background is not None:  # once it is ready: starting at full speed, then yielding to rankings
             background.apply(self._process.pid)
         return self

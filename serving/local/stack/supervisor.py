@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +213,8 @@ class Stack:
             services["explainer"] = self._managed(
                 "explainer", ["explainer", *cfg], self.ports["explainer"], self._model_ready_path()
             )
-            services["explainer"].background = self.stack.background()
+            # nothing waits for it to be ready: it loads on the CPU the ranking path leaves
+            services["explainer"].background = replace(self.stack.background(), from_start=True)
         services["router"] = self._managed("router", ["router", *cfg], self.ports["router"], "/readyz")
         services["transformer"] = self._managed(
             "transformer", ["transformer", *cfg], self.ports["transformer"], self._model_ready_path()
