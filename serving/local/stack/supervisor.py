@@ -63,10 +63,12 @@ class Managed:
         self.ready, self.failed = False, None
 
         def run() -> None:
+            began = time.monotonic()
             try:
                 self.process.start(ready_path=self.ready_path, timeout_s=self.timeout_s, background=self.background)
                 self.ready = True
                 self.failures = 0
+                log.info("%s: ready in %.1f s", self.name, time.monotonic() - began)
             except Exception as exc:
                 self.failed = str(exc).splitlines()[0]
                 log.error("%s did not start: %s (log: %s)", self.name, self.failed, self.process.log_path)
