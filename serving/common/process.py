@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -31,9 +30,6 @@ class Background:
     idle: bool = True
     """Linux SCHED_IDLE: the process runs only on CPU time no normal process wants, so a burst of its work
     (an explanation is ~1-2 s of CPU) cannot take a core from rankings on a 2-core machine."""
-    from_start: bool = False
-    """Niced (`nice`) while it starts too, not only once ready: for a process nothing waits for, so that loading
-    it (TensorFlow and Alibi: ~30 s of CPU) leaves the cores to the processes that serve rankings."""
 
     def apply(self, pid: int) -> None:
         """To every thread of `pid`: on Linux a thread's priority is its own (setting the process's reaches
@@ -46,12 +42,6 @@ class Background:
                     os.setpriority(os.PRIO_PROCESS, tid, self.nice)
             except (ProcessLookupError, PermissionError):  # the thread ended meanwhile
                 continue
-
-
-def _nice(pid: int, nice: int) -> None:
-    """Its main thread (a process just started has no other; the threads it starts take its value)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # it exited already: its exit code tells
-        os.setpriority(os.PRIO_PROCESS, pid, nice)
 
 
 def _threads(pid: int) -> list[int]:
@@ -98,8 +88,6 @@ class ServiceProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in _reap)
         env = {**os.environ, **self.env} if self.env else None
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        if background is not None and background.from_start:
-            _nice(self._process.pid, background.nice)
         deadline = time.monotonic() + timeout_s
         wait_s = READY_POLL_FIRST_S
         while not self._answers(ready_path):

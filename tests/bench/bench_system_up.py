@@ -7,9 +7,9 @@ Prometheus), and times `kfloop up` until it returns: every part ready (each answ
 serving part's front door and router answer for the model, with every stable predictor replica routed). Printed
 per run: the time, the CPU the started processes used and what the rest of the host used meanwhile (the pace: the
 same start takes up to 2x longer while other work shares the 2 cores), when each part was ready (the supervisor's
-and the serving stack's own lines), when the explainer, which nothing waits for and which loads niced, was ready
-too; after `kfloop down`, how many of the processes it started remain (none, or the run fails). Then the median and
-spread beside the target (<= 90 s).
+and the serving stack's own lines), when the explainer was ready too (off the ranking path, nothing waits for it:
+the stack starts it once the stable predictors serve); after `kfloop down`, how many of the processes it started
+remain (none, or the run fails). Then the median and spread beside the target (<= 90 s).
 
     .venvs/serving/bin/python tests/bench/bench_system_up.py [--runs 3]
 """
@@ -119,7 +119,7 @@ def one_run(clean: Path, root: Path, n: int) -> float:
     print(f"  run {n}: healthy in {healthy_s:.1f} s  | {pace(host_before, host_after, ours_s, healthy_s)}", flush=True)
     print(f"         ready (s after the start): {', '.join(ready_lines(state / 'logs', began_epoch))}", flush=True)
     if explainer_s is not None:
-        print(f"         explainer (nothing waits for it; it loads niced): ready +{explainer_s:.0f}", flush=True)
+        print(f"         explainer (nothing waits for it): ready +{explainer_s:.0f}", flush=True)
     print(f"         after kfloop down: {len(left)} of the {len(started)} processes it started remain", flush=True)
     if down.returncode != 0 or left:
         raise SystemExit(f"kfloop down left {left} (exit {down.returncode}):\n{down.stdout}\n{down.stderr}")

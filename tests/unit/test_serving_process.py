@@ -1,6 +1,6 @@
 """Background priority of the stack's off-path processes (explainer, audit sink): every thread, including the
-ones started after it was applied, runs under SCHED_IDLE; the explainer niced from its start. TensorFlow imported
-without Keras's optional imports."""
+ones started after it was applied, runs under SCHED_IDLE. TensorFlow imported without
+Keras's optional imports."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from serving.common.process import Background, ServiceProcess
+from serving.common.process import Background
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 
@@ -52,36 +52,6 @@ def test_without_idle_the_threads_are_niced():
     finally:
         child.kill()
         child.wait()
-
-
-_SERVICE = """
-import argparse, http.server, os, threading, time
-args = argparse.ArgumentParser()
-args.add_argument("--host"), args.add_argument("--port", type=int)
-args = args.parse_args()
-time.sleep(0.3)  # loading: a thread it starts meanwhile takes the process's priority as it is then
-seen = []
-loader = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
-loader.start(), loader.join()
-print("nice while starting:", seen[0], flush=True)
-class Ready(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200), self.end_headers()
-http.server.HTTPServer((args.host, args.port), Ready).serve_forever()
-"""
-
-
-@pytest.mark.parametrize(("from_start", "nice_while_starting"), [(True, 9), (False, 0)])
-def test_a_background_process_is_niced_from_its_start_only_if_asked(tmp_path, from_start, nice_while_starting):
-    """The explainer loads on what the ranking path leaves; the audit sink, which the stack waits for, does not."""
-    (tmp_path / "slow_service.py").write_text(_SERVICE)
-    env = {"PYTHONPATH": str(tmp_path)}
-    service = ServiceProcess("slow_service", [], log_path=tmp_path / "service.log", env=env)
-    service.start(ready_path="/", timeout_s=30, background=Background(nice=9, idle=False, from_start=from_start))
-    try:
-        assert f"nice while starting: {nice_while_starting}\n" in service.output()
-    finally:
-        service.stop(timeout_s=5)
 
 
 def test_tensorflow_is_imported_without_the_optional_imports_of_keras():

@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -215,8 +215,7 @@ class Stack:
             services["explainer"] = self._managed(
                 "explainer", ["explainer", *cfg], self.ports["explainer"], self._model_ready_path()
             )
-            # nothing waits for it to be ready: it loads on the CPU the ranking path leaves
-            services["explainer"].background = replace(self.stack.background(), from_start=True)
+            services["explainer"].background = self.stack.background()
         services["router"] = self._managed("router", ["router", *cfg], self.ports["router"], "/readyz")
         services["transformer"] = self._managed(
             "transformer", ["transformer", *cfg], self.ports["transformer"], self._model_ready_path()
@@ -235,12 +234,18 @@ class Stack:
         write_routes(self.state_dir / ROUTES_FILE, Routes())
         self.config_path = self._write_effective_config()
         self.services = self._services()
+        # the explainer is off the ranking path: its TensorFlow and Alibi (~30 s of CPU) start once the stable
+        # predictors serve, rather than slow their start on a small machine
+        later = {name: self.services.pop(name) for name in ("explainer",) if name in self.services}
         for managed in self.services.values():
             managed.start()
         self.reconcile()
         for stable in self.predictors[state.stable.version]:
             if not stable.wait_ready():
                 raise RuntimeError(f"the stable predictor did not start; see {stable.process.log_path}")
+        for name, managed in later.items():
+            self.services[name] = managed
+            managed.start()
         self.reconcile()
         # the router is ready once a stable predictor is routed: wait for it after routing
         for name in ("audit_sink", "router", "transformer"):
