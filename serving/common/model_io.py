@@ -7,6 +7,9 @@ missing or mistyped feature is a 400 that names the feature, not a TensorFlow er
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,8 @@ def import_tensorflow() -> Any:
     """TensorFlow, with one thread per op pool: the models are small, and handing each op to a pool thread
     costs more CPU than running it (measured: ~0.5 ms a request at 80 candidates)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with _hidden(KERAS_OPTIONAL_IMPORTS):
+        import tensorflow as tf
 
     if not _THREADS_SET:
         try:
@@ -36,6 +40,25 @@ def import_tensorflow() -> Any:
 
 
 _THREADS_SET: list[bool] = []
+KERAS_OPTIONAL_IMPORTS = ("sklearn", "matplotlib")
+"""Importing TensorFlow imports Keras, and Keras imports these when they are installed (its scikit-learn wrappers
+and its plots; it does without them otherwise): ~6 s of CPU in each process here, for nothing a SavedModel
+signature needs. The serving environment has them for Alibi, which imports them itself."""
+
+
+@contextmanager
+def _hidden(modules: tuple[str, ...]) -> Iterator[None]:
+    """Imports of `modules` fail (as if not installed) inside the block, if TensorFlow is not imported yet (else
+    the block imports nothing); outside it they import as usual."""
+    hide = [] if "tensorflow" in sys.modules else [m for m in modules if m not in sys.modules]
+    for module in hide:
+        sys.modules[module] = None  # type: ignore[assignment]  (None here: `import` raises ImportError)
+    try:
+        yield
+    finally:
+        for module in hide:
+            if sys.modules.get(module, ...) is None:
+                del sys.modules[module]
 
 
 @dataclass(frozen=True)

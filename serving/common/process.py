@@ -15,6 +15,11 @@ from typing import IO, Self
 
 from kfloop.processes import free_port, stop_process
 
+READY_POLL_FIRST_S = 0.05
+READY_POLL_MAX_S = 0.25
+"""A starting service's ready path is probed at growing intervals up to this: a model server answers (and logs)
+each early probe, and at 20 a second the probes of a stack's processes cost seconds of CPU while they load."""
+
 
 @dataclass(frozen=True)
 class Background:
@@ -84,13 +89,15 @@ class ServiceProcess:
         env = {**os.environ, **self.env} if self.env else None
         self._process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout_s
+        wait_s = READY_POLL_FIRST_S
         while not self._answers(ready_path):
             if self._process.poll() is not None:
                 raise RuntimeError(f"{self.command} exited with {self._process.returncode}:\n{self.output()}")
             if time.monotonic() > deadline:
                 self.kill()
                 raise TimeoutError(f"{self.url}{ready_path} not ready after {timeout_s}s:\n{self.output()}")
-            time.sleep(0.05)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 1.5, READY_POLL_MAX_S)
         if background is not None:  # once it is ready: starting at full speed, then yielding to rankings
             background.apply(self._process.pid)
         return self

@@ -258,18 +258,28 @@ def running_stack(
             stderr=subprocess.STDOUT,
         )
         try:
-            endpoints_file = state / "endpoints.json"
-            deadline = time.monotonic() + 300
-            while not endpoints_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.5)
-            endpoints = json.loads(endpoints_file.read_text())
-            wait_ready(f"{endpoints['router']}/readyz", 300, stack)
-            wait_ready(f"{endpoints['transformer']}/v2/models/{MODEL}/ready", 300, stack)
-            endpoints = json.loads(endpoints_file.read_text())
-            wait_ready(f"{endpoints['explainer']}/v2/models/{MODEL}/ready", 300, stack)
+            try:
+                endpoints = wait_stack_ready(state, stack)
+            except RuntimeError as exc:  # why it exited is in its log
+                tail = (root / f"stack-{name}.log").read_text(errors="replace")[-4000:]
+                raise RuntimeError(f"{exc}; the end of its log:\n{tail}") from None
             yield endpoints
         finally:
             stop_process(stack, 60)
+
+
+def wait_stack_ready(state: Path, stack: subprocess.Popen) -> dict:
+    """The stack's endpoints once every part answers ready."""
+    endpoints_file = state / "endpoints.json"
+    deadline = time.monotonic() + 300
+    while not endpoints_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    endpoints = json.loads(endpoints_file.read_text())
+    wait_ready(f"{endpoints['router']}/readyz", 300, stack)
+    wait_ready(f"{endpoints['transformer']}/v2/models/{MODEL}/ready", 300, stack)
+    endpoints = json.loads(endpoints_file.read_text())
+    wait_ready(f"{endpoints['explainer']}/v2/models/{MODEL}/ready", 300, stack)
+    return endpoints
 
 
 def report_rates(rows: list[tuple[int, float, float, int, float]], model_p50: float, n_candidates: int) -> None:

@@ -1,5 +1,6 @@
 """Background priority of the stack's off-path processes (explainer, audit sink): every thread, including the
-ones started after it was applied, runs under SCHED_IDLE."""
+ones started after it was applied, runs under SCHED_IDLE. TensorFlow imported without
+Keras's optional imports."""
 
 from __future__ import annotations
 
@@ -51,3 +52,14 @@ def test_without_idle_the_threads_are_niced():
     finally:
         child.kill()
         child.wait()
+
+
+def test_tensorflow_is_imported_without_the_optional_imports_of_keras():
+    """scikit-learn and matplotlib stay out of a process that imports TensorFlow for a SavedModel (~6 s of CPU),
+    and can still be imported after."""
+    script = (
+        "import sys; from serving.common.model_io import import_tensorflow; import_tensorflow(); "
+        "print(sorted(m for m in ('sklearn', 'matplotlib') if m in sys.modules)); import sklearn; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["[]", "ok"], done.stderr[-2000:]

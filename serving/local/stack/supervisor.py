@@ -63,10 +63,12 @@ class Managed:
         self.ready, self.failed = False, None
 
         def run() -> None:
+            began = time.monotonic()
             try:
                 self.process.start(ready_path=self.ready_path, timeout_s=self.timeout_s, background=self.background)
                 self.ready = True
                 self.failures = 0
+                log.info("%s: ready in %.1f s", self.name, time.monotonic() - began)
             except Exception as exc:
                 self.failed = str(exc).splitlines()[0]
                 log.error("%s did not start: %s (log: %s)", self.name, self.failed, self.process.log_path)
@@ -232,12 +234,18 @@ class Stack:
         write_routes(self.state_dir / ROUTES_FILE, Routes())
         self.config_path = self._write_effective_config()
         self.services = self._services()
+        # the explainer is off the ranking path: its TensorFlow and Alibi (~30 s of CPU) start once the stable
+        # predictors serve, rather than slow their start on a small machine
+        later = {name: self.services.pop(name) for name in ("explainer",) if name in self.services}
         for managed in self.services.values():
             managed.start()
         self.reconcile()
         for stable in self.predictors[state.stable.version]:
             if not stable.wait_ready():
                 raise RuntimeError(f"the stable predictor did not start; see {stable.process.log_path}")
+        for name, managed in later.items():
+            self.services[name] = managed
+            managed.start()
         self.reconcile()
         # the router is ready once a stable predictor is routed: wait for it after routing
         for name in ("audit_sink", "router", "transformer"):
