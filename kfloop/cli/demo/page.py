@@ -12,6 +12,12 @@ STYLE = (
     "img{max-width:100%;border:1px solid #eee}pre{background:#f6f6f6;padding:.5em;font-size:.75em;overflow:auto}"
 )
 
+LOADED = (
+    "<script>window.addEventListener('load', () => { document.body.dataset.plotsLoaded = "
+    "[...document.images].filter(i => i.complete && i.naturalWidth > 0).length; });</script>"
+)
+"""Marks the body with how many plots the browser loaded (what the page test reads from the DOM)."""
+
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
@@ -107,6 +113,8 @@ def page(report: dict[str, Any]) -> str:
         table(report["experiments"], sorted({k for e in report["experiments"] for k in e})),
         "<h2>Audit sample</h2>",
         audit_section(report["audit"] or {}),
-        "<p>All numbers are in <a href='report.json'>report.json</a>.</p></body></html>",
+        "<p>All numbers are in <a href='report.json'>report.json</a>.</p>",
+        LOADED,
+        "</body></html>",
     ]
     return "\n".join(parts)
