@@ -59,7 +59,7 @@ FAST = {
     "users": 150,
     "steady_s": 60.0,
     "detect_timeout_s": 120.0,
-    "retrain_timeout_s": 480.0,
+    "retrain_timeout_s": 900.0,
     "canary_hold_s": 10.0,
     "recover_s": 30.0,
     "rollback_timeout_s": 120.0,

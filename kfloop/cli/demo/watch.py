@@ -74,7 +74,13 @@ class Watcher:
     """Samples the system every `interval_s` in a thread, records each sample, redraws the terminal view."""
 
     def __init__(
-        self, status: Callable[[], dict[str, Any]], run_dir: Path, *, interval_s: float = 2.0, out: TextIO = sys.stdout
+        self,
+        status: Callable[[], dict[str, Any]],
+        run_dir: Path,
+        *,
+        interval_s: float = 2.0,
+        view_every_s: float = 10.0,
+        out: TextIO = sys.stdout,
     ) -> None:
         self.status, self.interval_s, self.out = status, interval_s, out
         self.samples = run_dir / SAMPLES_FILE
@@ -84,7 +90,7 @@ class Watcher:
         self.latest: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-watch", daemon=True)
-        self.live = out.isatty()
+        self.view_every_s, self._shown = view_every_s, 0.0
 
     def start(self) -> None:
         self._thread.start()
@@ -110,11 +116,12 @@ class Watcher:
                 self.show(sample)
 
     def show(self, sample: dict[str, Any]) -> None:
-        lines = view_lines(sample, time.monotonic() - self.started, time.monotonic() - self.phase_started)
-        if self.live:
-            self.out.write("\x1b[s" + "".join(f"\n\x1b[K{line}" for line in lines) + "\x1b[u")
-        elif int(time.monotonic() - self.started) % 30 < self.interval_s:
-            self.out.write("\n".join(lines) + "\n")
+        """The view, every `view_every_s` (a block of lines; phase changes print on their own)."""
+        if time.monotonic() - self._shown < self.view_every_s:
+            return
+        self._shown = time.monotonic()
+        lines = view_lines(sample, self._shown - self.started, self._shown - self.phase_started)
+        self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 
 
