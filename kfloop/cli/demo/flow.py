@@ -15,6 +15,7 @@ from kfloop.cli.demo.run import DemoFailed, Kfloop, PhaseClock, interrupt
 from kfloop.cli.demo.settings import DemoConfig
 from kfloop.cli.demo.setup import DemoFiles
 from kfloop.cli.demo.watch import Watcher, now_iso
+from kfloop.registry import ModelRegistry
 
 RUN_ID = "demo"
 RETRAIN_ALERTS = ("OnlineRewardDecay", "FeatureDriftHigh")
@@ -74,13 +75,12 @@ class Demo:
         with self.clock.phase("build the features"):
             self.kfloop("features", "materialize", "--config", str(self.files.features))
         with self.clock.phase("train v1 through the pipeline") as phase:
-            pushed = json.loads(
-                self.kfloop("pipeline", "run", "--local", "--config", str(self.files.pipeline), timeout=1800)
-            )
-            if not pushed.get("version"):
-                raise DemoFailed(f"the pipeline registered no version for v1: {pushed}")
-            self.note("v1", pushed["version"])
-            phase["notes"].append(f"v1 = {pushed['version']}")
+            self.kfloop("pipeline", "run", "--local", "--config", str(self.files.pipeline), timeout=3600)
+            v1 = ModelRegistry(self.files.registry).latest_deployable()
+            if v1 is None:
+                raise DemoFailed(f"the pipeline registered no deployable v1 (log: {self.kfloop.logs})")
+            self.note("v1", v1)
+            phase["notes"].append(f"v1 = {v1}")
 
     def start_system(self) -> None:
         from serving.local.system.config import SystemPaths

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+SPAN_LABELS = ("model_version", "variant")
 At = Callable[[str | None], float | None]
 
 
@@ -25,13 +26,14 @@ def timeline(run: dict[str, Any], at: At) -> dict[str, float | None]:
 
 
 def alert_spans(samples: list[dict[str, Any]], at: At) -> list[dict[str, Any]]:
-    """Each alert (name and labels) with the sampled spans during which it was firing."""
+    """Each alert (by name, model version and variant: one per feature would crowd the page) with the sampled spans
+    during which it was firing."""
     spans: dict[tuple[str, str], list[list[float]]] = {}
     open_now: set[tuple[str, str]] = set()
     for sample in samples:
         t = at(sample["at"])
         firing = {
-            (a["name"], ",".join(f"{k}={v}" for k, v in sorted(a["labels"].items())))
+            (a["name"], ",".join(f"{k}={a['labels'][k]}" for k in SPAN_LABELS if k in a["labels"]))
             for a in sample.get("alerts", [])
             if a["state"] == "firing"
         }

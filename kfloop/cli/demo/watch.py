@@ -8,6 +8,7 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,8 +140,9 @@ def view_lines(sample: dict[str, Any], elapsed_s: float, phase_s: float) -> list
             f"   CTR {variant}: {100 * tally['ctr']:.2f}% (expected {100 * tally['expected_ctr']:.2f}%) "
             f"over {tally['slots']:.0f} slots"
         )
-    firing = [a["name"] for a in sample.get("alerts", []) if a["state"] == "firing"]
-    lines.append(f"   alerts firing: {', '.join(firing) or 'none'}")
+    firing = Counter(a["name"] for a in sample.get("alerts", []) if a["state"] == "firing")
+    shown = ", ".join(f"{name} x{count}" if count > 1 else name for name, count in sorted(firing.items()))
+    lines.append(f"   alerts firing: {shown or 'none'}")
     for action in sample.get("actions", [])[:3]:
         lines.append(
             f"   action {action['created_at']} {action['kind']} {action.get('outcome') or action.get('phase')}"
