@@ -93,7 +93,12 @@ class DemoFiles:
             part["start_timeout_s"] = self.config.start_timeout_s
         overrides = {
             "collector": {"event_log.segment_max_age_s": 1.0},  # sealed into Parquet (for the pipeline) at once
-            "serving": {"stack.predictor_replicas": 1, "stack.start_timeout_s": self.config.start_timeout_s - 100},
+            "serving": {
+                "stack.predictor_replicas": 1,
+                "stack.start_timeout_s": self.config.start_timeout_s - 100,
+                # the serving config names the collector's default port: the impressions go where it now is
+                "predictor.impressions.collector_url": "http://127.0.0.1:{port:collector}",
+            },
             "joiner": {
                 "reference_impressions": self.config.reference_impressions,
                 "reference_settle_s": self.config.reference_settle_s,
