@@ -48,7 +48,7 @@ def record(run: Path) -> Path:
             "started_at": T0, "traffic_started_at": T0, "v1": V1, "shift_at": at(SHIFT_S), "candidate": V2,
             "detected": {"created_at": at(52), "alerts": [{"alertname": "OnlineRewardDecay"}]},
             "candidate_deployed_at": at(58), "promoted": {"at": at(60), "by": "kfloop-demo"},
-            "bad": {"version": BAD, "deployed_at": at(100), "rolled_back_at": at(109),
+            "bad": {"version": BAD, "deployed_at": at(100), "first_answer_at": at(100), "rolled_back_at": at(109),
                     "router": {"500": 7.0, "200": 1.0}},
         },
         "phases": [{"name": "train v1", "start_s": 0.0, "seconds": 10.0, "notes": []}],

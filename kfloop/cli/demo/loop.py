@@ -130,6 +130,9 @@ def bad_version(demo: Demo) -> None:
             "--config", serving_config(demo), timeout=120,
         )  # fmt: skip
         demo.note("bad", {"version": bad, "deployed_at": now_iso()})
+        # its predictor starts first (TensorFlow: minutes on a busy host); the rollback is timed from its first answer
+        wait_until(lambda: sum(canary_requests(demo).values()) > 0, demo.config.start_timeout_s, 0.5)
+        demo.note("bad", demo.events["bad"] | {"first_answer_at": now_iso()})
         gone = wait_until(lambda: not on_canary(demo, bad), demo.config.rollback_timeout_s, 0.5)
         demo.note("bad", demo.events["bad"] | {"rolled_back_at": now_iso() if gone else None})
         time.sleep(3)  # the router's last counts of the canary

@@ -60,7 +60,7 @@ def summary(report: dict[str, Any]) -> str:
             "requests the bad canary was sent (router, by code)",
             f"{_cell(bad.get('requests'))} {_cell(bad.get('requests_by_code'))}",
         ),
-        ("bad version: deployed to rolled back (s)", _cell(bad.get("seconds_to_rollback"))),
+        ("bad version: its first answer to its rollback (s)", _cell(bad.get("seconds_to_rollback"))),
     ]
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
 

@@ -161,12 +161,13 @@ def bad_canary(run: dict[str, Any], at: Callable[[str | None], float | None]) ->
         return None
     forced = [h for h in run["serving_state"].get("history", []) if h.get("version") == bad["version"]]
     router = bad.get("router") or {}
-    deployed, rolled = at(bad.get("deployed_at")), at(bad.get("rolled_back_at"))
+    deployed, first, rolled = at(bad.get("deployed_at")), at(bad.get("first_answer_at")), at(bad.get("rolled_back_at"))
     return {
         "version": bad["version"],
         "deployed_s": deployed,
+        "first_answer_s": first,
         "rolled_back_s": rolled,
-        "seconds_to_rollback": None if rolled is None or deployed is None else round(rolled - deployed, 1),
+        "seconds_to_rollback": None if rolled is None or first is None else round(rolled - first, 1),
         "requests_by_code": router,
         "requests": sum(router.values()),
         "history": forced,
