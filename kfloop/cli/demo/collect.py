@@ -59,6 +59,8 @@ def audit_sample(demo: Demo) -> None:
     step = max(1, len(decisions) // AUDIT_SAMPLE)
     sample = decisions[::step][:AUDIT_SAMPLE]
     explained = {}
+    for row in [r for r in records if r.get("kind") == "explanation"][:EXPLAINED]:
+        explained[str(row.get("request_id"))] = json.dumps(row, default=str)  # recorded by the serving explainer
     for row in sample[:EXPLAINED]:
         request_id = row.get("request_id")
         if request_id:
