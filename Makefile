@@ -11,7 +11,8 @@ UV_VERSION := 0.13.9
 # uv and uvx (used by `kfloop data fetch`) from the tools venv come first.
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 # Debian packages of the real servers the tests and the local stack start (never left running).
-APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk
+APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk chromium
+# chromium: the test that opens the demo report headless (and takes the README's screenshot).
 DATA_DIR ?= data
 
 .PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate schema-proposal bench demo clean
@@ -43,7 +44,7 @@ envs: uv ## build .venvs/serving and .venvs/pipeline from the lock
 data: ## fetch and verify the Open Bandit Dataset sample
 	$(SERVING)/kfloop data fetch --data-dir $(DATA_DIR)
 
-test: test-serving test-pipeline ## run every test, each in the environment it belongs to
+test: setup test-serving test-pipeline ## run every test, each in the environment it belongs to (after `make setup`)
 
 test-serving: ## tests of kfloop/ and the serving side, in the serving environment
 	$(SERVING)/pytest -m "not pipeline" tests
@@ -69,8 +70,8 @@ schema-proposal: ## propose a TFDV schema update from current data (for review; 
 bench: ## print speed numbers (collector throughput and latency, ...)
 	@for b in tests/bench/bench_*.py; do echo "== $$b"; $(SERVING)/python $$b || exit 1; done
 
-demo: ## the whole loop on one machine
-	@echo "make demo: not yet: the loop is built issue by issue; see README for what runs today"
+demo: setup ## the whole loop on one machine (shift, retraining, promotion, a bad version rolled back) and its report
+	$(SERVING)/kfloop demo $(DEMO_ARGS)
 
 clean: ## remove local state (event log, models) but keep the environments and data
 	rm -rf .kfloop

@@ -23,6 +23,7 @@ from kfloop.cli.arguments import (
     _cluster,
     _config,
     _data_dir,
+    _demo,
     _deploy,
     _features_materialize,
     _features_show,
@@ -273,6 +274,13 @@ COMMANDS: tuple[Command, ...] = (
         "kfloop.cli.commands.simulate:simulate",
         "drive the running system with synthetic OBD users (rankings and clicks; ground truth kept)",
         _simulate,
+    ),
+    Command(
+        ("demo",),
+        Stack.SERVING,
+        "kfloop.cli.commands.demo:demo",
+        "run the whole feedback loop on one machine (shift, retrain, promote, a bad version rolled back) and report",
+        _demo,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
 )

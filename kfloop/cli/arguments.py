@@ -19,6 +19,14 @@ def _data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="data", help="where fetched data lives (default: ./data)")
 
 
+def _demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="a DemoConfig YAML (kfloop/cli/demo/settings.py; defaults apply where omitted)")
+    p.add_argument("--fast", action="store_true", help="small sizes and short windows (for tests)")
+    p.add_argument("--report-dir", help="where the report is written (default: demo-report)")
+    p.add_argument("--state-dir", help="the demo system's state, emptied at start (default: .kfloop/demo)")
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the recorded run")
+
+
 def _import_obd(p: argparse.ArgumentParser) -> None:
     _data_dir(p)
     _config(p)

@@ -1,0 +1,72 @@
+"""The demo's settings: one typed config, the defaults for `make demo` and a `--fast` preset for tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from kfloop.config import StrictModel
+
+
+class DemoConfig(StrictModel):
+    """`kfloop demo`: sizes and time limits of each phase (no phase waits for a person: each has a limit)."""
+
+    state_dir: Path = Path(".kfloop/demo")
+    """The demo system's own state (event log, feature store, registry, serving, controller); emptied at start."""
+    report_dir: Path = Path("demo-report")
+    """Where index.html, the PNG plots, report.json and the recorded run (`run/`) are written."""
+    data_dir: Path = Path("data")
+    """Where `kfloop data fetch` keeps the OBD sample."""
+    rate: float = Field(default=20.0, gt=0, le=500)
+    """Simulated rankings per second."""
+    users: int = Field(default=300, ge=1)
+    """Simulated users (drawn from the OBD cohorts)."""
+    seed: int = Field(default=7, ge=0)
+    """The simulator's seed (users, requests, clicks, the shift)."""
+    shift_share: float = Field(default=0.8, gt=0, le=1)
+    """Share of the users whose preferences change at the shift."""
+    steady_s: float = Field(default=150.0, gt=0)
+    """Traffic before the shift (it also fills the joiner's reference window of the stable version)."""
+    detect_timeout_s: float = Field(default=180.0, gt=0)
+    """Longest wait, after the shift, for the loop to start a retraining run."""
+    retrain_timeout_s: float = Field(default=420.0, gt=0)
+    """Longest wait for the retraining run's candidate to be deployed as the canary."""
+    canary_hold_s: float = Field(default=30.0, ge=0)
+    """How long the canary serves without a canary alert before it is promoted (until issue 19's stage walk)."""
+    recover_s: float = Field(default=90.0, ge=0)
+    """Traffic after the promotion, to measure the recovered CTR."""
+    bad_canary_percent: int = Field(default=50, ge=1, le=100)
+    """The share of traffic the deliberately bad version gets."""
+    rollback_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest wait for the controller to roll the bad version back."""
+    reference_impressions: int = Field(default=1500, ge=1)
+    """The joiner's reference window (what OnlineRewardDecay compares the stable version's CTR with)."""
+    reference_settle_s: float = Field(default=20.0, ge=0)
+    """How long the joiner waits for the reference window's clicks."""
+    retrain_cooldown_s: float = Field(default=60.0, ge=0)
+    """The controller's cooldown between retraining runs."""
+    pipeline_max_requests: int = Field(default=3000, ge=100)
+    """The training window (the newest rankings) of each pipeline run."""
+    bin_s: float = Field(default=15.0, gt=0)
+    """Width of the report's time bins (CTR, traffic split)."""
+    start_timeout_s: float = Field(default=900.0, gt=0)
+    """`kfloop up`'s limit for each part to become ready (TensorFlow starts slowly on a busy host)."""
+
+
+FAST = {
+    "rate": 15.0,
+    "users": 150,
+    "steady_s": 60.0,
+    "detect_timeout_s": 120.0,
+    "retrain_timeout_s": 900.0,
+    "canary_hold_s": 10.0,
+    "recover_s": 30.0,
+    "rollback_timeout_s": 120.0,
+    "reference_impressions": 400,
+    "reference_settle_s": 5.0,
+    "retrain_cooldown_s": 30.0,
+    "pipeline_max_requests": 1500,
+    "bin_s": 10.0,
+}
+"""`--fast`: small sizes and short windows, for tests (the loop's effect is smaller and noisier)."""

@@ -1,0 +1,119 @@
+"""The demo's files: the system it runs (`kfloop up --config`), the pipeline, importer and feature configs, all
+under its own state directory and on free loopback ports, so it never touches `.kfloop` or a running system."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kfloop.cli.demo.settings import DemoConfig
+from kfloop.processes import free_port
+
+SYSTEM_TEMPLATE = Path("manifests/local/system.yaml")
+SMALL_PROFILE = Path("pipelines/profiles/small.yaml")
+PORT = re.compile(r"\b(80[89]\d|9090|9093)\b")
+"""The loopback ports manifests/local/system.yaml names (each is moved to a free one)."""
+
+
+def nested(dotted: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} as {"a": {"b": 1}}."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+class DemoFiles:
+    """Paths of the demo's state and configs; `write` creates the configs."""
+
+    def __init__(self, config: DemoConfig, repo: Path) -> None:
+        self.config, self.repo = config, repo
+        self.state = config.state_dir.resolve()
+        self.configs = self.state / "configs"
+        self.system = self.configs / "system.yaml"
+        self.pipeline = self.configs / "pipeline.yaml"
+        self.importer = self.configs / "import-obd.yaml"
+        self.features = self.configs / "features.yaml"
+        self.simulate_out = self.state / "simulate"
+        self.registry = self.state / "registry"
+
+    @property
+    def where(self) -> list[str]:
+        """The `kfloop up | down | status` arguments naming the demo system."""
+        return ["--config", str(self.system), "--state-dir", str(self.state)]
+
+    def write(self) -> None:
+        self.configs.mkdir(parents=True, exist_ok=True)
+        log = {"event_log.wal_dir": str(self.state / "wal"), "event_log.log_uri": str(self.state / "events")}
+        store = {"store.repo_dir": str(self.state / "features"), "store.obd_data_dir": str(self.data_dir)}
+        _dump(self.importer, nested({**log, "event_log.wal_dir": str(self.state / "wal-obd")}))
+        _dump(self.features, nested({**log, **store}))
+        _dump(self.pipeline, self.pipeline_data(log, store))
+        _dump(self.system, self.system_data())
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.repo / self.config.data_dir).resolve()
+
+    def pipeline_data(self, log: dict[str, str], store: dict[str, str]) -> dict[str, Any]:
+        """The small profile on the demo's state; low-evidence candidates are blessed flagged (recorded on their
+        cards), since a few minutes of simulated traffic is thin evidence by the pipeline's own standards."""
+        overrides = {f"features.{k}": v for k, v in {**log, **store}.items()} | {
+            "registry.uri": str(self.registry),
+            "pipeline_root": str(self.state / "pipeline-root"),
+            "window.max_requests": self.config.pipeline_max_requests,
+            "evaluate.blessing.on_low_evidence": "bless_flagged",
+        }
+        return merged(yaml.safe_load((self.repo / SMALL_PROFILE).read_text()) or {}, nested(overrides))
+
+    def system_data(self) -> dict[str, Any]:
+        """The default system, every port moved to a free one, with the demo's windows and retraining command."""
+        ports: dict[str, str] = {}
+        text = PORT.sub(
+            lambda m: ports.setdefault(m.group(0), str(free_port())), (self.repo / SYSTEM_TEMPLATE).read_text()
+        )
+        data = yaml.safe_load(text)
+        data["state_dir"] = str(self.state)
+        parts = {p["name"]: p for p in data["parts"]}
+        for part in data["parts"]:
+            part["start_timeout_s"] = self.config.start_timeout_s
+        overrides = {
+            "collector": {"event_log.segment_max_age_s": 1.0},  # sealed into Parquet (for the pipeline) at once
+            "serving": {
+                "stack.predictor_replicas": 1,
+                "stack.start_timeout_s": self.config.start_timeout_s - 100,
+                # the serving config names the collector's default port: the impressions go where it now is (a
+                # literal: the supervisor's serving view fills no {port:NAME})
+                "predictor.impressions.collector_url": f"http://127.0.0.1:{parts['collector']['port']}",
+            },
+            "joiner": {
+                "reference_impressions": self.config.reference_impressions,
+                "reference_settle_s": self.config.reference_settle_s,
+            },
+            "controller": {
+                "retrain.command": ["kfloop", "pipeline", "run", "--local", "--config", str(self.pipeline)],
+                "retrain.cooldown_s": self.config.retrain_cooldown_s,
+                "retrain.poll_interval_s": 2.0,
+            },
+        }
+        for name, values in overrides.items():
+            parts[name].setdefault("config_overrides", {}).update(values)
+        return data
+
+
+def _dump(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
