@@ -27,13 +27,15 @@ class StartRequest(StrictModel):
     """Who asked (recorded)."""
 
 
-def experiment_routes(ready: Any) -> APIRouter:
-    router = APIRouter(tags=["experiments"])
+def _store(controller: Controller) -> ExperimentStore:
+    if controller.experiments is None:
+        raise NotReady("this controller keeps no experiments")
+    return controller.experiments
 
-    def store(controller: Controller) -> ExperimentStore:
-        if controller.experiments is None:
-            raise NotReady("this controller keeps no experiments")
-        return controller.experiments
+
+def experiment_routes(ready: Any) -> APIRouter:
+    """Start and approve (the actions); list and show are `_read_routes`."""
+    router = APIRouter(tags=["experiments"])
 
     @router.post(
         "/v1/experiments",
@@ -59,7 +61,7 @@ def experiment_routes(ready: Any) -> APIRouter:
     async def approve(experiment_id: str, request: Request) -> dict[str, Any]:
         body = _parsed(openapi.SwitchRequest, parse_json(await read_body(request, openapi.SWITCH_MAX_BYTES)))
         controller: Controller = ready()
-        approved = store(controller).approve(experiment_id, body.operator, controller.clock())
+        approved = _store(controller).approve(experiment_id, body.operator, controller.clock())
         said = f": {body.reason}" if body.reason else ""
         row = controller.note(
             "approve",
@@ -72,15 +74,20 @@ def experiment_routes(ready: Any) -> APIRouter:
         controller.flush_outbox()
         return row.as_dict()
 
+    _read_routes(router, ready)
+    return router
+
+
+def _read_routes(router: APIRouter, ready: Any) -> None:
     @router.get("/v1/experiments", summary="Experiments, newest first", responses=openapi.errors(401, 503))
     def listed() -> list[dict[str, Any]]:
-        return [asdict(e) for e in store(ready()).list_experiments()]
+        return [asdict(e) for e in _store(ready()).list_experiments()]
 
     @router.get(
         "/v1/experiments/{experiment_id}", summary="One experiment", responses=openapi.errors(401, 404, 422, 503)
     )
     def one(experiment_id: str) -> dict[str, Any]:
-        experiments = store(ready())
+        experiments = _store(ready())
         found = asdict(experiments.get(experiment_id))
         for stage in found["stages"]:
             last = experiments.last_observation(experiment_id, stage["index"])
@@ -90,8 +97,6 @@ def experiment_routes(ready: Any) -> APIRouter:
                     mode="json"
                 )
         return found
-
-    return router
 
 
 def _parsed(model: Any, data: Any) -> Any:
