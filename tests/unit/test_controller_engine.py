@@ -27,23 +27,10 @@ from monitoring.controller.app import build_controller
 from monitoring.controller.config import ControllerConfig
 from monitoring.controller.engine import Controller
 from monitoring.controller.store import DONE
-from tests.support.controller import MANIFEST, T0, alert, config_data, notification, register
+from tests.support.controller import MANIFEST, T0, alert, config_data, notification
 
 DRIFT = alert("FeatureDriftHigh", "retrain", feature="user_feature_0", model_version="v1")
 DECAY = alert("OnlineRewardDecay", "retrain", model_version="v1", variant="stable")
-
-
-@pytest.fixture
-def audit_store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "audit.db") as store:
-        yield store
-
-
-@pytest.fixture
-def versions(tmp_path: Path) -> list[str]:
-    """Two blessed versions: the stable one (the latest deployable seeds the state) and a canary candidate."""
-    registry = ModelRegistry(tmp_path / "registry")
-    return [register(registry, tmp_path / "models", n) for n in range(2)]
 
 
 class Harness:

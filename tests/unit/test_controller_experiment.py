@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +74,6 @@ class SimulatedJoiner:
             self._add((canary.version, "canary"), to_candidate, self.candidate_ctr)
         self._add((state.stable.version, "stable"), self.per_read - to_candidate, CONTROL_CTR)
         return {k: ArmCounts(impressions=i, clicks=c) for k, (i, c) in self.counts.items()}
-
-
-@pytest.fixture
-def audit_store(tmp_path: Path) -> Iterator[SqliteStore]:
-    with SqliteStore(tmp_path / "audit.db") as store:
-        yield store
-
-
-@pytest.fixture
-def versions(tmp_path: Path) -> list[str]:
-    """Two blessed versions: the newer is stable (it seeds the state), the older is the candidate."""
-    registry = ModelRegistry(tmp_path / "registry")
-    return [register(registry, tmp_path / "models", n) for n in range(2)]
 
 
 def running(tmp_path: Path, audit_store: SqliteStore, candidate_ctr: float, **changes: Any) -> Harness:
