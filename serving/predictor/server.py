@@ -22,7 +22,9 @@ from kfloop.events.schema import Consent
 from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
+from serving.common.oip import answer_as_asked, requested_outputs
 from serving.common.protocol import (
+    OUTPUT_TENSORS,
     VARIANT_HEADER,
     Ranking,
     RankResult,
@@ -109,8 +111,10 @@ class RankerPredictor(kserve.Model):
             rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=True)
             results = await self._rank_all(rankings, variant)
             return {"predictions": [r.v1_json() for r in results]}
-        (result,) = await self._rank_all([parse_v2(payload, with_features=True)], variant)
-        return _v2_response(self.name, result)
+        ranking = parse_v2(payload, with_features=True)
+        requested_outputs(payload, OUTPUT_TENSORS)  # a bad name is refused before a decision is recorded
+        (result,) = await self._rank_all([ranking], variant)
+        return _v2_response(self.name, result, payload)
 
     def _variant(self, headers: dict[str, str] | None) -> str:
         from kfloop.errors import MalformedRequest
@@ -166,15 +170,17 @@ class RankerPredictor(kserve.Model):
         return result, decision, consent
 
 
-def _v2_response(model_name: str, result: RankResult) -> Any:
-    from kserve import InferOutput, InferResponse
+def _v2_response(model_name: str, result: RankResult, request: Any) -> Any:
+    """The slate as V2 outputs: those the request asked for, each as JSON or binary as it asked."""
+    from kserve import InferOutput
 
     outputs = [InferOutput(o["name"], o["shape"], o["datatype"], data=o["data"]) for o in result.v2_outputs()]
-    return InferResponse(
+    return answer_as_asked(
+        request,
+        outputs,
         response_id=result.request_id,
         model_name=model_name,
         model_version=result.model_version,
-        infer_outputs=outputs,
         parameters=result.v2_parameters(),
     )
 
@@ -198,4 +204,4 @@ def serve(config: PredictorConfig, resolved: ResolvedVersion) -> None:
             os._exit(3)
 
     threading.Thread(target=load, name="model-load", daemon=True).start()
-    KfloopModelServer(config.http_port, repository).start([])
+    KfloopModelServer(config.http_port, repository, grpc_port=config.grpc_port).start([])
