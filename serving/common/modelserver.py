@@ -29,6 +29,7 @@ from uvicorn.importer import import_from_string
 
 from serving.common.errors import install_kserve_error_handlers
 from serving.common.oip import KfloopGRPCServer, OipContentType, register_versioned_routes_as_not_found
+from serving.common.openapi import document_model_server
 from serving.common.ranking_metrics import RankingAnswers
 
 
@@ -47,6 +48,9 @@ class V1PredictFastPath:
         self.endpoints = V1Endpoints(dataplane)  # KServe's own V1 handler, called without FastAPI around it
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] != "POST" and _V1_VERB.match(scope["path"]):
+            await _post_only(scope, receive, send)
+            return
         match = _V1_PREDICT.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send)
@@ -72,6 +76,18 @@ class V1PredictFastPath:
 
 
 _V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
+_V1_VERB = re.compile(r"^/v1/models/[^/]+:(predict|explain)$")
+
+
+async def _post_only(scope: Any, receive: Any, send: Any) -> None:
+    """405 for :predict/:explain asked with another method. Without it the router's answer would come from
+    `GET /v1/models/{name}`, whose pattern the path also fits: `Allow: GET`, for a resource that takes POST."""
+    from starlette.responses import JSONResponse
+
+    from kfloop.errors import error_body
+
+    body = error_body("MethodNotAllowed", f"{scope['method']} is not allowed here: POST")
+    await JSONResponse(body, status_code=405, headers={"Allow": "POST"})(scope, receive, send)
 
 
 class KfloopRESTServer(RESTServer):
@@ -81,6 +97,11 @@ class KfloopRESTServer(RESTServer):
         app = import_from_string(self.config.app)  # an app object passes through unchanged
         register_versioned_routes_as_not_found(app)  # before KServe's, which answer 501 "not supported yet"
         self._register_endpoints(app)
+        document_model_server(
+            app,
+            title="kfloop model server (KServe V1 and V2, the Open Inference Protocol)",
+            models=self.dataplane.model_registry.get_models,
+        )
         install_model_server_edges(app, self.dataplane)
 
 

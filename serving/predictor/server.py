@@ -100,6 +100,12 @@ class RankerPredictor(kserve.Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         return output_metadata()
 
+    def openapi_bodies(self) -> dict[str, Any]:
+        """The requests this model takes, for the model server's OpenAPI document: the transformer's form."""
+        from serving.common.openapi import featured_bodies
+
+        return featured_bodies()
+
     # -- serving -----------------------------------------------------------------------------------------
     def observe_answer(self, variant: str | None, status: int, seconds: float) -> None:
         """Every ranking request answered, told by the model server (serving.common.ranking_metrics)."""
@@ -115,6 +121,11 @@ class RankerPredictor(kserve.Model):
         requested_outputs(payload, OUTPUT_TENSORS)  # a bad name is refused before a decision is recorded
         (result,) = await self._rank_all([ranking], variant)
         return _v2_response(self.name, result, payload)
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        from kfloop.errors import NotFound
+
+        raise NotFound("the predictor explains nothing: ask the transformer's :explain, which asks the explainer")
 
     def _variant(self, headers: dict[str, str] | None) -> str:
         from kfloop.errors import MalformedRequest

@@ -19,7 +19,7 @@ import kserve
 import orjson
 from prometheus_client import Histogram
 
-from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
@@ -128,7 +128,7 @@ class RankerTransformer(kserve.Model):
 
     async def explain(self, payload: Forward, headers: dict[str, str] | None = None) -> Any:
         if self.explainer_url is None:
-            raise NotReady("no explainer is configured for this transformer")
+            raise NotFound("no explainer is configured for this transformer: explanations are not offered here")
         if payload.v2:
             raise MalformedRequest(":explain takes V1 JSON (KServe's explain protocol)")
         path = f"/v1/models/{self.name}:explain"
