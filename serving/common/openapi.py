@@ -69,6 +69,7 @@ def document_model_server(app: Any, *, title: str, models: Callable[[], dict[str
 def v1_client_body() -> dict[str, Any]:
     """A V1 body as a client sends it: {"instances": [RankInstance, ...]} (its definitions inline)."""
     instance = RankInstance.model_json_schema(ref_template="#/components/schemas/{model}")
+    instance["properties"]["candidates"]["anyOf"][0]["uniqueItems"] = True  # RankInstance's validator says so
     return {
         "type": "object",
         "required": ["instances"],
