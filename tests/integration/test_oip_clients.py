@@ -2,7 +2,8 @@
 testbed) speaks the Open Inference Protocol to standard clients, unchanged: tritonclient's HTTP client (binary
 tensors, its default), its gRPC client, KServe's InferenceRESTClient and InferenceGRPCClient. Each gets the same
 slate for the same request id and user (a greedy policy: the slate is the model's, whoever asks), and requested
-outputs are honoured on REST and gRPC."""
+outputs are honoured on REST and gRPC. Then schemathesis against the front door's own OpenAPI document: every
+check on every operation (tests/support/fuzz.py), zero failures."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ triton_http = pytest.importorskip("tritonclient.http", reason="tritonclient (dev
 from kfloop.processes import free_port, stop_process  # noqa: E402
 from serving.common.names import MODEL_NAME  # noqa: E402
 from tests.support import testbed  # noqa: E402
+from tests.support.fuzz import fuzz  # noqa: E402
 from tests.support.stack import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
@@ -202,3 +204,36 @@ def test_grpc_errors_carry_their_status(front_door):
     assert unknown_output["status"] == "StatusCode.INVALID_ARGUMENT" and "ctr" in unknown_output["message"]
     unknown_model = triton_grpc(front_door, RANKING_INPUTS, model="nobody")["error"]
     assert unknown_model["status"] == "StatusCode.NOT_FOUND"
+
+
+SHAPES_UNSTATED = {
+    400: "JSON Schema cannot tie a tensor's shape to its data's length, nor say that the `consent` parameter is the "
+    "V1 consent object as a JSON string: a request whose shape and data disagree, or whose consent is not that "
+    "JSON, is refused with 400 naming the input"
+}
+
+
+@pytest.fixture(scope="module")
+def front_door_schema(front_door) -> Any:
+    schemathesis = pytest.importorskip("schemathesis")
+    return schemathesis.openapi.from_url(f"http://{front_door.rest}/openapi.json")
+
+
+def test_the_front_door_documents_every_route_it_serves(front_door_schema):
+    described = {(op.ok().method.upper(), op.ok().path) for op in front_door_schema.get_all_operations()}
+    ranking = {("POST", f"/v1/models/{{model_name}}:{verb}") for verb in ("predict", "explain")}
+    assert ranking | {("POST", "/v2/models/{model_name}/infer"), ("GET", "/metrics")} <= described
+    assert not any("/versions/" in path or "/repository/" in path for _, path in described)
+
+
+def test_every_check_passes_on_every_operation_of_the_front_door(front_door_schema):
+    operations = sorted((op.ok().method.upper(), op.ok().path) for op in front_door_schema.get_all_operations())
+    failures = {}
+    for method, path in operations:  # one server for all: every operation runs, then every failure is shown
+        refused = SHAPES_UNSTATED if path.endswith("/infer") else None
+        try:
+            report = fuzz(front_door_schema, method, path, max_examples=10, max_coverage=80, valid_but_refused=refused)
+            assert report.cases > 0
+        except Exception as exc:
+            failures[f"{method} {path}"] = str(exc)[:3000]
+    assert not failures, "\n\n".join(f"{operation}: {failure}" for operation, failure in failures.items())
