@@ -52,6 +52,12 @@ class NotFound(KfloopError):
     http_status = 404
 
 
+class Conflict(KfloopError):
+    """A well-formed request the current state does not allow (e.g. one experiment at a time)."""
+
+    http_status = 409
+
+
 class PayloadTooLarge(KfloopError):
     """The request body or batch is larger than the configured limit."""
 

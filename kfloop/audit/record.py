@@ -38,6 +38,8 @@ KSERVE_REQUEST = "kserve_request"
 KSERVE_RESPONSE = "kserve_response"
 ITEM_CONTEXT = "item_context"
 CONTROLLER_ACTION = "controller_action"
+SHADOW = "shadow"
+"""The variant of a shadow's decisions (mirrored requests, never served)."""
 RECORD_TAGS = frozenset({DECISION, EXPLANATION, KSERVE_REQUEST, KSERVE_RESPONSE, ITEM_CONTEXT, CONTROLLER_ACTION})
 CONTEXT_REF = "item_context"
 """The key, in a decision's inputs, of the item context's id the inputs leave out (see ItemContext)."""
@@ -113,12 +115,17 @@ class Decision(_AuditModel):
     """The user's consent as the ranking request gave it (or the serving config's default): without
     personalization, the user's features were not read and the slate is not logged as impressions for training.
     Absent from decisions recorded before consent was (their records and hashes stay as they were)."""
+    experiment: Identifier | None = None
+    """The experiment the decision was made in (the router names it while one runs); absent outside one."""
+    arm: Literal["control", "candidate", "shadow"] | None = None
+    """Its arm in that experiment: control (stable), candidate (canary), or shadow (mirrored, never served)."""
 
     @model_serializer(mode="wrap")
     def _without_unknown_consent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        if data.get("consent", True) is None:
-            del data["consent"]
+        for optional in ("consent", "experiment", "arm"):  # absent, not null: older records keep their hashes
+            if data.get(optional, True) is None:
+                del data[optional]
         return data
 
     @model_validator(mode="after")
@@ -330,8 +337,8 @@ def record_json(record: AnyRecord) -> dict[str, Any]:
 
 
 def record_id_of(record: Mapping[str, Any]) -> str:
-    """The dedup key, from the record's JSON: a decision per request id; KServe messages per payload; an item
-    context per content."""
+    """The dedup key, from the record's JSON: a decision per request id (a shadow's apart); KServe messages per
+    payload; an item context per content."""
     kind, request_id = record.get("kind"), record.get("request_id")
     if kind == ITEM_CONTEXT:
         return f"{kind}:{record.get('context_id')}"
@@ -339,6 +346,9 @@ def record_id_of(record: Mapping[str, Any]) -> str:
         return f"{kind}:{request_id}:{record.get('explanation_id')}"
     if kind == CONTROLLER_ACTION:
         return f"{kind}:{record.get('action_id')}:{record.get('outcome')}"
+    if kind == DECISION and record.get("variant") == SHADOW:
+        # a shadow decides on a copy of a request a served decision answered: its own record, beside that one
+        return f"{kind}:{request_id}:{SHADOW}"
     if kind in (KSERVE_REQUEST, KSERVE_RESPONSE):
         # A client may reuse a Ce-Id for different requests; only an identical resend is a duplicate.
         payload = canonical_json([record.get("body"), record.get("body_base64")])

@@ -254,6 +254,13 @@ COMMANDS: tuple[Command, ...] = (
         controller_flags.add_client_arguments,
     ),
     Command(
+        ("approve",),
+        Stack.CORE,
+        "kfloop.cli.commands.controller:approve",
+        "approve an experiment's last step to 100% (when the controller's experiment.approval_before_full is on)",
+        controller_flags.add_approve_arguments,
+    ),
+    Command(
         ("resume",),
         Stack.CORE,
         "kfloop.cli.commands.controller:resume",

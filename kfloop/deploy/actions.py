@@ -113,6 +113,34 @@ def deploy(
     return Change(state, after.model_copy(update={"history": [*state.history, entry]}), summary)
 
 
+def stage(
+    state: ServingState,
+    registry: ModelRegistry,
+    version: str,
+    placement: dict[str, Any],
+    *,
+    operator: str,
+    reason: str,
+) -> Change:
+    """VERSION as the canary in an experiment's stage: `placement` is its percent, mode (canary or shadow) and
+    experiment id. Only a deployable version, beside a stable one, replacing no other canary; the same version
+    moves from stage to stage."""
+    _require_version(registry, version)
+    if not registry.status(version).deployable:
+        raise InvalidInput(f"model version {version} is {registry.status(version).state.value}, not deployable")
+    if state.stable is None or state.stable.version == version:
+        raise InvalidInput(f"an experiment needs a stable version other than {version} to compare with")
+    if state.canary is not None and state.canary.version != version:
+        raise InvalidInput(f"canary {state.canary.version} is running; it ends before {version}'s experiment starts")
+    at = now_iso()
+    canary = CanaryPlacement(version=version, since=at, **placement)
+    entry = HistoryEntry(at=at, action="stage", version=version, percent=canary.percent, by=operator, note=reason)
+    after = state.model_copy(update={"canary": canary, "history": [*state.history, entry]})
+    share = "mirrored, serving nobody" if canary.mode == "shadow" else f"{canary.percent}% of users"
+    summary = f"{version} is the candidate of {canary.experiment} ({share}) beside stable {state.stable.version}"
+    return Change(state, after, summary)
+
+
 def promote(state: ServingState, *, operator: str) -> Change:
     if state.canary is None:
         raise InvalidInput("there is no canary to promote")

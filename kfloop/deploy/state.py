@@ -53,13 +53,18 @@ class Placement(_Frozen):
 
 class CanaryPlacement(Placement):
     percent: int = Field(ge=0, le=100)
-    """Share of requests sent to the canary, drawn per request."""
+    """Share of requests sent to the canary: drawn per request, or per user during an experiment."""
+    mode: Literal["canary", "shadow"] = "canary"
+    """canary: serves `percent` of requests; shadow: serves none, the router mirrors every request to it (an
+    experiment's first stage; locally only: on a cluster the shadow runs as a canary at 0%)."""
+    experiment: str | None = None
+    """The experiment the controller runs it in (its users keep their arm: kfloop.experiments.arms)."""
 
 
 class HistoryEntry(_Frozen):
     at: str
     """When, RFC 3339 UTC."""
-    action: Literal["seed", "deploy", "promote", "rollback"]
+    action: Literal["seed", "deploy", "promote", "rollback", "stage"]
     """What happened."""
     version: str | None
     """The version it concerned."""

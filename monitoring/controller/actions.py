@@ -38,6 +38,9 @@ class Step:
     variant: str | None = None
     wait_s: float | None = None
     """Look again after this long (None: at the next reconcile)."""
+    follow_up: tuple[str, dict[str, Any]] | None = None
+    """A new action (kind, details) to open with this step, in the same transaction (a retraining run's
+    blessed result starts its experiment)."""
 
 
 class ActionKind(Protocol):

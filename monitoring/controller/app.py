@@ -21,12 +21,15 @@ from starlette.responses import Response
 from kfloop.audit.shipper import AuditRecorder
 from kfloop.config import load_config
 from kfloop.errors import InvalidInput, KfloopError, NotFound, NotReady, field_errors
+from kfloop.experiments.store import ExperimentStore
 from monitoring.controller import flags, openapi
 from monitoring.controller.actions import Rollback, serving_target
 from monitoring.controller.alerts import parse_notification
 from monitoring.controller.auth import BearerToken, ensure_token_file
 from monitoring.controller.config import DEFAULT_CONFIG, ControllerConfig
 from monitoring.controller.engine import Controller, Recorder
+from monitoring.controller.experiment import KIND, RunExperiment
+from monitoring.controller.experiment_api import experiment_routes
 from monitoring.controller.metrics import controller_registry
 from monitoring.controller.retrain import Retrain
 from monitoring.controller.runners import KfpRunner, LocalRunner, Runner
@@ -46,9 +49,13 @@ def build_controller(config: ControllerConfig, *, recorder: Recorder | None = No
         runner = KfpRunner(config.retrain.kfp)
     else:
         runner = LocalRunner(config.runs_dir, config.retrain.command)
+    experiments = ExperimentStore(config.experiments_db)
     kinds = {
         "rollback": Rollback(target, config.rollback),
-        "retrain": Retrain(runner, target, config.retrain, config.rollback),
+        "retrain": Retrain(
+            runner, target, config.retrain, config.rollback, experiment=KIND if config.experiment.enabled else None
+        ),
+        KIND: RunExperiment(target, config.experiment, experiments, config.rollback),
     }
     return Controller(
         ControllerStore(config.state_db),
@@ -56,13 +63,14 @@ def build_controller(config: ControllerConfig, *, recorder: Recorder | None = No
         recorder or AuditRecorder(config.audit),
         actor=config.name,
         reconcile_interval_s=config.reconcile_interval_s,
+        experiments=experiments,
     )
 
 
 def create_app(config: ControllerConfig, controller: Controller | None = None) -> FastAPI:
     controller = controller or build_controller(config)
     lifecycle = ResourceLifecycle(controller, name="controller state", closed_message="controller stopped")
-    registry = controller_registry(controller)
+    registry = controller_registry(controller, config.experiment.metrics_retention_s)
     app = FastAPI(
         title="kfloop controller",
         version=service_version(),
@@ -84,6 +92,7 @@ def create_app(config: ControllerConfig, controller: Controller | None = None) -
     app.include_router(_operations(controller, lifecycle, registry))
     app.include_router(_alert_routes(config, ready), dependencies=guarded)
     app.include_router(_control_routes(config, ready), dependencies=guarded)
+    app.include_router(experiment_routes(ready), dependencies=guarded)
     app.openapi = _openapi_builder(app)  # type: ignore[method-assign]
     return app
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kfloop.audit.config import SpoolConfig
 from kfloop.config import StrictModel
@@ -76,6 +76,96 @@ class RetrainConfig(StrictModel):
     """The share of traffic a blessed result gets as the canary."""
 
 
+class TestConfig(StrictModel):
+    """A stage's sequential non-inferiority test (kfloop.experiments), preregistered when the stage starts."""
+
+    margin: float = Field(default=0.005, gt=0, lt=1)
+    """How far below production's online CTR the candidate may be and still pass (absolute: 0.005 = half a
+    CTR point)."""
+    alpha: float = Field(default=0.05, gt=0, le=0.5)
+    """Error rate of each of the test's two decisions, however often it is looked at."""
+    min_samples: int = Field(default=2000, ge=1)
+    """Candidate impressions before any decision."""
+    max_samples: int = Field(default=100_000, ge=1)
+    """Candidate impressions at which an undecided stage ends as `on_max_sample` says."""
+    on_max_sample: Literal["rollback", "promote"] = "rollback"
+    """What an undecided stage does at `max_samples`."""
+
+
+class StageConfig(StrictModel):
+    """One stage of an experiment: the candidate's share and what it must pass to go on."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")
+    """Its name in metrics, the audit trail and reports (e.g. shadow, canary-10)."""
+    mode: Literal["shadow", "canary"] = "canary"
+    """shadow: mirrored every request, serving none; canary: serving `percent` of the users (sticky arms)."""
+    percent: int = Field(default=0, ge=0, le=99)
+    """The candidate's share of users (0 in shadow)."""
+    duration_s: float = Field(default=0.0, ge=0)
+    """A shadow stage's gate: it passes after this long (its slates are logged, never served)..."""
+    min_mirrored: int = Field(default=0, ge=0)
+    """...and once the candidate has answered this many mirrored requests (read from
+    `experiment.mirror_counts_url`), so a shadow still loading its model does not pass on time alone."""
+    test: TestConfig | None = None
+    """A canary stage's gate: the sequential test (required for a canary stage)."""
+
+    @model_validator(mode="after")
+    def _gate_fits_mode(self) -> StageConfig:
+        if self.mode == "canary" and (self.test is None or self.percent < 1):
+            raise ValueError(f"stage {self.name}: a canary stage needs a test and a percent of at least 1")
+        if self.mode == "canary" and self.min_mirrored:
+            raise ValueError(f"stage {self.name}: min_mirrored is a shadow stage's gate")
+        if self.mode == "shadow" and (self.test is not None or self.percent != 0):
+            raise ValueError(f"stage {self.name}: a shadow stage serves nobody: percent 0 and no test")
+        return self
+
+
+def _default_stages() -> list[StageConfig]:
+    return [
+        StageConfig(name="shadow", mode="shadow", duration_s=600),
+        StageConfig(name="canary-10", percent=10, test=TestConfig()),
+        StageConfig(name="canary-50", percent=50, test=TestConfig()),
+    ]
+
+
+class ExperimentConfig(StrictModel):
+    """How a new blessed version is tried: its stages, in order, then 100% (a promotion)."""
+
+    enabled: bool = True
+    """A retraining run's blessed result starts an experiment; False: it is deployed as a plain canary at
+    `retrain.canary_percent` (promoted by hand)."""
+    stages: list[StageConfig] = Field(default_factory=_default_stages, min_length=1)
+    """The stages before 100%, each passed before the next starts."""
+    approval_before_full: bool = False
+    """Wait for `kfloop approve EXPERIMENT` after the last stage passes, before promoting to 100%."""
+    counts_url: str = "http://127.0.0.1:8092/metrics"
+    """Where the per-arm impressions and clicks are read: the joiner's /metrics (its counters by model version
+    and variant), the same locally and on a cluster (its Service); no Prometheus in between, so no scrape lag."""
+    mirror_counts_url: str | None = None
+    """Where a shadow's answered mirrored requests are counted: the local router's /metrics
+    (`kfloop_ranking_requests_total{role="router",variant="shadow",code="200"}`). None: shadow stages are gated by
+    their duration alone (on a cluster, where the shadow runs as a canary at 0% and nothing mirrors to it)."""
+    poll_interval_s: float = Field(default=10.0, gt=0)
+    """How often a running stage's test is evaluated."""
+    metrics_retention_s: float = Field(default=900.0, ge=0)
+    """How long a finished experiment's last decision stays exported (so CanaryRewardWorse can fire on it)."""
+
+    @field_validator("stages")
+    @classmethod
+    def _names_unique(cls, stages: list[StageConfig]) -> list[StageConfig]:
+        names = [s.name for s in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names repeat: {names}")
+        return stages
+
+    @model_validator(mode="after")
+    def _mirrors_are_counted_somewhere(self) -> ExperimentConfig:
+        gated = [s.name for s in self.stages if s.min_mirrored]
+        if gated and self.mirror_counts_url is None:
+            raise ValueError(f"stages {gated} count mirrored requests: mirror_counts_url is required")
+        return self
+
+
 class RollbackConfig(StrictModel):
     """Retries of a rollback the API server or the state file refused for a passing reason."""
 
@@ -116,6 +206,8 @@ class ControllerConfig(StrictModel):
     """Retraining runs."""
     rollback: RollbackConfig = Field(default_factory=RollbackConfig)
     """Rollback retries."""
+    experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    """The stages a new blessed version walks through before it serves everyone."""
     audit: SpoolConfig = Field(default_factory=lambda: SpoolConfig(dir=Path(".kfloop/controller/audit-spool")))
     """The durable spool of this controller's audit records and the audit sink it ships them to."""
 
@@ -129,6 +221,11 @@ class ControllerConfig(StrictModel):
     @property
     def state_db(self) -> Path:
         return self.state_dir / "state.db"
+
+    @property
+    def experiments_db(self) -> Path:
+        """The experiments' record (kfloop.experiments.store), read by `kfloop experiments` and reports."""
+        return self.state_dir / "experiments.db"
 
     @property
     def runs_dir(self) -> Path:

@@ -20,7 +20,8 @@ from typing import Any, Protocol
 
 from kfloop.audit.canonical import rfc3339
 from kfloop.audit.record import AnyRecord, ControllerAction, parse_record, record_id_of, record_json
-from kfloop.errors import KfloopError
+from kfloop.errors import InvalidInput, KfloopError
+from kfloop.experiments.store import ExperimentStore
 from monitoring.controller.actions import PAUSED, ActionKind, Step
 from monitoring.controller.alerts import Notification, WebhookAlert
 from monitoring.controller.store import DONE, ActionRow, ControllerStore
@@ -59,8 +60,11 @@ class Controller:
         actor: str,
         reconcile_interval_s: float = 1.0,
         clock: Callable[[], str] = utc_now,
+        experiments: ExperimentStore | None = None,
     ) -> None:
         self.store = store
+        self.experiments = experiments
+        """The experiments' record (opened and closed with the state), for the experiment kind and /metrics."""
         self.kinds = dict(kinds)
         self.recorder = recorder
         self.actor = actor
@@ -87,6 +91,8 @@ class Controller:
         if self._ready:
             return
         self.store.open()
+        if self.experiments is not None:
+            self.experiments.open()
         self.recorder.open()
         self.flush_outbox()
         if start_worker:
@@ -104,6 +110,8 @@ class Controller:
             self._worker.join(60)
             self._worker = None
         self.recorder.close()
+        if self.experiments is not None:
+            self.experiments.close()
         self.store.close()
 
     # -- observe and decide ---------------------------------------------------------------------------
@@ -181,7 +189,10 @@ class Controller:
                 self.store.save_action(updated)
                 if step.outcome is not None:
                     self._audit(updated, step.outcome, step.reason)
+                if step.follow_up is not None:
+                    self.open_action(*step.follow_up, model_version=updated.model_version)
             self.flush_outbox()
+            self._wake.set()
         if updated.phase == DONE:
             self._due.pop(action.id, None)
             log.info("action %s (%s): %s: %s", action.id, action.kind, step.outcome, step.reason)
@@ -189,6 +200,27 @@ class Controller:
         wait = step.wait_s or 0.0
         self._due[action.id] = time.monotonic() + wait
         return wait
+
+    def open_action(self, kind: str, details: dict[str, Any], *, model_version: str | None = None) -> ActionRow:
+        """A new action of `kind`, not called for by an alert (an experiment for a new version): pending, for the
+        worker to carry out."""
+        if kind not in self.kinds:
+            raise InvalidInput(f"this controller has no action {kind!r}")
+        now = self.clock()
+        row = ActionRow(
+            id=new_action_id(),
+            kind=kind,
+            actor=self.actor,
+            phase="pending",
+            created_at=now,
+            updated_at=now,
+            details=details,
+            model_version=model_version,
+        )
+        with self.store.transaction():
+            self.store.insert_action(row)
+        self._wake.set()
+        return row
 
     def _audit(self, row: ActionRow, outcome: str, reason: str) -> None:
         """Put the record in the outbox (inside the caller's transaction)."""
@@ -250,22 +282,41 @@ class Controller:
             self.store.set_setting(PAUSE_SETTING, value)
             said = f"{reason} " if reason else ""
             before = "was paused" if was else "was acting"
-            row = ActionRow(
-                id=new_action_id(),
-                kind=kind,
-                actor=operator,
-                phase=DONE,
-                created_at=now,
-                updated_at=now,
-                outcome=outcome,
-                reason=f"{said}({before})",
-                finished_at=now,
-                details={"previous": was},
-            )
-            self.store.insert_action(row)
-            self._audit(row, outcome, row.reason)
+            row = self.note(kind, operator, outcome, f"{said}({before})", {"previous": was}, now=now)
         self.flush_outbox()
         self._wake.set()
+        return row
+
+    def note(
+        self,
+        kind: str,
+        operator: str,
+        outcome: str,
+        reason: str,
+        details: dict[str, Any],
+        *,
+        now: str | None = None,
+        model_version: str | None = None,
+    ) -> ActionRow:
+        """An operator's act (pause, an experiment's approval), done when recorded: in the state and the audit
+        trail's outbox, in one transaction (the caller's, if it holds one)."""
+        now = now or self.clock()
+        row = ActionRow(
+            id=new_action_id(),
+            kind=kind,
+            actor=operator,
+            phase=DONE,
+            created_at=now,
+            updated_at=now,
+            outcome=outcome,
+            reason=reason,
+            finished_at=now,
+            details=details,
+            model_version=model_version,
+        )
+        with self.store.transaction():
+            self.store.insert_action(row)
+            self._audit(row, outcome, row.reason)
         return row
 
 

@@ -37,3 +37,11 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help="the controller's base URL (default: from the config's host and port)")
     parser.add_argument("--operator", help="who (default: the OS user)")
     parser.add_argument("--reason", default="", help="why (recorded in the audit trail)")
+
+
+def add_approve_arguments(parser: argparse.ArgumentParser) -> None:
+    """`kfloop approve EXPERIMENT`: the experiment, and the client's arguments."""
+    parser.add_argument(
+        "experiment", help="the experiment's id (exp-...), as the audit trail and /v1/experiments name it"
+    )
+    add_client_arguments(parser)

@@ -4,11 +4,17 @@ counters that carry on across restarts instead of starting again at zero.
 `kfloop_controller_actions_total{action,outcome}`, `kfloop_controller_paused`,
 `kfloop_controller_open_actions{action}`, and the training pipeline's last run:
 `kfloop_pipeline_last_run_success{pipeline="training"}`, `kfloop_pipeline_last_run_timestamp_seconds{pipeline}`
-(absent until a run has ended).
+(absent until a run has ended). Per experiment stage (running, or finished within
+`experiment.metrics_retention_s`), its test's last evaluation: `kfloop_experiment_statistic`,
+`kfloop_experiment_boundary` (decided when the statistic passes +-boundary), `kfloop_experiment_impressions{arm}`,
+`kfloop_experiment_decision{decision}` (1 for the current one, 0 for the others), labelled experiment, stage and
+model_version (the candidate).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -16,15 +22,18 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kfloop.audit.canonical import parse_rfc3339
+from kfloop.experiments import DECISIONS
+from kfloop.experiments.store import ExperimentStore
 from monitoring.controller.engine import Controller
 
 TRAINING = "training"
 
 
 class ControllerExporter:
-    def __init__(self, controller: Controller, retrain_kind: str = "retrain") -> None:
+    def __init__(self, controller: Controller, retrain_kind: str = "retrain", retention_s: float = 900.0) -> None:
         self.controller = controller
         self.retrain_kind = retrain_kind
+        self.retention_s = retention_s
 
     def collect(self) -> Iterator[Metric]:
         if not self.controller.store.ready:
@@ -43,6 +52,8 @@ class ControllerExporter:
         paused = 1.0 if self.controller.paused() is not None else 0.0
         yield GaugeMetricFamily("kfloop_controller_paused", "1 while the kill switch is on (kfloop pause).", paused)
         yield from self._last_run()
+        if self.controller.experiments is not None:
+            yield from experiment_metrics(self.controller.experiments, time.time() - self.retention_s)
 
     def _last_run(self) -> Iterator[Metric]:
         run_end = self.controller.store.last_run_end(self.retrain_kind)
@@ -62,7 +73,41 @@ class ControllerExporter:
         yield ended
 
 
-def controller_registry(controller: Controller) -> CollectorRegistry:
+def experiment_metrics(store: ExperimentStore, since_s: float) -> Iterator[Metric]:
+    """The last evaluation of each tested stage of the experiments running or finished after `since_s`."""
+    labels = ["experiment", "stage", "model_version"]
+    statistic = GaugeMetricFamily("kfloop_experiment_statistic", "The stage's test statistic z.", labels=labels)
+    boundary = GaugeMetricFamily(
+        "kfloop_experiment_boundary", "The always-valid boundary: decided when |z| reaches it.", labels=labels
+    )
+    impressions = GaugeMetricFamily(
+        "kfloop_experiment_impressions", "Impressions of each arm in the stage.", labels=[*labels, "arm"]
+    )
+    decision = GaugeMetricFamily(
+        "kfloop_experiment_decision", "1 for the stage's current decision.", labels=[*labels, "decision"]
+    )
+    for experiment in store.list_experiments():
+        if experiment.finished_at is not None and parse_rfc3339(experiment.finished_at).timestamp() < since_s:
+            continue
+        for stage, last in store.decisions(experiment.id):
+            if last is None:
+                continue
+            key = [experiment.id, stage.name, experiment.model_version]
+            numbers = last.numbers
+            statistic.add_metric(key, _number(numbers["statistic"]))
+            boundary.add_metric(key, _number(numbers["boundary"]))
+            impressions.add_metric([*key, "candidate"], numbers["candidate_impressions"])
+            impressions.add_metric([*key, "control"], numbers["control_impressions"])
+            for name in DECISIONS:
+                decision.add_metric([*key, name], 1.0 if name == last.decision else 0.0)
+    yield from (statistic, boundary, impressions, decision)
+
+
+def _number(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def controller_registry(controller: Controller, retention_s: float = 900.0) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ControllerExporter(controller))
+    registry.register(ControllerExporter(controller, retention_s=retention_s))
     return registry

@@ -93,7 +93,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: "Not JSON, or not an Alertmanager webhook (version 4) payload; nothing was done",
         401: "No bearer token, or not the controller's",
-        404: "No such action",
+        404: "No such action or experiment",
+        409: "Not now: an experiment runs already, or this one awaits no approval",
         413: "Body over max_body_bytes",
         422: "A parameter or field failed validation",
         503: "The controller's state is not open yet (or failed to open): retry",
@@ -109,13 +110,20 @@ WEBHOOK_BODY = {
     }
 }
 SWITCH_MAX_BYTES = 64 * 1024
-SWITCH_BODY = {
-    "requestBody": {
-        "required": True,
-        "description": "Who flips the switch, and why",
-        "content": {"application/json": {"schema": SwitchRequest.model_json_schema()}},
+
+
+def json_body(model: type[BaseModel], description: str) -> dict[str, Any]:
+    """A required JSON request body of `model`'s schema (routes read their bodies themselves)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
     }
-}
+
+
+SWITCH_BODY = json_body(SwitchRequest, "Who flips the switch, and why")
 PLAIN_503 = {503: {"model": ErrorResponse, "description": "Not up (health) or not ready"}}
 SECURITY_SCHEMES = {
     "bearerToken": {

@@ -5,7 +5,9 @@ Phases, each recorded before the next begins:
     pending   -> starting:  the run's reference and the deployable versions before it are stored
     starting  -> running:   launched (or found launched, after a crash); audit record `started`
     running   -> deploying: the run ended well (a failed run is done: `failed`)
-    deploying -> done:      a new deployable version is the canary (`deployed`), or nothing is (`not_deployed`)
+    deploying -> done:      a new deployable version is the canary (`deployed`), or nothing is (`not_deployed`);
+                            with experiments on, it goes into an experiment instead (`experiment`: the experiment
+                            action, opened with this step, deploys it stage by stage)
 """
 
 from __future__ import annotations
@@ -31,11 +33,21 @@ def _seconds_between(earlier: str, later: str) -> float:
 class Retrain:
     name = "retrain"
 
-    def __init__(self, runner: Runner, target: ServingTarget, config: RetrainConfig, retries: RollbackConfig) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        target: ServingTarget,
+        config: RetrainConfig,
+        retries: RollbackConfig,
+        *,
+        experiment: str | None = None,
+    ) -> None:
         self.runner = runner
         self.target = target
         self.config = config
         self.retries = retries
+        self.experiment = experiment
+        """The action kind a blessed result is handed to (None: it is deployed as a plain canary)."""
 
     def admit(self, store: ControllerStore, now: str) -> tuple[str, str] | None:
         """One run at a time; none within the cooldown after the last one ended."""
@@ -127,6 +139,17 @@ class Retrain:
         version = new[-1]
         if paused:
             return Step(DONE, outcome="not_deployed", reason=f"the controller is paused: {version} was not deployed")
+        if self.experiment is not None:
+            reason = f"{version} is blessed: its experiment starts (stage by stage, each gated)"
+            follow = (self.experiment, {"candidate": version, "retrain_action": action.id})
+            return Step(
+                DONE,
+                details={"candidate": version},
+                outcome="experiment",
+                reason=reason,
+                model_version=version,
+                follow_up=follow,
+            )
         percent = self.config.canary_percent
         state = load_or_seed(self.target.state_dir, self.target.manifest, self.target.registry)
         if state.canary is not None and state.canary.version == version:  # deployed before a crash

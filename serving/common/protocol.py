@@ -16,7 +16,7 @@ V2 inputs:   user_id BYTES [1]; candidates BYTES [n] (optional: the whole catalo
              Transformer -> predictor adds one tensor per feature: shape [1] per user, [n] per candidate.
 V2 outputs:  item_id BYTES [k], position INT32 [k], propensity FP64 [k], score FP32 [k] (the slate, slot 1
              first); candidate_id BYTES [n] and candidate_score FP32 [n] (every candidate's score);
-             parameters model_version, variant, request_id; the response id is the request id.
+             parameters model_version, variant, request_id (+ experiment, arm in one); the response id: request id.
 """
 
 from __future__ import annotations

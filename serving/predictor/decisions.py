@@ -52,11 +52,17 @@ AUDIT_FAILURES = Counter("kfloop_predictor_audit_failures_total", "Decisions tha
 
 
 def build_decision(
-    result: RankResult, user_id: str, k: int, policy: PolicyConfig, feed: Feed, consent: Consent
+    result: RankResult,
+    user_id: str,
+    k: int,
+    policy: PolicyConfig,
+    feed: Feed,
+    consent: Consent,
+    experiment: tuple[str | None, str | None] = (None, None),
 ) -> Decision:
     """The audit record of one decision: exactly the inputs the model was given, the slate with propensities,
     per slot the item's rank by score and how the policy drew it (greedy or exploration), and the consent it was
-    made under.
+    made under, and the experiment and arm it was made in (None outside one).
 
     Every field is validated except `inputs`, which is attached after validation: its values were already
     checked (finite numbers, strings) when the model's input matrices were built, and walking ~2,000 values
@@ -89,6 +95,8 @@ def build_decision(
             name=policy.exploration, epsilon=policy.epsilon if policy.exploration == "epsilon_greedy" else None
         ),
         consent=consent,
+        experiment=experiment[0],
+        arm=experiment[1],
     )
     return decision.model_copy(update={"inputs": decision_inputs(result.candidates, k, feed)})
 

@@ -8,7 +8,9 @@ retrying until the collector has them. The spool keeps a file until both the aud
 it. Event ids are `imp-{request_id}-{position}`: a resend, or a client's own impression of the slot, is the same
 event, and readers of the log prefer the served copy (kfloop.eventlog.copies).
 
-A decision without personalization consent becomes no impression (it is still recorded, saying so).
+A decision without personalization consent becomes no impression (it is still recorded, saying so); nor does a
+shadow's decision (variant `shadow`: mirrored by the router, its slate never shown), which stays in the audit
+trail with its propensities.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import orjson
 from prometheus_client import Counter
 
-from kfloop.audit.record import DECISION
+from kfloop.audit.record import DECISION, SHADOW
 from kfloop.audit.shipper import SKIPPED, DeliveryFailed, HttpSink, Receipt
 from kfloop.audit.spool import decode_payload
 from kfloop.events.schema import SERVING
@@ -52,9 +54,9 @@ def impression_id(request_id: str, position: int) -> str:
 
 def impressions_of(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The impression events of a spooled decision (its JSON, as spooled), slot 1 first. None for another kind
-    of record, or for a decision made without personalization consent. A decision recorded before decisions
-    carried consent was made with personalization, as every request was then."""
-    if record.get("kind") != DECISION:
+    of record, a shadow's decision, or a decision made without personalization consent. A decision recorded
+    before decisions carried consent was made with personalization, as every request was then."""
+    if record.get("kind") != DECISION or record.get("variant") == SHADOW:  # never served
         return []
     consent = record.get("consent") or _CONSENTED
     if not consent.get("personalization"):

@@ -19,6 +19,7 @@ import numpy as np
 from prometheus_client import Counter
 
 from kfloop.events.schema import Consent
+from kfloop.experiments.arms import ARM_OF_VARIANT, EXPERIMENT_HEADER
 from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
@@ -112,35 +113,43 @@ class RankerPredictor(kserve.Model):
         self.metrics.observe_answer(variant, status, seconds)
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None, response_headers: Any = None) -> Any:
-        variant = self._variant(headers)
+        variant = self._header(headers, VARIANT_HEADER) or self.config.variant
+        experiment = self._header(headers, EXPERIMENT_HEADER)
+        arm = ARM_OF_VARIANT.get(variant) if experiment else None
         if isinstance(payload, dict):
             rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=True)
-            results = await self._rank_all(rankings, variant)
-            return {"predictions": [r.v1_json() for r in results]}
+            results = await self._rank_all(rankings, variant, experiment, arm)
+            inside = {"experiment": {"id": experiment, "arm": arm}} if experiment else {}
+            return {"predictions": [r.v1_json() | inside for r in results]}
         ranking = parse_v2(payload, with_features=True)
         requested_outputs(payload, OUTPUT_TENSORS)  # a bad name is refused before a decision is recorded
-        (result,) = await self._rank_all([ranking], variant)
-        return _v2_response(self.name, result, payload)
+        (result,) = await self._rank_all([ranking], variant, experiment, arm)
+        inside = {"experiment": experiment, "arm": arm or ""} if experiment else {}
+        return _v2_response(self.name, result, payload, inside)
 
     async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
         from kfloop.errors import NotFound
 
         raise NotFound("the predictor explains nothing: ask the transformer's :explain, which asks the explainer")
 
-    def _variant(self, headers: dict[str, str] | None) -> str:
+    @staticmethod
+    def _header(headers: dict[str, str] | None, name: str) -> str | None:
+        """A variant or experiment name from the router's header (None when absent); a malformed one is a 400."""
         from kfloop.errors import MalformedRequest
 
-        variant = (headers or {}).get(VARIANT_HEADER) or self.config.variant
-        if not _VARIANT.fullmatch(variant):
-            raise MalformedRequest(f"header {VARIANT_HEADER} {variant!r} is not a valid variant name")
-        return variant
+        value = (headers or {}).get(name)
+        if value is not None and not _VARIANT.fullmatch(value):
+            raise MalformedRequest(f"header {name} {value!r} is not a valid name")
+        return value
 
-    async def _rank_all(self, rankings: list[Ranking], variant: str) -> list[RankResult]:
+    async def _rank_all(
+        self, rankings: list[Ranking], variant: str, experiment: str | None = None, arm: str | None = None
+    ) -> list[RankResult]:
         from kfloop.errors import NotReady
 
         if not self.ready or self.ranker is None:
             raise NotReady(f"model version {self.version} is still loading")
-        scored = [self._rank(r, variant) for r in rankings]
+        scored = [self._rank(r, variant, experiment, arm) for r in rankings]
         if self.decisions is not None:
             futures = [self.decisions.submit(decision) for _, decision, _ in scored]
             await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
@@ -152,7 +161,9 @@ class RankerPredictor(kserve.Model):
             SLATES_WITHOUT_CONSENT.labels(variant, self.version).inc(unconsented)
         return [result for result, _, _ in scored]
 
-    def _rank(self, ranking: Ranking, variant: str) -> tuple[RankResult, Any, Consent]:
+    def _rank(
+        self, ranking: Ranking, variant: str, experiment: str | None, arm: str | None
+    ) -> tuple[RankResult, Any, Consent]:
         from kfloop.errors import MalformedRequest
 
         candidates = ranking.candidates or []
@@ -177,11 +188,11 @@ class RankerPredictor(kserve.Model):
         consent = consent_or_default(ranking.consent, self.config.consent_default)
         decision = None
         if self.decisions is not None:
-            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent)
+            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent, (experiment, arm))
         return result, decision, consent
 
 
-def _v2_response(model_name: str, result: RankResult, request: Any) -> Any:
+def _v2_response(model_name: str, result: RankResult, request: Any, experiment: dict[str, str]) -> Any:
     """The slate as V2 outputs: those the request asked for, each as JSON or binary as it asked."""
     from kserve import InferOutput
 
@@ -192,7 +203,7 @@ def _v2_response(model_name: str, result: RankResult, request: Any) -> Any:
         response_id=result.request_id,
         model_name=model_name,
         model_version=result.model_version,
-        parameters=result.v2_parameters(),
+        parameters={**result.v2_parameters(), **experiment},
     )
 
 

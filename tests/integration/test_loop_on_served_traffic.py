@@ -21,21 +21,17 @@ import pandas as pd
 import pytest
 
 from components import examples_io
-from kfloop.config import load_config
-from kfloop.data import fetch_obd, import_obd
-from kfloop.eventlog import EventLog, EventLogConfig, read_events
+from kfloop.eventlog import read_events
 from kfloop.ope import ips, snips
 from kfloop.registry import ModelRegistry
 from kfloop.simulate import read_rankings
-from pipelines.config import PipelineConfig
 from pipelines.runner import run_local
+from tests.support.pipeline import import_obd_sample, state_dir_config
 from tests.support.system import part_of, system_data, write_system
 
-pytestmark = [pytest.mark.pipeline, pytest.mark.integration]
+pytestmark = [pytest.mark.pipeline, pytest.mark.integration, pytest.mark.timeout(3600)]
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO / "data"
-SMALL_PROFILE = REPO / "pipelines" / "profiles" / "small.yaml"
 PARTS = ["collector", "features-apply", "follower", "joiner", "serving"]  # the loop; no monitoring here
 RATE, SECONDS, RUN_ID = 20, 60, "served-window"
 
@@ -58,23 +54,6 @@ def kfloop(*args: str, timeout: float) -> subprocess.CompletedProcess:
     )
     assert result.returncode == 0, f"kfloop {args[0]}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
-
-
-def pipeline_config(state: Path, root: Path, **overrides: Any) -> PipelineConfig:
-    """The small profile on the system's own state directory (its event log, feature store and registry)."""
-    return load_config(
-        PipelineConfig,
-        SMALL_PROFILE,
-        overrides={
-            "features.event_log.log_uri": str(state / "events"),
-            "features.event_log.wal_dir": str(state / "wal"),
-            "features.store.repo_dir": str(state / "features"),
-            "features.store.obd_data_dir": str(DATA_DIR),
-            "registry.uri": str(state / "registry"),
-            "pipeline_root": str(root / "pipeline-root"),
-            **overrides,
-        },
-    )
 
 
 def system_file(root: Path) -> Path:
@@ -110,11 +89,11 @@ def newest_examples(root: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     root = tmp_path_factory.mktemp("served-loop")
     state = root / "state"
-    fetch_obd(DATA_DIR)
-    with EventLog(EventLogConfig(wal_dir=state / "wal-obd", log_uri=str(state / "events")), writer_id="obd") as log:
-        import_obd(DATA_DIR, log, progress=lambda _: None)
+    import_obd_sample(state / "events", state / "wal-obd")
     began = time.monotonic()
-    v1 = run_local(pipeline_config(state, root, **{"evaluate.blessing.on_low_evidence": "bless_flagged"})).pushed
+    v1 = run_local(
+        state_dir_config(state, root / "pipeline-root", **{"evaluate.blessing.on_low_evidence": "bless_flagged"})
+    ).pushed
     print(f"\nv1 trained by the pipeline on the OBD sample in {time.monotonic() - began:.0f} s: {v1['version']}")
     where = ["--config", str(system_file(root)), "--state-dir", str(state)]
     try:
@@ -135,7 +114,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     finally:
         subprocess.run([sys.executable, "-m", "kfloop", "down", *where], timeout=600, cwd=REPO, check=False)
     began = time.monotonic()
-    v2 = run_local(pipeline_config(state, root)).pushed
+    v2 = run_local(state_dir_config(state, root / "pipeline-root")).pushed
     print(f"the pipeline trained again on {len(rankings)} served rankings in {time.monotonic() - began:.0f} s")
     examples, span = newest_examples(root)
     return Loop(state, v1["version"], v2, rankings, examples, span, served)

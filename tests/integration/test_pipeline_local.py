@@ -11,43 +11,33 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from kfloop.config import load_config
-from kfloop.data import fetch_obd, import_obd
-from kfloop.eventlog import EventLog, EventLogConfig
 from kfloop.events.record import records_to_table
 from kfloop.registry import ModelRegistry, State
 from pipelines.config import PipelineConfig
 from pipelines.runner import PipelineFailed, run_local
+from tests.support.pipeline import import_obd_sample
+from tests.support.pipeline import small_config as small_pipeline_config
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
-DATA_DIR = REPO / "data"
-SMALL_PROFILE = REPO / "pipelines" / "profiles" / "small.yaml"
 
 
 @pytest.fixture(scope="module")
 def obd_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    fetch_obd(DATA_DIR)
     root = tmp_path_factory.mktemp("obd-log")
-    with EventLog(EventLogConfig(wal_dir=root / "wal", log_uri=str(root / "events")), writer_id="obd") as log:
-        import_obd(DATA_DIR, log, progress=lambda _: None)
+    import_obd_sample(root / "events", root / "wal")
     return root
 
 
 def small_config(log_root: Path, work: Path, **overrides: Any) -> PipelineConfig:
-    return load_config(
-        PipelineConfig,
-        SMALL_PROFILE,
-        overrides={
-            "features.event_log.log_uri": str(log_root / "events"),
-            "features.event_log.wal_dir": str(log_root / "wal"),
-            "features.store.repo_dir": str(work / "feast"),
-            "features.store.obd_data_dir": str(DATA_DIR),
-            "registry.uri": str(work / "registry"),
-            "pipeline_root": str(work / "pipeline-root"),
-            **overrides,
-        },
+    return small_pipeline_config(
+        events=log_root / "events",
+        wal=log_root / "wal",
+        feast=work / "feast",
+        registry=work / "registry",
+        pipeline_root=work / "pipeline-root",
+        **overrides,
     )
 
 

@@ -57,8 +57,11 @@ def _wait(condition, timeout_s: float, what: str) -> None:
     raise TimeoutError(f"gave up waiting for {what} after {timeout_s}s")
 
 
-def _start_stack(root: Path, bed: testbed.Testbed) -> tuple[subprocess.Popen, dict]:
+def _start_stack(root: Path, bed: testbed.Testbed, impressions: dict | None = None) -> tuple[subprocess.Popen, dict]:
+    """The stack on the testbed; `impressions`: the predictor's served impressions go there (a collector)."""
     config = testbed.stack_config(bed, manifest=REPO / "manifests" / "serving" / "inferenceservice.yaml")
+    if impressions is not None:
+        config["predictor"]["impressions"] = impressions
     config["stack"].update(
         run_explainer=False, predictor_replicas=1, start_timeout_s=START_TIMEOUT_S, poll_interval_s=0.25
     )

@@ -43,6 +43,10 @@ class ContractSpec:
     inference (an assertion in the graph, answered as a 500). Its SavedModel loads and the predictor's warm-up (one
     and two candidates) passes, as a version broken in production passed its smoke test; every real ranking, which
     scores the whole candidate set, fails. None: a working model."""
+    item_bias: tuple[tuple[str, float], ...] = ()
+    """(item id, logit) pairs added to the model's logit for those items (others: 0): a version that knows which
+    items users like (or the reverse), for experiments where one version must be better than another. The
+    explainer does not see it."""
 
 
 def raw_inputs(features: names.FeatureSet = names.DEFAULT_FEATURES) -> dict[str, str]:
@@ -86,6 +90,11 @@ class _Graph:
         self.module.kernel_0, self.module.bias_0 = tf.Variable(weights.kernel_0), tf.Variable(weights.bias_0)
         self.module.kernel_1, self.module.bias_1 = tf.Variable(weights.kernel_1), tf.Variable(weights.bias_1)
         self.bias_table = tf.constant(POSITION_BIAS, tf.float32)
+        self.module.item_bias = None
+        if spec.item_bias:
+            keys = tf.constant([item for item, _ in spec.item_bias])
+            values = tf.constant([logit for _, logit in spec.item_bias], tf.float32)
+            self.module.item_bias = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), 0.0)
         self.fixed_bias = tf.constant(POSITION_BIAS[SERVING_POSITION], tf.float32)
 
     def x_of(self, raw: dict[str, Any]) -> Any:
@@ -100,6 +109,12 @@ class _Graph:
             numbers.append(tf.math.log1p(tf.maximum(value, 0.0)) if self.kinds[name] == names.INT64 else value)
         parts.append(tf.stack(numbers, axis=1))
         return tf.concat(parts, axis=1)
+
+    def item_logit(self, raw: dict[str, Any]) -> Any:
+        """The spec's per-item logit (0 without one)."""
+        if self.module.item_bias is None:
+            return 0.0
+        return self.module.item_bias.lookup(raw[names.ITEM_ID])
 
     def relevance(self, x: Any) -> Any:
         tf, module = self.tf, self.module
@@ -144,12 +159,13 @@ def _export_model(graph: _Graph, inputs: dict[str, str], path: Path) -> Any:
 
     @tf.function(input_signature=[signature], autograph=False)
     def serving_default(raw: dict[str, Any]) -> dict[str, Any]:
-        return graph.scored(graph.relevance(graph.x_of(raw)) + graph.fixed_bias)
+        return graph.scored(graph.relevance(graph.x_of(raw)) + graph.item_logit(raw) + graph.fixed_bias)
 
     @tf.function(input_signature=[signature, position_spec], autograph=False)
     def score_at_position(raw: dict[str, Any], position: Any) -> dict[str, Any]:
         bucket = tf.where((position >= 1) & (position <= 3), position, tf.zeros_like(position))
-        return graph.scored(graph.relevance(graph.x_of(raw)) + tf.gather(graph.bias_table, bucket))
+        logit = graph.relevance(graph.x_of(raw)) + graph.item_logit(raw)
+        return graph.scored(logit + tf.gather(graph.bias_table, bucket))
 
     @tf.function(input_signature=[signature], autograph=False)
     def explain_inputs(raw: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,8 @@ def config_data(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
         },
         "retrain": {"command": stand_in_command(tmp_path), "poll_interval_s": 0.05, "cooldown_s": 3600},
         "rollback": {"attempts": 2, "retry_s": 0.05},
+        # a blessed result as a plain canary (tests of retraining); experiments are tested on their own
+        "experiment": {"enabled": False},
         "audit": {"dir": str(tmp_path / "audit-spool"), "sink_url": "http://127.0.0.1:9", "idle_wait_s": 0.05},
     }
     for key, value in overrides.items():

@@ -234,6 +234,8 @@ def test_every_secret_referenced_is_documented_with_its_keys(rendered):
 # on them (mode, the KFP run instead of a subprocess), nothing about when it acts.
 CLUSTER_ONLY = {"host", "mode", "state_dir", "token_file", "create_token_file", "serving", "audit"}
 CLUSTER_ONLY_RETRAIN = {"command", "kfp", "poll_interval_s"}
+# Where the counts are read; and a cluster has no shadow stage (nothing mirrors requests there).
+CLUSTER_ONLY_EXPERIMENT = {"counts_url", "mirror_counts_url", "stages"}
 
 
 def test_the_cluster_controller_decides_as_the_local_one(rendered):
@@ -244,5 +246,10 @@ def test_the_cluster_controller_decides_as_the_local_one(rendered):
         if key == "retrain":
             for sub in set(local_data[key]) - CLUSTER_ONLY_RETRAIN:
                 assert cluster_data[key][sub] == local_data[key][sub], f"retrain.{sub}"
+        elif key == "experiment":
+            for sub in set(local_data[key]) - CLUSTER_ONLY_EXPERIMENT:
+                assert cluster_data[key][sub] == local_data[key][sub], f"experiment.{sub}"
+            canaries = [stage for stage in local_data[key]["stages"] if stage["mode"] == "canary"]
+            assert cluster_data[key]["stages"] == canaries
         else:
             assert cluster_data[key] == local_data[key], key

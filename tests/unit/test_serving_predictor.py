@@ -277,6 +277,19 @@ def test_a_decision_submitted_as_the_writer_stops_is_refused_not_left_hanging(mo
         writer.submit(recorded_decision({}))
 
 
+def test_during_an_experiment_the_answer_and_the_decision_name_it_and_the_arm(predictor):
+    model, spool_dir = predictor
+    headers = {"x-kfloop-variant": "canary", "x-kfloop-experiment": "exp-42"}
+    (answer,) = asyncio.run(model.predict(v1_body("req-exp", k=2), headers))["predictions"]
+    assert answer["experiment"] == {"id": "exp-42", "arm": "candidate"}
+    record = spooled(spool_dir)["req-exp"]
+    assert (record["experiment"], record["arm"], record["variant"]) == ("exp-42", "candidate", "canary")
+    (outside,) = asyncio.run(model.predict(v1_body("req-out", k=2), {"x-kfloop-variant": "stable"}))["predictions"]
+    assert "experiment" not in outside and "experiment" not in spooled(spool_dir)["req-out"]
+    with pytest.raises(MalformedRequest, match="x-kfloop-experiment"):
+        asyncio.run(model.predict(v1_body("req-bad"), {"x-kfloop-experiment": "no spaces allowed"}))
+
+
 def test_v2_tensors_in_and_out(predictor):
     model, _ = predictor
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
@@ -293,6 +306,8 @@ def test_v2_tensors_in_and_out(predictor):
     assert response.id == "req-v2" and response.model_version == model.version
     assert outputs["position"].data == [1, 2] and len(outputs["candidate_score"].data) == 12
     assert response.parameters == {"model_version": model.version, "variant": "stable", "request_id": "req-v2"}
+    shadow = asyncio.run(model.predict(request, {"x-kfloop-variant": "shadow", "x-kfloop-experiment": "exp-42"}))
+    assert (shadow.parameters["experiment"], shadow.parameters["arm"]) == ("exp-42", "shadow")
 
 
 def test_request_problems_are_400_and_a_loading_model_is_503(predictor, registry):

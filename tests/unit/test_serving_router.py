@@ -42,6 +42,7 @@ class FakePredictor(ThreadingHTTPServer):
         self.status = 200
         self.delay_s = 0.0
         self.seen: list[str] = []
+        self.experiments: list[str | None] = []
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
     @property
@@ -69,6 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         variant = self.headers.get("x-kfloop-variant", "")
         self.server.seen.append(variant)
+        self.server.experiments.append(self.headers.get("x-kfloop-experiment"))
         time.sleep(self.server.delay_s)
         self._reply(self.server.status, {"answered_by": self.server.name, "variant": variant})
 

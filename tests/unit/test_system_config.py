@@ -77,7 +77,8 @@ def test_default_overrides_change_nothing_in_the_joiner_config():
 
 def test_default_overrides_change_nothing_in_the_serving_config():
     serving = default_part("serving")
-    effective = ServingConfig.model_validate(effective_data(serving, DEFAULT_STATE))
+    ports = load_system_config(None).ports()
+    effective = ServingConfig.model_validate(effective_data(serving, DEFAULT_STATE, ports))
     assert effective == load_config(ServingConfig, serving.config_file)
     stack = load_config(ServingConfig, serving.config_file).stack
     assert serving.port == stack.transformer_port
@@ -102,7 +103,7 @@ def test_state_dir_moves_every_part_state(tmp_path):
     paths = SystemPaths(config.state_dir)
     by_name = {p.name: p for p in config.parts}
     collector = load_config(CollectorConfig, effective_config(by_name["collector"], paths))
-    serving = load_config(ServingConfig, effective_config(by_name["serving"], paths))
+    serving = load_config(ServingConfig, effective_config(by_name["serving"], paths, config.ports()))
     follower = load_config(FeaturesConfig, effective_config(by_name["follower"], paths))
     joiner = load_config(JoinerConfig, effective_config(by_name["joiner"], paths))
     root = tmp_path / "elsewhere"
@@ -112,6 +113,8 @@ def test_state_dir_moves_every_part_state(tmp_path):
     assert serving.stack.state_dir == root / "serving"
     assert serving.predictor.registry_uri == serving.explainer.registry_uri == str(root / "registry")
     assert serving.stack.audit_store_url == f"sqlite:///{root}/audit/audit.db"
+    # served impressions go to this system's collector, wherever its port is
+    assert serving.predictor.impressions.collector_url == f"http://127.0.0.1:{collector.port}"
     assert (paths.configs / "collector.yaml").is_file()
     controller = load_config(ControllerConfig, effective_config(by_name["controller"], paths))
     assert controller.state_dir == root / "controller" and controller.token_file == root / "controller" / "token"

@@ -25,7 +25,12 @@ def resume(args: argparse.Namespace) -> int:
     return _switch(args, "resume")
 
 
-def _switch(args: argparse.Namespace, which: str) -> int:
+def approve(args: argparse.Namespace) -> int:
+    """`kfloop approve EXPERIMENT`: the manual gate before 100%."""
+    return _switch(args, "approve", f"experiments/{args.experiment}/approve")
+
+
+def _switch(args: argparse.Namespace, which: str, path: str | None = None) -> int:
     from kfloop.config import load_config
     from monitoring.controller.config import DEFAULT_CONFIG, ControllerConfig, read_token
 
@@ -40,7 +45,7 @@ def _switch(args: argparse.Namespace, which: str) -> int:
     except OSError as exc:
         print(f"kfloop {which}: the controller's token file {config.token_file}: {exc.strerror}", file=sys.stderr)
         return 2
-    url = (args.url or config.url).rstrip("/") + f"/v1/{which}"
+    url = (args.url or config.url).rstrip("/") + f"/v1/{path or which}"
     body = {"operator": args.operator or getpass.getuser(), "reason": args.reason or ""}
     try:
         answer = _post(url, body, token)
@@ -50,8 +55,12 @@ def _switch(args: argparse.Namespace, which: str) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"kfloop {which}: the controller at {url} is unreachable: {exc}", file=sys.stderr)
         return 2
-    done = "paused: alerts are recorded, nothing is done" if which == "pause" else "resumed: acting on alerts"
-    print(f"controller {done} ({answer['actor']}, {answer['finished_at']}; {answer['reason']}; action {answer['id']})")
+    done = {
+        "pause": "controller paused: alerts are recorded, nothing is done",
+        "resume": "controller resumed: acting on alerts",
+        "approve": f"experiment {getattr(args, 'experiment', '')} approved for 100%",
+    }[which]
+    print(f"{done} ({answer['actor']}, {answer['finished_at']}; {answer['reason']}; action {answer['id']})")
     return 0
 
 

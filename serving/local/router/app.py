@@ -3,6 +3,10 @@ transformer and the predictors. Each request is sent to the canary with the cana
 per request, as KServe's Serverless mode does), else to stable; the predictor is told its variant in a header.
 If the canary errors (5xx) or is down, the request is retried on stable and the fallback counted.
 
+During an experiment (the canary route names one) each user stays in one arm (a hash of user and experiment id,
+kfloop.experiments.arms) and every predictor is told the experiment's id; a canary in `shadow` mode is sent a
+copy of every request (variant `shadow`), and its answer is dropped: it never reaches a user.
+
 A version may run as several predictor processes (replicas, as a revision has pods): each request goes to the
 replica with the fewest requests in flight (Knative's activator balances so too), and a replica that refuses
 the connection (nothing was sent) is passed over for the next one.
@@ -29,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_section
 from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from kfloop.experiments.arms import EXPERIMENT_HEADER
 from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
 from serving.common.metrics import LATENCY_BUCKETS, metrics_response
@@ -38,6 +43,7 @@ from serving.common.service import serve_app
 from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
 from serving.local.router import flags
 from serving.local.router.config import RouterConfig
+from serving.local.router.requests import request_user
 from serving.local.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
@@ -109,6 +115,8 @@ class Router:
         self._pools: dict[str, HttpPool] = {}
         self._in_flight: dict[str, int] = {}
         self._turn = 0
+        self._mirrored: set[asyncio.Task[Any]] = set()
+        """Shadow copies in flight (held, so none is collected before it ends)."""
 
     def pool(self, url: str) -> HttpPool:
         pool = self._pools.get(url)
@@ -120,18 +128,22 @@ class Router:
         """POST of a ranking request: pick the variant, forward, fall back to stable if the canary fails."""
         try:
             body = await _read(receive, _content_length(scope), self.config.max_body_bytes)
-            _check_json_object(body)
-            answer = await self.forward(scope["path"], body, _forwarded(scope))
+            user_id = request_user(_json_object(body))
+            answer = await self.forward(scope["path"], body, _forwarded(scope), user_id)
         except KfloopError as exc:
             await _respond(send, exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
             return
         await _respond(send, answer.status, answer.body, answer.content_type)
 
-    async def forward(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+    async def forward(self, path: str, body: bytes, headers: dict[str, str], user_id: str | None = None) -> Answer:
         routes = self.table.routes
         if routes.stable is None:
             raise NotReady("no stable predictor is routed yet")
-        variant = routes.pick(float(self.rng.random()))
+        if routes.canary is not None and routes.canary.experiment is not None:
+            headers = {**headers, EXPERIMENT_HEADER: routes.canary.experiment}
+        if routes.shadow is not None:
+            self._mirror(routes, path, body, headers)
+        variant = routes.pick(float(self.rng.random()), user_id)
         if variant == "canary":
             answer, reason = await self._try(routes, "canary", path, body, headers)
             if answer is not None:
@@ -142,6 +154,12 @@ class Router:
         if answer is None:
             raise NotReady(f"the stable predictor failed: {reason}")
         return answer
+
+    def _mirror(self, routes: Routes, path: str, body: bytes, headers: dict[str, str]) -> None:
+        """A copy to the shadow, not waited for; its answer (or failure) is counted and dropped."""
+        task = asyncio.get_running_loop().create_task(self._try(routes, "shadow", path, body, headers))
+        self._mirrored.add(task)
+        task.add_done_callback(self._mirrored.discard)
 
     async def _try(
         self, routes: Routes, variant: str, path: str, body: bytes, headers: dict[str, str]
@@ -253,13 +271,14 @@ async def _read(receive: Receive, declared: int | None, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-def _check_json_object(body: bytes) -> None:
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise MalformedRequest("the body must be a JSON object")
+    return value
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:

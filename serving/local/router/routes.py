@@ -1,6 +1,8 @@
 """The routing table: which predictors serve stable traffic, which serve the canary, and the canary's share.
 
-Written atomically by `kfloop serve` (only once the predictors in it are ready), read by the router.
+Written atomically by `kfloop serve` (only once the predictors in it are ready), read by the router. During an
+experiment the canary names it: its arms are sticky (kfloop.experiments.arms), and a `shadow` canary is
+mirrored every request and serves none.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from kfloop.experiments.arms import CANDIDATE, arm_of
 
 
 class Route(BaseModel):
@@ -25,7 +30,12 @@ class Route(BaseModel):
 
 class CanaryRoute(Route):
     percent: int = Field(ge=0, le=100)
-    """Share of requests sent to the canary, drawn per request."""
+    """Share of requests sent to the canary: drawn per request, or per user during an experiment."""
+    mode: Literal["canary", "shadow"] = "canary"
+    """canary: serves its share; shadow: serves nothing, and is sent a copy of every request."""
+    experiment: str | None = None
+    """The experiment it is the candidate of: its users are split by a hash of their id and this, not per
+    request; None: no experiment (a per-request draw, as KServe's canaryTrafficPercent)."""
 
 
 class Routes(BaseModel):
@@ -34,14 +44,23 @@ class Routes(BaseModel):
     stable: Route | None = None
     canary: CanaryRoute | None = None
 
-    def pick(self, draw: float) -> str:
-        """`canary` or `stable` for a uniform draw in [0, 1)."""
-        if self.canary is not None and draw * 100 < self.canary.percent:
-            return "canary"
-        return "stable"
+    def pick(self, draw: float, user_id: str | None = None) -> str:
+        """`canary` or `stable`: during an experiment by the user's sticky arm, else by a uniform draw in [0, 1)
+        (also for a request naming no user, which no arm can hold)."""
+        canary = self.canary
+        if canary is None or canary.mode == "shadow":
+            return "stable"
+        if canary.experiment is not None and user_id is not None:
+            return "canary" if arm_of(canary.experiment, user_id, canary.percent) == CANDIDATE else "stable"
+        return "canary" if draw * 100 < canary.percent else "stable"
+
+    @property
+    def shadow(self) -> CanaryRoute | None:
+        """The canary when it runs in shadow: mirrored, never served."""
+        return self.canary if self.canary is not None and self.canary.mode == "shadow" else None
 
     def route(self, variant: str) -> Route | None:
-        return self.canary if variant == "canary" else self.stable
+        return self.canary if variant in ("canary", "shadow") else self.stable
 
 
 def read_routes(path: Path) -> Routes:

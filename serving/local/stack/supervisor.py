@@ -299,7 +299,14 @@ class Stack:
         if state.canary is not None:
             canary = self._usable(state.canary.version)
             if canary:
-                canary_route = CanaryRoute(urls=canary, version=state.canary.version, percent=state.canary.percent)
+                placed = state.canary
+                canary_route = CanaryRoute(
+                    urls=canary,
+                    version=placed.version,
+                    percent=placed.percent,
+                    mode=placed.mode,
+                    experiment=placed.experiment,
+                )
         routes = Routes(stable=stable_route, canary=canary_route)
         if routes != self._routes:
             write_routes(self.state_dir / ROUTES_FILE, routes)

@@ -164,7 +164,7 @@ class Supervisor:
         self._gate_checked[part.name] = now
         from serving.local.system.serving_view import ServingView
 
-        view = ServingView(effective_config(part.config, self.paths))
+        view = ServingView(effective_config(part.config, self.paths, part.ports))
         self._serving_state_dir = str(view.state_dir)
         return view.waiting_for()
 

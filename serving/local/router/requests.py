@@ -1,0 +1,28 @@
+"""What the router reads of a ranking request: the user, whose arm it is during an experiment.
+
+Only looked up, never validated (the predictor does that and answers 400): a body where no user can be found
+is routed by a per-request draw, as outside an experiment.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.common.protocol import USER_ID
+
+
+def request_user(body: dict[str, Any]) -> str | None:
+    """The user id of a V1 body (its first instance's: a batch is one user's, or routed as the first one's) or
+    of a V2 body (its `user_id` input tensor); None when there is none."""
+    instances = body.get("instances")
+    if isinstance(instances, list) and instances and isinstance(instances[0], dict):
+        return _text(instances[0].get(USER_ID))
+    for tensor in body.get("inputs") or []:
+        if isinstance(tensor, dict) and tensor.get("name") == USER_ID:
+            data = tensor.get("data")
+            return _text(data[0]) if isinstance(data, list) and data else None
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
