@@ -110,7 +110,7 @@ Timestamp = Annotated[
 class Consent(BaseModel):
     """What the user agreed to, as known when the event was sent."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
 
     personalization: bool
     """The user agreed that their behaviour may train and personalize models. False: never kept."""

@@ -107,10 +107,28 @@ def _number(text: str | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _check_against_the_description(data: dict[str, Any]) -> None:
+    """The body against NOTIFICATION_SCHEMA, the schema the OpenAPI document states, so what is refused and what
+    is described agree (pydantic alone would take `true` for a count and a number for a timestamp)."""
+    from jsonschema import Draft202012Validator
+
+    errors = Draft202012Validator(NOTIFICATION_SCHEMA).iter_errors(data)
+    errors = sorted(errors, key=lambda e: [str(part) for part in e.absolute_path])
+    if errors:
+        details = [{"field": _json_path(e.absolute_path), "reason": e.message[:200]} for e in errors[:10]]
+        summary = "; ".join(f"{d['field']}: {d['reason']}" for d in details[:5])
+        raise MalformedRequest(f"not an Alertmanager webhook (version 4) payload: {summary}", details=details)
+
+
+def _json_path(path: Any) -> str:
+    return ".".join(str(part) for part in path) or "(body)"
+
+
 def parse_notification(data: Any) -> Notification:
     """A webhook body (parsed JSON) as a Notification; MalformedRequest (400) naming each bad field."""
     if not isinstance(data, dict):
         raise MalformedRequest(f"the body is JSON {type(data).__name__}, not an Alertmanager webhook object")
+    _check_against_the_description(data)
     try:
         return Notification.model_validate(data)
     except ValidationError as exc:

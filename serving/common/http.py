@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kfloop.errors import KfloopError, error_body
@@ -45,7 +47,31 @@ def _status_name(status: int) -> str:
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     body = error_body(_status_name(exc.status_code), str(exc.detail))
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+    headers = getattr(exc, "headers", None)
+    if exc.status_code == 405:
+        headers = {**(headers or {}), **_allow(request)}
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+def _leaf_routes(routes: list[Any]) -> list[Any]:
+    """The routes, those of included routers (FastAPI keeps an included router whole) in their place."""
+    leaves = []
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        leaves.extend(_leaf_routes(inner.routes) if inner is not None else [route])
+    return leaves
+
+
+def _allow(request: Request) -> dict[str, str]:
+    """Every method served at the request's path: Starlette's 405 names only the first route whose path
+    matched, so a path with a GET route and a POST route would answer `Allow: GET` alone."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        if getattr(route, "methods", None) and hasattr(route, "matches"):
+            match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
+            if match is Match.FULL:
+                methods |= set(route.methods)
+    return {"Allow": ", ".join(sorted(methods))} if methods else {}
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:

@@ -1,5 +1,5 @@
-"""kserve.ModelServer as every role here runs it: REST only, quiet, on uvloop, V1 predict on a short path,
-every error in the one body shape.
+"""kserve.ModelServer as every role here runs it: REST (and gRPC when configured), quiet, on uvloop, V1
+predict on a short path, every error in the one body shape.
 
 The boundary is two subclasses, not patches. KServe 0.15.2 offers no constructor argument or public hook for
 an app's middlewares (its timing middleware is always added) or its exception handlers (its own are added at
@@ -8,7 +8,8 @@ start, over any registered before), and ModelServer.start() builds KServe's REST
   KServe's endpoints (its `_register_endpoints`, called, not replaced), our middlewares instead of KServe's
   timing middleware, and our error handlers instead of KServe's (serving/common/errors.py).
 - KfloopModelServer overrides ModelServer.start(), the public entry point: the same steps as KServe's for one
-  worker without gRPC, building a KfloopRESTServer, on a uvloop loop that KServe's setup_event_loop() configures
+  worker, building a KfloopRESTServer (and, with a gRPC port, KServe's gRPC server with our error mapping:
+  serving/common/oip.py), on a uvloop loop that KServe's setup_event_loop() configures
   (KServe's own start configures the loop it finds before `asyncio.run` makes another).
 Both are checked against KServe's own answers by tests/unit/test_serving_modelserver.py.
 """
@@ -22,25 +23,14 @@ from typing import Any
 
 import kserve
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+from kserve.model_server import args as model_server_args
 from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
 from serving.common.errors import install_kserve_error_handlers
+from serving.common.oip import KfloopGRPCServer, OipContentType, register_versioned_routes_as_not_found
+from serving.common.openapi import document_model_server
 from serving.common.ranking_metrics import RankingAnswers
-
-
-class JsonByDefault:
-    """A request without a Content-Type is JSON. KServe 0.15's own InferenceRESTClient posts a JSON V2 request
-    without one, and its server then reads the body as binary tensors and refuses it (400): with this, KServe's
-    client works against these servers unchanged."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and not any(name == b"content-type" for name, _ in scope["headers"]):
-            scope = dict(scope, headers=[*scope["headers"], (b"content-type", b"application/json")])
-        await self.app(scope, receive, send)
 
 
 class V1PredictFastPath:
@@ -58,6 +48,9 @@ class V1PredictFastPath:
         self.endpoints = V1Endpoints(dataplane)  # KServe's own V1 handler, called without FastAPI around it
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] != "POST" and _V1_VERB.match(scope["path"]):
+            await _post_only(scope, receive, send)
+            return
         match = _V1_PREDICT.match(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send)
@@ -83,6 +76,18 @@ class V1PredictFastPath:
 
 
 _V1_PREDICT = re.compile(r"^/v1/models/([^/]+):predict$")
+_V1_VERB = re.compile(r"^/v1/models/[^/]+:(predict|explain)$")
+
+
+async def _post_only(scope: Any, receive: Any, send: Any) -> None:
+    """405 for :predict/:explain asked with another method. Without it the router's answer would come from
+    `GET /v1/models/{name}`, whose pattern the path also fits: `Allow: GET`, for a resource that takes POST."""
+    from starlette.responses import JSONResponse
+
+    from kfloop.errors import error_body
+
+    body = error_body("MethodNotAllowed", f"{scope['method']} is not allowed here: POST")
+    await JSONResponse(body, status_code=405, headers={"Allow": "POST"})(scope, receive, send)
 
 
 class KfloopRESTServer(RESTServer):
@@ -90,7 +95,13 @@ class KfloopRESTServer(RESTServer):
 
     def create_application(self) -> None:
         app = import_from_string(self.config.app)  # an app object passes through unchanged
+        register_versioned_routes_as_not_found(app)  # before KServe's, which answer 501 "not supported yet"
         self._register_endpoints(app)
+        document_model_server(
+            app,
+            title="kfloop model server (KServe V1 and V2, the Open Inference Protocol)",
+            models=self.dataplane.model_registry.get_models,
+        )
         install_model_server_edges(app, self.dataplane)
 
 
@@ -103,16 +114,21 @@ def install_model_server_edges(app: Any, dataplane: Any) -> None:
     app.add_middleware(V1PredictFastPath, dataplane=dataplane, kserve_app=app)
     install_kserve_error_handlers(app)
     app.add_middleware(RankingAnswers, dataplane=dataplane)
-    app.add_middleware(JsonByDefault)
+    app.add_middleware(OipContentType)
 
 
 class KfloopModelServer(kserve.ModelServer):
-    """A ModelServer without gRPC and without a log line per request (at 200 requests/s they cost CPU;
-    KServe's Prometheus histograms at /metrics keep the timings), on uvloop."""
+    """A ModelServer without a log line per request (at 200 requests/s they cost CPU; KServe's Prometheus
+    histograms at /metrics keep the timings), on uvloop; gRPC (KServe's GRPCInferenceService) when a port is
+    given."""
 
-    def __init__(self, http_port: int, registered_models: Any = None) -> None:
+    def __init__(self, http_port: int, registered_models: Any = None, *, grpc_port: int | None = None) -> None:
         super().__init__(
-            http_port=http_port, enable_grpc=False, enable_latency_logging=False, registered_models=registered_models
+            http_port=http_port,
+            grpc_port=grpc_port or 0,
+            enable_grpc=grpc_port is not None,
+            enable_latency_logging=False,
+            registered_models=registered_models,
         )
         for name in ("uvicorn.access", "kserve.trace"):
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -129,6 +145,11 @@ class KfloopModelServer(kserve.ModelServer):
             grace_period=self.grace_period,
         )
         self.servers.append(self._rest_server.start())
+        if self.enable_grpc:
+            self._grpc_server = KfloopGRPCServer(
+                self.grpc_port, self.dataplane, self.model_repository_extension, kwargs=vars(model_server_args)
+            )
+            self.servers.append(self._grpc_server.start(self.max_threads))
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             asyncio.set_event_loop(runner.get_loop())  # the loop KServe's setup_event_loop() configures
             self.setup_event_loop()

@@ -130,6 +130,9 @@ class PredictorConfig(StrictModel):
     """The decision record."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """REST port of the model server (V1, V2, /metrics)."""
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC (KServe's GRPCInferenceService; 8081 in the cluster's
+    pods); None: REST only (the local stack runs several predictors on one machine)."""
     drift: DriftConfig = Field(default_factory=DriftConfig)
     """Input drift against the version's training baseline (`kfloop_feature_drift`)."""
     impressions: ImpressionLogConfig = Field(default_factory=ImpressionLogConfig)

@@ -35,6 +35,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "policy.seed": args.seed,
         "audit.spool.dir": args.spool_dir,
         "http_port": args.port or args.http_port,
+        "grpc_port": args.grpc_port,
     }
 
 

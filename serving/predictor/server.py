@@ -23,7 +23,9 @@ from kfloop.experiments.arms import ARM_OF_VARIANT, EXPERIMENT_HEADER
 from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
+from serving.common.oip import answer_as_asked, requested_outputs
 from serving.common.protocol import (
+    OUTPUT_TENSORS,
     VARIANT_HEADER,
     Ranking,
     RankResult,
@@ -99,6 +101,12 @@ class RankerPredictor(kserve.Model):
     def get_output_types(self) -> list[dict[str, Any]]:
         return output_metadata()
 
+    def openapi_bodies(self) -> dict[str, Any]:
+        """The requests this model takes, for the model server's OpenAPI document: the transformer's form."""
+        from serving.common.openapi import featured_bodies
+
+        return featured_bodies()
+
     # -- serving -----------------------------------------------------------------------------------------
     def observe_answer(self, variant: str | None, status: int, seconds: float) -> None:
         """Every ranking request answered, told by the model server (serving.common.ranking_metrics)."""
@@ -113,9 +121,16 @@ class RankerPredictor(kserve.Model):
             results = await self._rank_all(rankings, variant, experiment, arm)
             inside = {"experiment": {"id": experiment, "arm": arm}} if experiment else {}
             return {"predictions": [r.v1_json() | inside for r in results]}
-        (result,) = await self._rank_all([parse_v2(payload, with_features=True)], variant, experiment, arm)
+        ranking = parse_v2(payload, with_features=True)
+        requested_outputs(payload, OUTPUT_TENSORS)  # a bad name is refused before a decision is recorded
+        (result,) = await self._rank_all([ranking], variant, experiment, arm)
         inside = {"experiment": experiment, "arm": arm or ""} if experiment else {}
-        return _v2_response(self.name, result, inside)
+        return _v2_response(self.name, result, payload, inside)
+
+    async def explain(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        from kfloop.errors import NotFound
+
+        raise NotFound("the predictor explains nothing: ask the transformer's :explain, which asks the explainer")
 
     @staticmethod
     def _header(headers: dict[str, str] | None, name: str) -> str | None:
@@ -177,15 +192,17 @@ class RankerPredictor(kserve.Model):
         return result, decision, consent
 
 
-def _v2_response(model_name: str, result: RankResult, experiment: dict[str, str]) -> Any:
-    from kserve import InferOutput, InferResponse
+def _v2_response(model_name: str, result: RankResult, request: Any, experiment: dict[str, str]) -> Any:
+    """The slate as V2 outputs: those the request asked for, each as JSON or binary as it asked."""
+    from kserve import InferOutput
 
     outputs = [InferOutput(o["name"], o["shape"], o["datatype"], data=o["data"]) for o in result.v2_outputs()]
-    return InferResponse(
+    return answer_as_asked(
+        request,
+        outputs,
         response_id=result.request_id,
         model_name=model_name,
         model_version=result.model_version,
-        infer_outputs=outputs,
         parameters={**result.v2_parameters(), **experiment},
     )
 
@@ -209,4 +226,4 @@ def serve(config: PredictorConfig, resolved: ResolvedVersion) -> None:
             os._exit(3)
 
     threading.Thread(target=load, name="model-load", daemon=True).start()
-    KfloopModelServer(config.http_port, repository).start([])
+    KfloopModelServer(config.http_port, repository, grpc_port=config.grpc_port).start([])

@@ -35,6 +35,9 @@ class TransformerConfig(StrictModel):
     """Most candidates one ranking may name (without any, the whole catalog is ranked)."""
     http_port: int = Field(default=8080, ge=0, le=65535)
     """REST port of the model server."""
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the Open Inference Protocol over gRPC (KServe's GRPCInferenceService: ModelInfer with the
+    inputs user_id, candidates, k); None: REST only."""
     consent_default: ConsentDefault = Field(default_factory=ConsentDefault)
     """The consent of a ranking request that carries none (serving.common.consent). The transformer passes
     the consent it acted on to the predictor; keep the predictor's `consent_default` the same for requests

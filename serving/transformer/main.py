@@ -34,6 +34,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "predictor_url": args.predictor_url,
         "explainer_url": args.explainer_url,
         "http_port": args.port or args.http_port,
+        "grpc_port": args.grpc_port,
         "model_name": args.model_name,
     }
 

@@ -19,11 +19,13 @@ import kserve
 import orjson
 from prometheus_client import Histogram
 
-from kfloop.errors import KfloopError, MalformedRequest, NotReady
+from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
+from serving.common.oip import answer_as_asked, requested_outputs
 from serving.common.protocol import (
+    OUTPUT_TENSORS,
     Ranking,
     feature_json,
     input_metadata,
@@ -52,6 +54,8 @@ class Forward:
 
     v2: bool
     body: dict[str, Any]
+    request: Any = None
+    """The client's V2 InferRequest: its requested outputs and binary data parameters shape the answer."""
 
 
 class UpstreamError(KfloopError):
@@ -94,8 +98,10 @@ class RankerTransformer(kserve.Model):
         if isinstance(payload, dict):
             rankings = parse_v1(payload, max_instances=self.config.max_instances, with_features=False)
             return Forward(False, {"instances": [feature_json(self._featurize(r)) for r in rankings]})
-        ranking = self._featurize(parse_v2(payload, with_features=False))
-        return Forward(True, v2_request_json(ranking, include_features=True))
+        ranking = parse_v2(payload, with_features=False)
+        requested_outputs(payload, OUTPUT_TENSORS)  # a bad name is refused before the predictor is called
+        ranking = self._featurize(ranking)
+        return Forward(True, v2_request_json(ranking, include_features=True), payload)
 
     def _featurize(self, ranking: Ranking) -> Ranking:
         if ranking.candidates is not None and len(ranking.candidates) > self.config.max_candidates:
@@ -111,12 +117,18 @@ class RankerTransformer(kserve.Model):
     async def predict(
         self, payload: Forward, headers: dict[str, str] | None = None, response_headers: Any = None
     ) -> Any:
-        path = f"/v2/models/{self.name}/infer" if payload.v2 else f"/v1/models/{self.name}:predict"
-        return await self._call("predictor", self.predictor_url, path, payload.body, headers)
+        if not payload.v2:
+            return await self._call(
+                "predictor", self.predictor_url, f"/v1/models/{self.name}:predict", payload.body, headers
+            )
+        answer = await self._call(
+            "predictor", self.predictor_url, f"/v2/models/{self.name}/infer", payload.body, headers
+        )
+        return _as_asked(answer, payload.request)
 
     async def explain(self, payload: Forward, headers: dict[str, str] | None = None) -> Any:
         if self.explainer_url is None:
-            raise NotReady("no explainer is configured for this transformer")
+            raise NotFound("no explainer is configured for this transformer: explanations are not offered here")
         if payload.v2:
             raise MalformedRequest(":explain takes V1 JSON (KServe's explain protocol)")
         path = f"/v1/models/{self.name}:explain"
@@ -149,6 +161,25 @@ class RankerTransformer(kserve.Model):
         raise _upstream_error(target, answer)
 
 
+def _as_asked(answer: Any, request: Any) -> Any:
+    """The predictor's V2 answer (JSON, every output) as the client asked for it (its requested outputs, JSON or
+    binary; over gRPC, a gRPC response)."""
+    from kserve import InferResponse
+
+    try:
+        response = InferResponse.from_rest(answer)
+    except (KeyError, TypeError) as exc:
+        raise UpstreamError(f"predictor answered a V2 body without {exc}") from None
+    return answer_as_asked(
+        request,
+        response.outputs,
+        response_id=response.id,
+        model_name=response.model_name,
+        model_version=response.model_version,
+        parameters=response.parameters,
+    )
+
+
 def _upstream_error(target: str, answer: Answer) -> KfloopError:
     """The upstream's error, in the one error shape (its message and details, when it answered in that shape)."""
     try:
@@ -173,4 +204,4 @@ def serve(config: TransformerConfig, predictor_url: str) -> None:
     log.info("transformer: %d catalog items; predictor %s", len(features.catalog), predictor_url)
     model = RankerTransformer(config, features, predictor_url)
     freeze_loaded_heap()
-    KfloopModelServer(config.http_port).start([model])
+    KfloopModelServer(config.http_port, grpc_port=config.grpc_port).start([model])
