@@ -267,3 +267,47 @@ def test_kfloop_pause_says_what_is_wrong_when_it_cannot_reach_the_controller(tmp
     (tmp_path / "token").write_text("x")
     args.url = f"http://127.0.0.1:{free_port()}"
     assert pause(args) == 2 and "unreachable" in capsys.readouterr().err
+
+
+def test_kfloop_approve_and_pause_post_to_their_routes_with_the_token(tmp_path, capsys):
+    """Against a stand-in that records what it is sent (a route mixed up with the config file's path was a bug)."""
+    import argparse
+    import json as jsonlib
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kfloop.cli.commands.controller import approve, pause
+
+    seen: list[tuple[str, str, dict]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = jsonlib.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, self.headers["Authorization"], body))
+            answer = jsonlib.dumps({"actor": body["operator"], "finished_at": "t", "reason": "r", "id": "a1"})
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(answer.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = tmp_path / "controller.yaml"
+        config.write_text(f"token_file: {tmp_path / 'token'}\n")
+        (tmp_path / "token").write_text("s3cret")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        common = {"config": str(config), "url": url, "operator": "alice", "reason": "ok"}
+        assert approve(argparse.Namespace(experiment="exp-1", **common)) == 0
+        assert pause(argparse.Namespace(**common)) == 0
+    finally:
+        server.shutdown()
+    assert [(path, auth) for path, auth, _ in seen] == [
+        ("/v1/experiments/exp-1/approve", "Bearer s3cret"),
+        ("/v1/pause", "Bearer s3cret"),
+    ]
+    assert seen[0][2] == {"operator": "alice", "reason": "ok"}
+    assert "experiment exp-1 approved for 100%" in capsys.readouterr().out

@@ -30,13 +30,13 @@ def approve(args: argparse.Namespace) -> int:
     return _switch(args, "approve", f"experiments/{args.experiment}/approve")
 
 
-def _switch(args: argparse.Namespace, which: str, path: str | None = None) -> int:
+def _switch(args: argparse.Namespace, which: str, route: str | None = None) -> int:
     from kfloop.config import load_config
     from monitoring.controller.config import DEFAULT_CONFIG, ControllerConfig, read_token
 
     try:
-        path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
-        config = load_config(ControllerConfig, path)
+        config_file = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+        config = load_config(ControllerConfig, config_file)
     except KfloopError as exc:
         print(f"kfloop {which}: {exc.message}", file=sys.stderr)
         return 2
@@ -45,7 +45,7 @@ def _switch(args: argparse.Namespace, which: str, path: str | None = None) -> in
     except OSError as exc:
         print(f"kfloop {which}: the controller's token file {config.token_file}: {exc.strerror}", file=sys.stderr)
         return 2
-    url = (args.url or config.url).rstrip("/") + f"/v1/{path or which}"
+    url = (args.url or config.url).rstrip("/") + f"/v1/{route or which}"
     body = {"operator": args.operator or getpass.getuser(), "reason": args.reason or ""}
     try:
         answer = _post(url, body, token)
