@@ -48,7 +48,22 @@ class OipContentType:
                 scope = dict(scope, headers=[*kept, (_CONTENT_TYPE, b"application/octet-stream")])
             elif not any(name == _CONTENT_TYPE for name, _ in headers):
                 scope = dict(scope, headers=[*headers, (_CONTENT_TYPE, b"application/json")])
+            send = _typed_binary_answers(send)
         await self.app(scope, receive, send)
+
+
+def _typed_binary_answers(send: Any) -> Any:
+    """KServe answers binary tensors with no content type: name it, as the document states."""
+
+    async def typed(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            names = {name.lower() for name, _ in headers}
+            if BINARY_HEADER in names and _CONTENT_TYPE not in names:
+                message = dict(message, headers=[*headers, (_CONTENT_TYPE, b"application/octet-stream")])
+        await send(message)
+
+    return typed
 
 
 def requested_outputs(request: Any, known: Iterable[str]) -> list[Any] | None:

@@ -34,6 +34,12 @@ def system_data(*, keep: list[str] | None = None, start_timeout_s: float = 900) 
     config = yaml.safe_load(text)
     if keep is not None:
         config["parts"] = [p for p in config["parts"] if p["name"] in keep]
+        for entry in config["parts"]:  # an override naming a part left out goes with it
+            overrides = entry.get("config_overrides") or {}
+            for key, value in list(overrides.items()):
+                named = re.findall(r"\{port:([\w-]+)\}", str(value))
+                if any(name not in keep for name in named):
+                    del overrides[key]
     for entry in config["parts"]:
         entry["start_timeout_s"] = start_timeout_s
         if entry["name"] == "serving":

@@ -66,6 +66,8 @@ def post_binary(client: TestClient, body: dict[str, Any], outputs: list[Any] | N
     answer = client.post(INFER, content=payload, headers=headers)
     assert answer.status_code == 200, answer.text
     header_length = answer.headers.get("inference-header-content-length")
+    if header_length is not None:  # binary tensors in the body: typed as the document says
+        assert answer.headers["content-type"] == "application/octet-stream"
     return http.InferResult.from_response_body(answer.content, header_length=header_length and int(header_length))
 
 
