@@ -13,6 +13,8 @@ from kfloop.cli.demo.counterfactual import v1_expected
 from kfloop.cli.demo.report import build_report, load_run, write_report
 from tests.support.demo_run import V1, V2, rankings, record, table_of
 
+pytestmark = pytest.mark.serving  # the demo runs in the serving environment (matplotlib comes with alibi)
+
 
 @pytest.fixture
 def report(tmp_path: Path) -> dict[str, Any]:

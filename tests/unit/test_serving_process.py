@@ -54,6 +54,7 @@ def test_without_idle_the_threads_are_niced():
         child.wait()
 
 
+@pytest.mark.serving  # the predictor's environment: scikit-learn is there only because alibi brings it
 def test_tensorflow_is_imported_without_the_optional_imports_of_keras():
     """scikit-learn and matplotlib stay out of a process that imports TensorFlow for a SavedModel (~6 s of CPU),
     and can still be imported after."""
