@@ -106,6 +106,7 @@ def _impressions(events: pd.DataFrame) -> pd.DataFrame:
     missing = shown["request_id"].isna()
     shown.loc[missing, "request_id"] = "imp:" + shown.loc[missing, "event_id"]
     shown["ts_us"] = _micros(shown["ts"])
+    shown["decided_us"] = shown.groupby("request_id")["ts_us"].transform("min")  # the request's decision
     return shown.reset_index(drop=True)
 
 
@@ -126,14 +127,17 @@ def _attribute(feedback: pd.DataFrame, impressions: pd.DataFrame, attribution: t
         feedback[named]
         .reset_index()
         .merge(
-            by_request[["request_id", "item_id", "index"]].rename(columns={"index": "impression_of_request"}),
+            by_request[["request_id", "item_id", "index", "decided_us"]].rename(
+                columns={"index": "impression_of_request"}
+            ),
             on=["request_id", "item_id"],
             how="left",
         )
+        .set_index("index")
+        .reindex(feedback.index)
     )
-    matched = keyed.set_index("index")["impression_of_request"].reindex(feedback.index)
-    decided = feedback["request_id"].map(impressions.groupby("request_id")["ts_us"].min())
-    late = matched.notna() & (_micros(feedback["ts"]) > decided + _window_us(attribution))
+    matched = keyed["impression_of_request"]
+    late = matched.notna() & (_micros(feedback["ts"]) > keyed["decided_us"] + _window_us(attribution))
     feedback["impression"] = matched.where(~late)
     if (~named).any():
         feedback["impression"] = feedback["impression"].fillna(
