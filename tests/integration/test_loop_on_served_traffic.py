@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,10 @@ from kfloop.registry import ModelRegistry
 from kfloop.simulate import read_rankings
 from pipelines.runner import run_local
 from tests.support.pipeline import import_obd_sample, state_dir_config
-from tests.support.system import part_of, system_data, write_system
+from tests.support.system import kfloop, part_of, system_data, wait_for, write_system
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.integration, pytest.mark.timeout(3600)]
 
-REPO = Path(__file__).resolve().parents[2]
 PARTS = ["collector", "features-apply", "follower", "joiner", "serving"]  # the loop; no monitoring here
 RATE, SECONDS, RUN_ID = 20, 60, "served-window"
 
@@ -47,11 +45,10 @@ class Loop:
     served: pd.DataFrame
 
 
-def kfloop(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    """`kfloop` from this (pipeline) environment: serving commands re-execute in the serving one."""
-    result = subprocess.run(
-        [sys.executable, "-m", "kfloop", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
-    )
+def kfloop_ok(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    """`kfloop` from this (pipeline) environment (serving commands re-execute in the serving one), which must
+    succeed."""
+    result = kfloop(*args, timeout=timeout)
     assert result.returncode == 0, f"kfloop {args[0]}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
@@ -71,11 +68,12 @@ def served_impressions(state: Path) -> pd.DataFrame:
 
 def wait_for_impressions(state: Path, expected: int, timeout_s: float = 300) -> pd.DataFrame:
     """The predictors ship their spools to the collector in the background: wait until all are in the log."""
-    deadline = time.monotonic() + timeout_s
-    while len(served := served_impressions(state)) < expected:
-        assert time.monotonic() < deadline, f"{len(served)} of {expected} served impressions reached the event log"
-        time.sleep(2)
-    return served
+
+    def all_in() -> list[pd.DataFrame] | None:
+        served = served_impressions(state)
+        return [served] if len(served) >= expected else None
+
+    return wait_for(all_in, f"{expected} served impressions in the event log", timeout_s, interval_s=2)[0]
 
 
 def newest_examples(root: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -98,11 +96,11 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     where = ["--config", str(system_file(root)), "--state-dir", str(state)]
     try:
         began = time.monotonic()
-        kfloop("up", *where, timeout=1200)
+        kfloop_ok("up", *where, timeout=1200)
         print(f"kfloop up: healthy in {time.monotonic() - began:.0f} s")
-        live = json.loads(kfloop("status", "--json", *where, timeout=120).stdout)
+        live = json.loads(kfloop_ok("status", "--json", *where, timeout=120).stdout)
         ports = {entry["name"]: entry["port"] for entry in live["parts"]}
-        kfloop(
+        kfloop_ok(
             *("simulate", "--transformer-url", f"http://127.0.0.1:{ports['serving']}"),
             *("--collector-url", f"http://127.0.0.1:{ports['collector']}", "--rate", str(RATE)),
             *("--duration", str(SECONDS), "--seed", "17", "--run-id", RUN_ID, "--out-dir", str(root / "runs")),
@@ -112,7 +110,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         rankings = read_rankings(root / "runs" / RUN_ID)
         served = wait_for_impressions(state, sum(len(r["items"]) for r in rankings))
     finally:
-        subprocess.run([sys.executable, "-m", "kfloop", "down", *where], timeout=600, cwd=REPO, check=False)
+        kfloop("down", *where, timeout=600)
     began = time.monotonic()
     v2 = run_local(state_dir_config(state, root / "pipeline-root")).pushed
     print(f"the pipeline trained again on {len(rankings)} served rankings in {time.monotonic() - began:.0f} s")
