@@ -96,9 +96,6 @@ class DemoFiles:
             "serving": {
                 "stack.predictor_replicas": 1,
                 "stack.start_timeout_s": self.config.start_timeout_s - 100,
-                # the serving config names the collector's default port: the impressions go where it now is (a
-                # literal: the supervisor's serving view fills no {port:NAME})
-                "predictor.impressions.collector_url": f"http://127.0.0.1:{parts['collector']['port']}",
             },
             "joiner": {
                 "reference_impressions": self.config.reference_impressions,
