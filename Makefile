@@ -44,13 +44,18 @@ envs: uv ## build .venvs/serving and .venvs/pipeline from the lock
 data: ## fetch and verify the Open Bandit Dataset sample
 	$(SERVING)/kfloop data fetch --data-dir $(DATA_DIR)
 
-test: setup test-serving test-pipeline ## run every test, each in the environment it belongs to (after `make setup`)
+# `make test` runs the two suites side by side (they share no ports or files); each line says which suite it is from.
+labelled = $(if $(PARALLEL),2>&1 | sed -u 's/^/$(1) | /')
+
+test: setup ## run every test, each in the environment it belongs to; both suites side by side (each line labelled)
+	$(MAKE) --no-print-directory -j2 test-serving test-pipeline PARALLEL=1
+	@echo "test: both suites passed"
 
 test-serving: ## tests of kfloop/ and the serving side, in the serving environment
-	$(SERVING)/pytest -m "not pipeline" tests
+	set -o pipefail; $(SERVING)/pytest -m "not pipeline" tests $(call labelled,serving )
 
 test-pipeline: ## tests of kfloop/ and the pipeline side, in the pipeline environment
-	$(PIPELINE)/pytest -m "not serving" tests
+	set -o pipefail; $(PIPELINE)/pytest -m "not serving" tests $(call labelled,pipeline)
 
 lint: ## ruff check and format check, and the import contracts (lint-imports)
 	$(SERVING)/ruff check .
