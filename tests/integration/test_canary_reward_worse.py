@@ -96,11 +96,10 @@ def joiner_counts(joiner_url: str, version: str) -> dict[str, float]:
     return counts
 
 
-def served_by_simulation(runs: Path, version: str) -> tuple[int, int]:
-    """The slots (impressions) and clicks of the slates `version` answered, from the simulator's ground truth."""
+def slates_of(runs: Path, version: str) -> list[dict[str, Any]]:
+    """The simulator's ground truth of the slates `version` answered (items shown, clicks drawn, when)."""
     records = [json.loads(line) for path in runs.glob("*/rankings.jsonl") for line in path.open()]
-    mine = [r for r in records if r["model_version"] == version]
-    return sum(len(r["items"]) for r in mine), sum(sum(r["clicks"]) for r in mine)
+    return [r for r in records if r["model_version"] == version]
 
 
 def reward_rollbacks(controller: Controller) -> list[dict[str, Any]]:
@@ -151,16 +150,21 @@ def test_a_canary_ranking_in_random_order_is_rolled_back_on_canary_reward_worse(
     assert stage["decision"] == "inferior" and numbers["candidate_impressions"] <= TEST["max_samples"], stage
 
     joined = joiner_counts(url_of(live, "joiner"), candidate)
-    slots, clicks = served_by_simulation(tmp_path / "runs", candidate)
+    slates = slates_of(tmp_path / "runs", candidate)
+    slots, clicks = sum(len(r["items"]) for r in slates), sum(sum(r["clicks"]) for r in slates)
+    first_slate = min(r["ts"] for r in slates)
+    serving_from = seconds_between(done["created_at"], first_slate)  # the canary's predictor loading
+    rolled_back = seconds_between(done["created_at"], done["finished_at"])
     print(
-        f"\nthe random-order canary {candidate} served {joined['impressions']:g} impressions ({joined['clicks']:g} "
-        f"clicks; the simulator saw {slots} slots, {clicks} clicks); the test decided on "
-        f"{numbers['candidate_impressions']} "
-        f"(CTR {numbers['candidate_ctr']:.3f}) against production's {numbers['control_impressions']} "
-        f"(CTR {numbers['control_ctr']:.3f}), z {numbers['statistic']:.2f} vs boundary {numbers['boundary']:.2f}\n"
-        f"from the experiment's start: the canary rolled back by the experiment after "
-        f"{seconds_between(done['created_at'], done['finished_at']):.1f} s (seen {walked_back - began:.1f} s); "
-        f"CanaryRewardWorse firing after {fired - began:.1f} s; the controller's handling recorded after "
+        f"the random-order canary {candidate} served {joined['impressions']:g} impressions ({joined['clicks']:g} "
+        f"clicks) by the joiner's count, {slots} ({clicks} clicks) by the simulator's; the test decided on "
+        f"{numbers['candidate_impressions']} (CTR {numbers['candidate_ctr']:.3f}) against production's "
+        f"{numbers['control_impressions']} (CTR {numbers['control_ctr']:.3f}): z {numbers['statistic']:.2f}, "
+        f"boundary {numbers['boundary']:.2f}\n"
+        f"from the experiment's start: the canary's first slate after {serving_from:.1f} s (its predictor loading), "
+        f"rolled back by the experiment after {rolled_back:.1f} s ({rolled_back - serving_from:.1f} s after its "
+        f"first slate); CanaryRewardWorse "
+        f"firing after {fired - began:.1f} s; the controller's handling of its notification recorded after "
         f"{recorded - began:.1f} s"
     )
     assert joined["impressions"] >= TEST["min_samples"] and slots >= TEST["min_samples"]
@@ -169,6 +173,7 @@ def test_a_canary_ranking_in_random_order_is_rolled_back_on_canary_reward_worse(
     assert alert["labels"]["model_version"] == candidate and alert["labels"]["experiment"] == experiment["id"]
     (action,) = handled  # ...Alertmanager delivered it, and the controller's rollback found the canary gone
     assert action["outcome"] == "nothing_to_do", action
+    print(f"the controller's rollback for CanaryRewardWorse ({action['id']}): {action['outcome']}: {action['reason']}")
     assert [x["labels"]["model_version"] for x in action["alerts"]] == [candidate]
     assert seconds_between(done["finished_at"], action["created_at"]) >= 0
     assert not [a for a in controller.actions("rollback") if a["outcome"] == "rolled_back"]
