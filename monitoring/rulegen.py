@@ -51,9 +51,10 @@ def rule_sources() -> list[Path]:
     return sorted(p for p in RULES_DIR.glob("*.yaml") if p != PROFILES_FILE)
 
 
-def render_groups(profile: str) -> list[dict[str, Any]]:
-    """Every group of every source file, with the profile's values in place (a missing value is an error)."""
-    values = profile_values(profile)
+def render_groups(profile: str, changed: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every group of every source file, with the profile's values in place (a missing value is an error), some of
+    them `changed` (a test's own threshold)."""
+    values = profile_values(profile) | (changed or {})
     groups: list[dict[str, Any]] = []
     for source in rule_sources():
         groups += yaml.safe_load(Placeholders(source.read_text()).substitute(values))["groups"]

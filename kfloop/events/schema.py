@@ -80,7 +80,10 @@ def _parse_timestamp(value: Any) -> datetime:
         raise ValueError("must be an RFC 3339 timestamp string with a timezone")
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("must carry a timezone (Z or +hh:mm)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is in year 0 in UTC, which datetime cannot hold
+        raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
 
 
 _ID_PATTERN = f"^{_ID_RE.pattern}$"

@@ -138,11 +138,12 @@ def _collector(root: Path) -> ServiceProcess:
 
 
 class Users(threading.Thread):
-    """Simulated users ranking and clicking at RATE per second, in runs of 10 s, until stopped."""
+    """Simulated users ranking and clicking at `rate` per second, in runs of 10 s, until stopped."""
 
-    def __init__(self, root: Path, transformer: str, collector: str, world: ClickWorld) -> None:
+    def __init__(self, root: Path, transformer: str, collector: str, world: ClickWorld, rate: int = RATE) -> None:
         super().__init__(daemon=True)
         self.root, self.transformer, self.collector, self.world = root, transformer, collector, world
+        self.rate = rate
         self.stop = threading.Event()
         self.runs = 0
 
@@ -152,7 +153,7 @@ class Users(threading.Thread):
             config = SimulateConfig(
                 transformer_url=self.transformer,
                 collector_url=self.collector,
-                rate=RATE,
+                rate=self.rate,
                 duration_s=10,
                 seed=self.runs,
                 users=2000,

@@ -47,6 +47,10 @@ class ContractSpec:
     """(item id, logit) pairs added to the model's logit for those items (others: 0): a version that knows which
     items users like (or the reverse), for experiments where one version must be better than another. The
     explainer does not see it."""
+    random_order: bool = False
+    """A version whose rankings are random order: every candidate's logit is a fresh uniform draw per request (the
+    tower and `item_bias` are ignored), for tests of what becomes of a candidate no better than chance. Its
+    explainer is the seeded tower's, as any version's."""
 
 
 def raw_inputs(features: names.FeatureSet = names.DEFAULT_FEATURES) -> dict[str, str]:
@@ -116,6 +120,13 @@ class _Graph:
             return 0.0
         return self.module.item_bias.lookup(raw[names.ITEM_ID])
 
+    def ranking_logit(self, raw: dict[str, Any]) -> Any:
+        """The model's logit before the position bias: the tower plus the item's logit, or a random draw."""
+        logit = self.relevance(self.x_of(raw)) + self.item_logit(raw)
+        if self.spec.random_order:
+            return self.tf.random.uniform(self.tf.shape(logit), -3.0, 3.0)
+        return logit
+
     def relevance(self, x: Any) -> Any:
         tf, module = self.tf, self.module
         hidden = tf.nn.relu(tf.matmul(x, module.kernel_0) + module.bias_0)
@@ -159,13 +170,12 @@ def _export_model(graph: _Graph, inputs: dict[str, str], path: Path) -> Any:
 
     @tf.function(input_signature=[signature], autograph=False)
     def serving_default(raw: dict[str, Any]) -> dict[str, Any]:
-        return graph.scored(graph.relevance(graph.x_of(raw)) + graph.item_logit(raw) + graph.fixed_bias)
+        return graph.scored(graph.ranking_logit(raw) + graph.fixed_bias)
 
     @tf.function(input_signature=[signature, position_spec], autograph=False)
     def score_at_position(raw: dict[str, Any], position: Any) -> dict[str, Any]:
         bucket = tf.where((position >= 1) & (position <= 3), position, tf.zeros_like(position))
-        logit = graph.relevance(graph.x_of(raw)) + graph.item_logit(raw)
-        return graph.scored(logit + tf.gather(graph.bias_table, bucket))
+        return graph.scored(graph.ranking_logit(raw) + tf.gather(graph.bias_table, bucket))
 
     @tf.function(input_signature=[signature], autograph=False)
     def explain_inputs(raw: dict[str, Any]) -> dict[str, Any]:

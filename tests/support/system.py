@@ -97,14 +97,27 @@ class Controller:
         self.url = url
         self.token_file = token_file
 
-    def _get(self, path: str, **params: Any) -> Any:
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token_file.read_text().strip()}"}
-        answer = httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=10)
+        answer = httpx.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
         answer.raise_for_status()
         return answer.json()
 
+    def _get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params)
+
     def actions(self, kind: str | None = None) -> list[dict[str, Any]]:
         return self._get("/v1/actions", **({"kind": kind} if kind else {}))
+
+    def action(self, action_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/actions/{action_id}")
+
+    def start_experiment(self, candidate: str) -> dict[str, Any]:
+        """POST /v1/experiments: the experiment's action (pending)."""
+        return self._call("POST", "/v1/experiments", json={"candidate": candidate, "operator": "test"})
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._get(f"/v1/experiments/{experiment_id}")
 
     def alert_notifications(self, state_db: Path) -> dict[str, int]:
         """How many notifications of each alert (by name) the controller received, from its own state."""

@@ -155,6 +155,17 @@ def test_every_event_rejected_is_a_422_naming_each_field(config):
     assert stored_ids(config) == []
 
 
+def test_a_timestamp_outside_the_years_datetime_holds_in_utc_is_a_422_naming_ts(config):
+    batch = [event("e-1", ts="0001-01-01T00:00:00+01:00"), event("e-2", ts="9999-12-31T23:30:00-01:00")]
+    with running(config) as client:
+        response = client.post("/v1/events", json=batch)
+    assert response.status_code == 422
+    reasons = [(e["field"], e["reason"]) for result in response.json()["details"] for e in result["errors"]]
+    assert [field for field, _ in reasons] == ["ts", "ts"]
+    assert all("outside the years 1 to 9999" in reason for _, reason in reasons), reasons
+    assert stored_ids(config) == []
+
+
 def test_an_oversized_body_is_a_413_by_its_declared_length(config):
     big = json.dumps([event(f"e-{i}") for i in range(40)] + [{"pad": "x" * 70_000}]).encode()
     with running(config) as client:

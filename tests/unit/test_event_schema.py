@@ -50,6 +50,8 @@ def test_signal_is_part_of_the_schema_not_a_convention():
         ({"user_id": "jane@example.com"}, "user_id", "email"),
         ({"ts": "2026-11-23T10:00:00"}, "ts", "timezone"),
         ({"ts": "yesterday"}, "ts", "RFC 3339"),
+        ({"ts": "0001-01-01T00:00:00+01:00"}, "ts", "years 1 to 9999"),  # before year 1 in UTC
+        ({"ts": "9999-12-31T23:30:00-01:00"}, "ts", "years 1 to 9999"),  # after 9999 in UTC
         ({"dwell_ms": -5}, "dwell_ms", "greater than or equal to 0"),
         ({"traits": {"email": "x@y.z"}}, "traits", "Extra inputs"),
         ({"consent": {}}, "consent.personalization", "required"),

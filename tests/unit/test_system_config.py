@@ -87,7 +87,8 @@ def test_default_overrides_change_nothing_in_the_serving_config():
 
 def test_default_overrides_change_nothing_in_the_controller_config():
     controller = default_part("controller")
-    effective = ControllerConfig.model_validate(effective_data(controller, DEFAULT_STATE))
+    ports = load_system_config(None).ports()
+    effective = ControllerConfig.model_validate(effective_data(controller, DEFAULT_STATE, ports))
     assert effective == load_config(ControllerConfig, controller.config_file)
     assert controller.port == effective.port == urlsplit(controller.ready_urls[0]).port
     assert kfloop_has(controller.command[1:])
@@ -116,10 +117,13 @@ def test_state_dir_moves_every_part_state(tmp_path):
     # served impressions go to this system's collector, wherever its port is
     assert serving.predictor.impressions.collector_url == f"http://127.0.0.1:{collector.port}"
     assert (paths.configs / "collector.yaml").is_file()
-    controller = load_config(ControllerConfig, effective_config(by_name["controller"], paths))
+    controller = load_config(ControllerConfig, effective_config(by_name["controller"], paths, config.ports()))
     assert controller.state_dir == root / "controller" and controller.token_file == root / "controller" / "token"
     assert controller.serving.state_dir == serving.stack.state_dir
     assert controller.serving.registry_uri == serving.predictor.registry_uri
+    # experiments count this system's joiner's impressions and its router's mirrored requests
+    assert controller.experiment.counts_url == f"http://127.0.0.1:{joiner.port}/metrics"
+    assert controller.experiment.mirror_counts_url == f"http://127.0.0.1:{serving.stack.router_port}/metrics"
 
 
 def test_the_state_dir_is_absolute_once_loaded(tmp_path, monkeypatch):
