@@ -29,8 +29,8 @@ def _when(text: str | None) -> datetime | None:
 
 def apply(args: argparse.Namespace) -> int:
     from kfloop.features import names
-    from kfloop.features.store import apply as apply_store
     from kfloop.features.store import STATIC_VIEWS, load_static_context
+    from kfloop.features.store import apply as apply_store
 
     config = _load(args)
     feature_store = apply_store(config)
