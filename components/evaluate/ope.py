@@ -118,8 +118,11 @@ def off_policy(
         reference_p = policy.position_propensities(reference_logits, k)
         recomputed = logged_propensity(reference_p, rows.item, rows.position, context=rows.context)
         own = served_by(rows, reference_version, config.exploration)
+        # on its own rows the reference is the logging policy: weight 1 and, as for the logging policy, DR's
+        # model term at what was served
         reference = np.where(own, rows.pscore, recomputed)
-        q_reference = expected_reward(reference_p, q_grid, rows.position, context=rows.context)
+        expected = expected_reward(reference_p, q_grid, rows.position, context=rows.context)
+        q_reference = np.where(own, q_logged, expected)
     out: dict[str, Any] = {"rows": len(rows.reward), "clicks": int(rows.reward.sum()), "dropped": rows.dropped}
     if reference_logits is not None:
         out["served_check"] = served_check(recomputed[own], rows.pscore[own], reference_version)

@@ -181,6 +181,7 @@ def test_a_version_judged_on_the_logs_it_served_itself_weighs_them_by_what_it_se
     reference = result["ips"]["reference"]
     assert reference["ess"] == pytest.approx(len(rows.reward)) and reference["max_weight"] == pytest.approx(1.0)
     assert reference["value"] == pytest.approx(rows.reward.mean())
+    assert result["dr"]["reference"]["value"] == pytest.approx(rows.reward.mean())  # on-policy: the click rate
     check = result["served_check"]
     assert check["version"] == "v1" and check["rows"] == len(rows.reward)
     assert check["ess_share"] < 0.5 and check["disagreeing"] > 0.3 * check["rows"]
