@@ -25,6 +25,7 @@ from kfloop.model_contract import MODEL_DIR
 
 EVALUATION_FILE = "evaluation.json"
 LOGGING_POLICY = "logging-policy"
+SKEW_SHARE = 0.05  # more of the reference's own rows than this disagreeing with their recomputation: say skew
 
 
 def production_scorer(registry_uri: str, workdir: Path, needed: set[str]) -> tuple[str | None, Scorer | None, str]:
@@ -71,7 +72,8 @@ def evaluate(
         candidate_logits = candidate.logits(candidates).reshape(shape)
         reference_logits = production.logits(candidates).reshape(shape) if production is not None else None
     q_grid = reward_grid(candidate_logits, info["position_bias"], info["serving_position"], config.slate_size)
-    ope = off_policy(rows, candidate_logits, reference_logits, q_grid, config)
+    served_by = version if production is not None else None
+    ope = off_policy(rows, candidate_logits, reference_logits, q_grid, config, reference_version=served_by)
     reference = f"production:{version}" if production is not None else LOGGING_POLICY
     ope["reference"], ope["reference_note"] = reference, note
     ope["policy"] = _policy_name(config)
@@ -117,7 +119,8 @@ def report_markdown(result: dict[str, Any]) -> str:
     reasons = ope["dr"]["difference"]["reasons"]
     if reasons:
         lines += ["", "Why the evidence is low (DR): " + "; ".join(reasons) + "."]
-    lines += ["", f"Rows left out: {ope['dropped']}.", "", "## Metrics by slice (TFMA)", ""]
+    lines += ["", f"Rows left out: {ope['dropped']}.", *_served_check_lines(ope.get("served_check"))]
+    lines += ["", "## Metrics by slice (TFMA)", ""]
     lines += [
         "| slice | model | examples | positives | AUC | log loss | calibration | note |",
         "|---|---|---|---|---|---|---|---|",
@@ -132,6 +135,19 @@ def report_markdown(result: dict[str, Any]) -> str:
                 f"{_number(values.get('binary_crossentropy'))} | {_number(values.get('calibration'))} | {note} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _served_check_lines(check: dict[str, Any] | None) -> list[str]:
+    if not check or not check["rows"]:
+        return []
+    text = (
+        f"The reference's own served rows ({check['rows']}) weigh by their logged propensities. Recomputed on the "
+        f"offline features, its policy gives them ESS {check['ess']:.0f} of {check['rows']} (max weight "
+        f"{check['max_weight']:.2f}; {check['disagreeing']} rows more than 5% off)"
+    )
+    if check["disagreeing"] > SKEW_SHARE * check["rows"]:
+        text += ": the offline features do not reproduce serving's decisions (training/serving skew)"
+    return ["", text + "."]
 
 
 def _interval(estimate: dict[str, Any]) -> str:

@@ -33,6 +33,8 @@ class OpeRows:
     pscore: np.ndarray
     request: np.ndarray  # request ids: rows of one request resample together
     dropped: dict[str, int]
+    served_by: np.ndarray  # the model version that served each row (None: not recorded)
+    policy: np.ndarray  # the exploration policy it was served with (None: not recorded)
 
 
 def ope_rows(
@@ -65,10 +67,18 @@ def ope_rows(
             pscore=rows["propensity"].to_numpy(dtype=float),
             request=rows["request_id"].to_numpy(),
             dropped=dropped,
+            served_by=_column(rows, "model_version"),
+            policy=_column(rows, "policy"),
         ),
         requests,
         catalog,
     )
+
+
+def _column(rows: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in rows.columns:
+        return np.full(len(rows), None, dtype=object)
+    return rows[name].astype(object).where(rows[name].notna(), None).to_numpy()
 
 
 def exploration_policy(config: EvaluateConfig) -> Any:
@@ -90,8 +100,10 @@ def off_policy(
     reference_logits: np.ndarray | None,
     q_grid: np.ndarray,
     config: EvaluateConfig,
+    reference_version: str | None = None,
 ) -> dict[str, Any]:
-    """{"reference": ..., "rows": n, "dropped": {...}, "ips"|"snips"|"dr": {candidate, reference, difference}}."""
+    """{"rows": n, "clicks": c, "dropped": {...}, "served_check": {...} (with a reference model),
+    "ips"|"snips"|"dr": {candidate, reference, difference}}."""
     from kfloop.ope import estimate_difference, expected_reward, logged_propensity
 
     policy = exploration_policy(config)
@@ -104,9 +116,16 @@ def off_policy(
         reference, q_reference = rows.pscore, q_logged
     else:
         reference_p = policy.position_propensities(reference_logits, k)
-        reference = logged_propensity(reference_p, rows.item, rows.position, context=rows.context)
-        q_reference = expected_reward(reference_p, q_grid, rows.position, context=rows.context)
+        recomputed = logged_propensity(reference_p, rows.item, rows.position, context=rows.context)
+        own = served_by(rows, reference_version, config.exploration)
+        # on its own rows the reference is the logging policy: weight 1 and, as for the logging policy, DR's
+        # model term at what was served
+        reference = np.where(own, rows.pscore, recomputed)
+        expected = expected_reward(reference_p, q_grid, rows.position, context=rows.context)
+        q_reference = np.where(own, q_logged, expected)
     out: dict[str, Any] = {"rows": len(rows.reward), "clicks": int(rows.reward.sum()), "dropped": rows.dropped}
+    if reference_logits is not None:
+        out["served_check"] = served_check(recomputed[own], rows.pscore[own], reference_version)
     for estimator in ("ips", "snips", "dr"):
         comparison = estimate_difference(
             rows.reward,
@@ -127,3 +146,32 @@ def off_policy(
             "difference": comparison.difference.to_dict(),
         }
     return out
+
+
+DISAGREE = 0.05
+"""A recomputed propensity more than 5% (relative) from the logged one disagrees with what was served."""
+
+
+def served_by(rows: OpeRows, version: str | None, exploration: str) -> np.ndarray:
+    """Rows that `version` served itself under this exploration policy."""
+    if version is None:
+        return np.zeros(len(rows.reward), dtype=bool)
+    return (rows.served_by == version) & (rows.policy == exploration)
+
+
+def served_check(recomputed: np.ndarray, logged: np.ndarray, version: str | None) -> dict[str, Any]:
+    """How well the reference's policy recomputed on the offline features reproduces what it served: weights
+    recomputed / logged on its own rows (all 1 without training/serving skew)."""
+    n = len(logged)
+    if n == 0:
+        return {"version": version, "rows": 0}
+    weights = recomputed / logged
+    ess = float(weights.sum() ** 2 / (weights**2).sum()) if weights.any() else 0.0
+    return {
+        "version": version,
+        "rows": n,
+        "ess": ess,
+        "ess_share": ess / n,
+        "max_weight": float(weights.max()),
+        "disagreeing": int((np.abs(weights - 1.0) > DISAGREE).sum()),
+    }

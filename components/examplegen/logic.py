@@ -18,6 +18,8 @@ from components import examples_io
 from components.examplegen.config import ExampleGenTask, WindowConfig
 from components.examplegen.labels import EVENT_COLUMNS, LABEL, label_examples
 from kfloop.errors import InvalidInput
+from kfloop.features import names
+from kfloop.features.config import FeaturesConfig
 
 FeatureJoin = Callable[[pd.DataFrame], pd.DataFrame]
 """Entity rows (user_id, item_id, event_timestamp) -> the same rows, in order, plus one column per feature."""
@@ -172,7 +174,7 @@ def generate(
         examples, eval_fraction=config.window.eval_fraction, max_requests=config.window.max_requests
     )
     splits = {"train": join_features(train, join), "eval": join_features(evaluation, join)}
-    catalog = sorted(examples.loc[examples["signal"] == "implicit", "item_id"].unique())
+    catalog = serving_catalog(config.features, examples.loc[examples["signal"] == "implicit", "item_id"])
     candidates = join_features(candidate_grid(evaluation, catalog), join)
     span = describe(splits, window=window, cutoff_us=cutoff, events=len(events))
     span["catalog_size"] = len(catalog)
@@ -184,6 +186,19 @@ def generate(
     examples_io.write_candidates(out_dir, candidates)
     examples_io.write_span(out_dir, span)
     return span
+
+
+def serving_catalog(features: FeaturesConfig, shown: pd.Series) -> list[str]:
+    """The items serving ranks when a request names none (the item context table, in its order, as the
+    transformer reads it), then any shown item the table lacks. Evaluate recomputes each policy over these: a
+    catalog of the shown items alone would give exploration the wrong 1/n and hide items never shown."""
+    import pyarrow.parquet as pq
+
+    path = features.store.offline_dir / f"{names.ITEM_CONTEXT}.parquet"
+    table = pq.read_table(path, columns=[names.ITEM_ID]).column(names.ITEM_ID).to_pylist() if path.exists() else []
+    catalog = list(dict.fromkeys(str(item) for item in table))
+    known = set(catalog)
+    return catalog + sorted(str(item) for item in shown.unique() if str(item) not in known)
 
 
 def candidate_grid(evaluation: pd.DataFrame, catalog: list[str]) -> pd.DataFrame:

@@ -71,6 +71,16 @@ def use_wal_journal(store: StoreConfig) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+STATIC_VIEWS = [names.USER_CONTEXT, names.ITEM_CONTEXT]
+"""Views whose only way into the online store is materialization: the follower streams the aggregates alone."""
+
+
+def load_static_context(feature_store: Any) -> None:
+    """User and item context into the online store. Without it serving reads the cold-start defaults for every
+    context feature while training joins the real values from the offline tables (training/serving skew)."""
+    materialize(feature_store, views=STATIC_VIEWS)
+
+
 def materialize(feature_store: Any, end: datetime | None = None, views: list[str] | None = None) -> datetime:
     """Load the latest offline row of every entity (up to `end`, default now) into the online store."""
     end = end or datetime.now(UTC)

@@ -16,6 +16,7 @@ from kfloop.features import names
 from kfloop.features.config import FeaturesConfig, FollowerConfig, StoreConfig
 from kfloop.features.defaults import cold_start_defaults
 from kfloop.features.synthetic import feedback_record, synthetic_events
+from tests.support.features import write_obd_sample
 
 pytestmark = pytest.mark.integration
 
@@ -36,21 +37,6 @@ class Clock:
 
     def set(self, at: datetime) -> None:
         self.us = to_micros(at)
-
-
-def write_obd_sample(data_dir: Path) -> None:
-    """A tiny file in the OBD layout: two user cohorts, six items."""
-    random_dir = data_dir / "obd" / "random"
-    random_dir.mkdir(parents=True)
-    header = (
-        ",timestamp,item_id,position,click,propensity_score,user_feature_0,user_feature_1,user_feature_2,user_feature_3"
-    )
-    rows = [f"{n},2019-11-24 00:00:0{n}+00:00,1,1,0,0.0125,a{n},b,c,d" for n in range(2)]
-    (random_dir / "all.csv").write_text("\n".join([header, *rows]) + "\n")
-    items = [f"{n},{n},{n / 10},h{n % 2},g,k{n}" for n in range(6)]
-    (random_dir / "item_context.csv").write_text(
-        "\n".join([",item_id,item_feature_0,item_feature_1,item_feature_2,item_feature_3", *items]) + "\n"
-    )
 
 
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.integration)])

@@ -183,4 +183,11 @@ def test_the_second_version_is_trained_and_judged_on_served_traffic(loop: Loop):
     assert card.ope["reference"] == f"production:{loop.v1}"
     assert card.data["impressions_by_source"] == {"serving": int((loop.examples["signal"] == "implicit").sum())}
     reference = card.ope["ips"]["reference"]
-    print(f"Evaluate's estimate of v1 (recomputed policy) on the eval split: {reference}")
+    print(f"Evaluate's estimate of v1 on the eval split: {reference}")
+    # v1 on the rows it served: weighed by what it served (w = 1), and its policy recomputed on the offline
+    # features reproduces those propensities (no training/serving skew: context online, the same catalog)
+    assert reference["ess"] == pytest.approx(reference["n"]) and reference["max_weight"] == pytest.approx(1.0)
+    check = card.ope["served_check"]
+    print(f"v1 recomputed on the offline features vs what it served: {check}")
+    assert check["version"] == loop.v1 and check["rows"] == reference["n"]
+    assert check["disagreeing"] <= 0.05 * check["rows"], check

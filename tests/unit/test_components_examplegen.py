@@ -230,3 +230,20 @@ def test_the_candidate_grid_puts_every_catalog_item_in_every_eval_request():
     assert grid["request_id"].tolist() == ["r1"] * 3 + ["r2"] * 3
     assert grid["item_id"].tolist() == ["a", "b", "c"] * 2
     assert grid["ts_us"].tolist() == [10] * 3 + [20] * 3
+
+
+def test_the_catalog_is_what_serving_ranks_then_any_shown_item_it_lacks(tmp_path):
+    """Serving ranks every item of the item context table; a window whose slates showed only some of them must
+    still be evaluated over all (exploration's 1/n; the items a policy would pick but nobody was shown)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.examplegen.logic import serving_catalog
+    from kfloop.features.config import FeaturesConfig
+
+    config = FeaturesConfig.model_validate({"store": {"repo_dir": str(tmp_path / "features")}})
+    shown = pd.Series(["2", "0", "zz", "2"])
+    assert serving_catalog(config, shown) == ["0", "2", "zz"]  # no item context table yet: what was shown
+    config.store.offline_dir.mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": ["0", "1", "10", "2"]}), config.store.offline_dir / "item_context.parquet")
+    assert serving_catalog(config, shown) == ["0", "1", "10", "2", "zz"]

@@ -29,14 +29,18 @@ def _when(text: str | None) -> datetime | None:
 
 def apply(args: argparse.Namespace) -> int:
     from kfloop.features import names
+    from kfloop.features.store import STATIC_VIEWS, load_static_context
     from kfloop.features.store import apply as apply_store
 
     config = _load(args)
     feature_store = apply_store(config)
+    # apply writes the static context's offline tables; serving reads it online, where nothing else puts it
+    load_static_context(feature_store)
     print(f"applied Feast project {config.store.project!r} in {config.store.repo_dir}")
     print(f"  online store: {config.store.online_store}; views: {', '.join(names.ALL_VIEWS)}")
     print(f"  feature services: {names.TRAINING_SERVICE}, {names.SERVING_SERVICE}")
     print(f"  {len(feature_store.list_feature_views())} feature views registered")
+    print(f"  static context loaded into the online store: {', '.join(STATIC_VIEWS)}")
     return 0
 
 
