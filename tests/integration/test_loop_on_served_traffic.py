@@ -30,6 +30,7 @@ from tests.support.system import kfloop, part_of, system_data, wait_for, write_s
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.integration, pytest.mark.timeout(3600)]
 
+SIMULATOR_TIMEOUT_S = 120.0
 PARTS = ["collector", "features-apply", "follower", "joiner", "serving"]  # the loop; no monitoring here
 RATE, SECONDS, RUN_ID = 20, 60, "served-window"
 
@@ -100,8 +101,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
         print(f"kfloop up: healthy in {time.monotonic() - began:.0f} s")
         live = json.loads(kfloop_ok("status", "--json", *where, timeout=120).stdout)
         ports = {entry["name"]: entry["port"] for entry in live["parts"]}
+        # a ranking the simulator stops waiting for is still served and logged, with no record of it here: on a busy
+        # host (answers in seconds) it waits for every answer
+        patient = root / "simulate.yaml"
+        patient.write_text(json.dumps({"timeout_s": SIMULATOR_TIMEOUT_S}))
         kfloop_ok(
-            *("simulate", "--transformer-url", f"http://127.0.0.1:{ports['serving']}"),
+            *("simulate", "--config", str(patient), "--transformer-url", f"http://127.0.0.1:{ports['serving']}"),
             *("--collector-url", f"http://127.0.0.1:{ports['collector']}", "--rate", str(RATE)),
             *("--duration", str(SECONDS), "--seed", "17", "--run-id", RUN_ID, "--out-dir", str(root / "runs")),
             "--quiet",
