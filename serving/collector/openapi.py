@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from kfloop.events import Event
 
@@ -56,7 +56,9 @@ class ErrorResponse(BaseModel):
 
 
 class SegmentMessage(BaseModel):
-    """A Segment message (track, identify, page, screen, group, alias); other Segment keys are allowed."""
+    """A Segment message (track, identify, page, screen, group, alias); other Segment keys are allowed. A message
+    is answered on its own (its result: rejected naming Segment's field, or ignored when it maps to no event),
+    never by refusing the request it came in."""
 
     model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
@@ -68,9 +70,10 @@ class SegmentMessage(BaseModel):
     """Page or screen name, looked up in the page mapping table."""
     messageId: str | None = None
     """Becomes the kfloop event_id (idempotency key)."""
-    userId: str | None = None
-    """Pseudonymized (HMAC-SHA256) into user_id; never stored raw."""
-    anonymousId: str | None = None
+    userId: str | int | float | None = None
+    """Pseudonymized (HMAC-SHA256) into user_id; never stored raw. A number (as some Segment sources send) is
+    taken as its decimal text."""
+    anonymousId: str | int | float | None = None
     """Used, pseudonymized, when there is no userId."""
     timestamp: str | None = None
     """When it happened (else originalTimestamp, else arrival time)."""
@@ -80,17 +83,18 @@ class SegmentMessage(BaseModel):
     context: dict[str, Any] | None = None
     """context.consent.categoryPreferences decides consent."""
     writeKey: str | None = None
-    """Write key, when not sent as basic auth."""
+    """Write key, when not sent as basic auth (another type: 400, even with basic auth)."""
 
 
 class SegmentBatch(BaseModel):
     model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
-    batch: list[SegmentMessage]
-    """The messages."""
+    batch: list[SegmentMessage] = Field(min_length=1)
+    """The messages (at least one: an empty batch is refused)."""
     context: dict[str, Any] | None = None
     """Context shared by every message (each message's own keys win)."""
     writeKey: str | None = None
+    """Write key of the whole batch, when not sent as basic auth (another type: 400)."""
     sentAt: str | None = None
 
 
@@ -146,10 +150,10 @@ EVENTS_BODY = json_body(
     {
         "oneOf": [
             ref(EVENT_SCHEMA_NAME),
-            {"type": "array", "items": ref(EVENT_SCHEMA_NAME)},
+            {"type": "array", "items": ref(EVENT_SCHEMA_NAME), "minItems": 1},
             {
                 "type": "object",
-                "properties": {"events": {"type": "array", "items": ref(EVENT_SCHEMA_NAME)}},
+                "properties": {"events": {"type": "array", "items": ref(EVENT_SCHEMA_NAME), "minItems": 1}},
                 "required": ["events"],
                 "additionalProperties": False,
             },
