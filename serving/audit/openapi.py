@@ -121,7 +121,11 @@ def _document_writes(paths: dict[str, Any]) -> None:
     structured = {
         "type": "object",
         "required": list(cloudevents.REQUIRED),
-        "properties": {**attributes, "data": {}, "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"}},
+        "properties": {
+            **attributes,
+            "data": {},
+            "data_base64": {"type": ["string", "null"], "contentEncoding": "base64"},
+        },
     }
     cloudevent["requestBody"] = {
         "required": True,

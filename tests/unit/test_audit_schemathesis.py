@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("schemathesis")
 
-from schemathesis.python.asgi import shutdown_lifespans  # noqa: E402
+from schemathesis.python.asgi import shutdown_lifespans
 
-from kfloop.audit import AuditStoreConfig  # noqa: E402
-from serving.audit.app import create_app  # noqa: E402
-from serving.audit.config import AuditSinkConfig  # noqa: E402
-from tests.support.fuzz import fuzz, ready_schema  # noqa: E402
+from kfloop.audit import AuditStoreConfig
+from serving.audit.app import create_app
+from serving.audit.config import AuditSinkConfig
+from tests.support.fuzz import fuzz, ready_schema
 
 pytestmark = pytest.mark.serving
 
