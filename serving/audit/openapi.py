@@ -13,17 +13,9 @@ from pydantic import TypeAdapter
 
 from kfloop.audit.record import RECORD_TAGS, AuditRecord, KServeMessage
 from serving.audit import cloudevents
+from serving.common.openapi import ERROR_BODY
 
 REF = "#/components/schemas/{model}"
-ERROR = {
-    "type": "object",
-    "required": ["error", "message"],
-    "properties": {
-        "error": {"type": "string", "description": "a machine code: MalformedRequest, InvalidInput, NotFound, ..."},
-        "message": {"type": "string", "description": "what went wrong, for a person"},
-        "details": {"type": "array", "items": {"type": "object"}, "description": "specifics: fields and reasons"},
-    },
-}
 _WHY = {
     400: "Not JSON, or not one of the accepted shapes (the message names the field)",
     404: "Nothing recorded for that request id",
@@ -79,7 +71,7 @@ def openapi_builder(app: FastAPI) -> Callable[[], dict[str, Any]]:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             schemas = schema.setdefault("components", {}).setdefault("schemas", {})
             record = TypeAdapter(AuditRecord).json_schema(ref_template=REF, mode="validation")
-            schemas.update({**record.pop("$defs", {}), "AuditRecord": record, "Error": ERROR})
+            schemas.update({**record.pop("$defs", {}), "AuditRecord": record, "Error": ERROR_BODY})
             paths = schema["paths"]
             for (path, method), statuses in _STATUSES.items():
                 responses = paths[path][method]["responses"]
