@@ -80,5 +80,7 @@ def _cases() -> list[Any]:
 @pytest.mark.parametrize(("method", "path", "headers"), _cases())
 def test_every_check_passes_on_every_operation(api_schema, method, path, headers):
     refused = LIMITS | (FUTURE if path == "/v1/events" else {})  # Segment answers a rejected message with 200
-    report = fuzz(api_schema, method, path, headers=headers, max_examples=15, valid_but_refused=refused)
+    report = fuzz(
+        api_schema, method, path, headers=headers, max_examples=10, max_coverage=80, valid_but_refused=refused
+    )
     assert report.cases > 0
