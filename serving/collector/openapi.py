@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -132,9 +133,31 @@ def components() -> dict[str, Any]:
     out[EVENT_SCHEMA_NAME] = event
     for model in (SegmentMessage, SegmentBatch):
         schema = model.model_json_schema(ref_template=REF)
-        out.update(schema.pop("$defs", {}))
-        out[model.__name__] = schema
+        out.update({name: d for name, d in schema.pop("$defs", {}).items() if name not in out})  # keep ours
+        out[model.__name__] = _answered_per_message(schema)
     return out
+
+
+STRICT_SEGMENT_FIELDS = ("writeKey", "batch")
+"""The only Segment fields whose type decides the request (400): the write key, and a batch's list itself."""
+
+
+def _answered_per_message(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Segment field of another type than Segment's is answered in the message's result (rejected, naming
+    the field, or ignored), never by refusing the request, as Segment does: the document states each field's
+    type in words and takes any JSON value (writeKey and batch excepted)."""
+    properties = schema["properties"]
+    for name, field in properties.items():
+        if name not in STRICT_SEGMENT_FIELDS:
+            expected = json.dumps({k: v for k, v in field.items() if k not in ("title", "description", "default")})
+            said = field.get("description", "")
+            properties[name] = {"description": f"{said} Segment's type: {expected}; another is answered per message."}
+    if "batch" in properties:
+        properties["batch"]["items"] = {
+            "description": "a Segment message (SegmentMessage); another value is answered in its result",
+            "anyOf": [properties["batch"]["items"], {}],
+        }
+    return schema
 
 
 def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
