@@ -29,7 +29,7 @@ from kfloop.audit.record import RECORD_TAGS, parse_record, utc_now
 from kfloop.audit.store import RowQuery, SqlStore, make_store
 from kfloop.config import load_config
 from kfloop.errors import InvalidInput, MalformedRequest, NotFound, PayloadTooLarge, field_errors
-from serving.audit import cloudevents, flags
+from serving.audit import cloudevents, flags, openapi
 from serving.audit.config import AuditSinkConfig
 from serving.audit.metrics import AuditSinkMetrics
 from serving.common.body import parse_json, read_body
@@ -57,6 +57,7 @@ def create_app(config: AuditSinkConfig) -> FastAPI:
     app.include_router(_ops_routes(lifecycle, metrics))
     app.include_router(_write_routes(config, lifecycle, metrics))
     app.include_router(_read_routes(config, lifecycle))
+    app.openapi = openapi.openapi_builder(app)  # type: ignore[method-assign]
     return app
 
 

@@ -79,7 +79,7 @@ def _message(attributes: dict[str, Any], payload: dict[str, Any], received_at: s
             "unsupported CloudEvents version",
             details=[{"field": prefix + "specversion", "reason": "must be 1.0"}],
         )
-    kind = CE_TYPES.get(attributes["type"])
+    kind = CE_TYPES.get(attributes["type"]) if isinstance(attributes["type"], str) else None  # JSON: any type
     if kind is None:
         raise InvalidInput(
             f"not a KServe inference log event: {attributes['type']!r}",
@@ -95,7 +95,7 @@ def _message(attributes: dict[str, Any], payload: dict[str, Any], received_at: s
     }
     for field in ("inference_service", "namespace", "component", "endpoint", "content_type"):
         value = attributes.get(ATTRIBUTE_OF[field])
-        if value:  # KServe sends empty extensions as empty strings
+        if value is not None and value != "":  # KServe sends empty extensions as empty strings
             fields[field] = value
     try:
         return KServeMessage.model_validate(fields)

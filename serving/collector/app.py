@@ -130,7 +130,8 @@ def _event_routes(
         summary="Record feedback events",
         description="Each event gets its own result; the response is sent once the good ones are durable. "
         "200 if any event was not rejected, 422 (details: the per-event results) if all were. "
-        'Events with source "serving" (the predictor\'s impressions) need the serving token.',
+        'Events with source "serving" (the predictor\'s impressions) need the serving token. An event whose ts '
+        "is more than max_future_skew_s after its arrival is rejected.",
         openapi_extra={**openapi.EVENTS_BODY, **openapi.EVENTS_SECURITY},
         response_model=openapi.IngestResponse,
         responses={

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from kfloop.events import Event
 
@@ -56,7 +57,9 @@ class ErrorResponse(BaseModel):
 
 
 class SegmentMessage(BaseModel):
-    """A Segment message (track, identify, page, screen, group, alias); other Segment keys are allowed."""
+    """A Segment message (track, identify, page, screen, group, alias); other Segment keys are allowed. A message
+    is answered on its own (its result: rejected naming Segment's field, or ignored when it maps to no event),
+    never by refusing the request it came in."""
 
     model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
@@ -68,9 +71,10 @@ class SegmentMessage(BaseModel):
     """Page or screen name, looked up in the page mapping table."""
     messageId: str | None = None
     """Becomes the kfloop event_id (idempotency key)."""
-    userId: str | None = None
-    """Pseudonymized (HMAC-SHA256) into user_id; never stored raw."""
-    anonymousId: str | None = None
+    userId: str | int | float | None = None
+    """Pseudonymized (HMAC-SHA256) into user_id; never stored raw. A number (as some Segment sources send) is
+    taken as its decimal text."""
+    anonymousId: str | int | float | None = None
     """Used, pseudonymized, when there is no userId."""
     timestamp: str | None = None
     """When it happened (else originalTimestamp, else arrival time)."""
@@ -80,17 +84,18 @@ class SegmentMessage(BaseModel):
     context: dict[str, Any] | None = None
     """context.consent.categoryPreferences decides consent."""
     writeKey: str | None = None
-    """Write key, when not sent as basic auth."""
+    """Write key, when not sent as basic auth (another type: 400, even with basic auth)."""
 
 
 class SegmentBatch(BaseModel):
     model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
-    batch: list[SegmentMessage]
-    """The messages."""
+    batch: list[SegmentMessage] = Field(min_length=1)
+    """The messages (at least one: an empty batch is refused)."""
     context: dict[str, Any] | None = None
     """Context shared by every message (each message's own keys win)."""
     writeKey: str | None = None
+    """Write key of the whole batch, when not sent as basic auth (another type: 400)."""
     sentAt: str | None = None
 
 
@@ -128,9 +133,31 @@ def components() -> dict[str, Any]:
     out[EVENT_SCHEMA_NAME] = event
     for model in (SegmentMessage, SegmentBatch):
         schema = model.model_json_schema(ref_template=REF)
-        out.update(schema.pop("$defs", {}))
-        out[model.__name__] = schema
+        out.update({name: d for name, d in schema.pop("$defs", {}).items() if name not in out})  # keep ours
+        out[model.__name__] = _answered_per_message(schema)
     return out
+
+
+STRICT_SEGMENT_FIELDS = ("writeKey", "batch")
+"""The only Segment fields whose type decides the request (400): the write key, and a batch's list itself."""
+
+
+def _answered_per_message(schema: dict[str, Any]) -> dict[str, Any]:
+    """A Segment field of another type than Segment's is answered in the message's result (rejected, naming
+    the field, or ignored), never by refusing the request, as Segment does: the document states each field's
+    type in words and takes any JSON value (writeKey and batch excepted)."""
+    properties = schema["properties"]
+    for name, field in properties.items():
+        if name not in STRICT_SEGMENT_FIELDS:
+            expected = json.dumps({k: v for k, v in field.items() if k not in ("title", "description", "default")})
+            said = field.get("description", "")
+            properties[name] = {"description": f"{said} Segment's type: {expected}; another is answered per message."}
+    if "batch" in properties:
+        properties["batch"]["items"] = {
+            "description": "a Segment message (SegmentMessage); another value is answered in its result",
+            "anyOf": [properties["batch"]["items"], {}],
+        }
+    return schema
 
 
 def json_body(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -146,10 +173,10 @@ EVENTS_BODY = json_body(
     {
         "oneOf": [
             ref(EVENT_SCHEMA_NAME),
-            {"type": "array", "items": ref(EVENT_SCHEMA_NAME)},
+            {"type": "array", "items": ref(EVENT_SCHEMA_NAME), "minItems": 1},
             {
                 "type": "object",
-                "properties": {"events": {"type": "array", "items": ref(EVENT_SCHEMA_NAME)}},
+                "properties": {"events": {"type": "array", "items": ref(EVENT_SCHEMA_NAME), "minItems": 1}},
                 "required": ["events"],
                 "additionalProperties": False,
             },

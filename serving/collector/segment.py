@@ -69,6 +69,7 @@ def envelope_of(payload: Any, endpoint_type: str | None, *, max_messages: int) -
     """Messages of a `/v1/batch` body (endpoint_type None) or of a single-message endpoint."""
     if not isinstance(payload, dict):
         raise MalformedRequest(f"a Segment body must be a JSON object, got a JSON {json_type(payload)}")
+    _require_string_key(payload, "writeKey")
     if endpoint_type is not None:
         message = {**payload, "type": endpoint_type}
         return Envelope([message], _present([payload.get("writeKey")]))
@@ -82,10 +83,21 @@ def envelope_of(payload: Any, endpoint_type: str | None, *, max_messages: int) -
             f"{len(batch)} messages in one batch; the limit is {max_messages}",
             details=[{"field": "batch", "reason": f"at most {max_messages} messages", "limit_events": max_messages}],
         )
+    for index, message in enumerate(batch):
+        _require_string_key(message, f"batch[{index}].writeKey")
     shared = payload.get("context") if isinstance(payload.get("context"), dict) else {}
     messages = [_with_context(m, shared) for m in batch]
     keys = _present([payload.get("writeKey")]) or _present([m.get("writeKey") for m in batch if isinstance(m, dict)])
     return Envelope(messages, keys)
+
+
+def _require_string_key(body: Any, field: str) -> None:
+    """A write key in a body is a string (or absent): another type is a malformed request, whatever the
+    Authorization header says, as the document states."""
+    key = body.get("writeKey") if isinstance(body, dict) else None
+    if key is not None and not isinstance(key, str):
+        reason = f"must be a string (the write key), got a JSON {json_type(key)}"
+        raise MalformedRequest(f"{field} {reason}", details=[{"field": field, "reason": reason}])
 
 
 def _present(values: list[Any]) -> list[Any]:

@@ -19,7 +19,7 @@ import numpy as np
 from kfloop.errors import MalformedRequest
 from kfloop.features import names
 from kfloop.model_contract import EXPLAIN_INPUTS_SIGNATURE, SCORE_OUTPUTS, SERVING_SIGNATURE, X
-from serving.common.protocol import mostly_parts
+from serving.common.request_bodies import mostly_parts
 
 
 def import_tensorflow() -> Any:

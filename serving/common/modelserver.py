@@ -28,7 +28,12 @@ from kserve.protocol.rest.server import RESTServer
 from uvicorn.importer import import_from_string
 
 from serving.common.errors import install_kserve_error_handlers
-from serving.common.oip import KfloopGRPCServer, OipContentType, register_versioned_routes_as_not_found
+from serving.common.oip import (
+    KfloopGRPCServer,
+    OipContentType,
+    VersionQueryNotFound,
+    register_versioned_routes_as_not_found,
+)
 from serving.common.openapi import document_model_server
 from serving.common.ranking_metrics import RankingAnswers
 
@@ -115,6 +120,7 @@ def install_model_server_edges(app: Any, dataplane: Any) -> None:
     install_kserve_error_handlers(app)
     app.add_middleware(RankingAnswers, dataplane=dataplane)
     app.add_middleware(OipContentType)
+    app.add_middleware(VersionQueryNotFound)
 
 
 class KfloopModelServer(kserve.ModelServer):

@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from concurrent import futures
 from typing import Any
+from urllib.parse import parse_qs
 
 from grpc import StatusCode, aio
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
 from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.grpc.servicer import InferenceServicer
+from starlette.responses import JSONResponse
 
 from kfloop.errors import KfloopError, MalformedRequest, NotFound
 
@@ -103,18 +105,40 @@ VERSIONED_ROUTES = (
 )
 
 
+def _version_not_found(model_name: str) -> NotFound:
+    return NotFound(
+        f"model {model_name}: versions are not addressed here; use /v2/models/{model_name}/... without one "
+        "(the version served is in the model metadata and each response's model_version)"
+    )
+
+
 def register_versioned_routes_as_not_found(app: Any) -> None:
     """The protocol's versioned routes are 404: a model server here serves one version of its model, addressed
     by name (KServe's own versioned routes answer 501 "not supported yet"). Registered before KServe's."""
 
     async def not_served(model_name: str, model_version: str) -> None:
-        raise NotFound(
-            f"model {model_name}: versions are not addressed by path here; use /v2/models/{model_name}/... "
-            "(the version served is in the model metadata and each response's model_version)"
-        )
+        raise _version_not_found(model_name)
 
     for path in VERSIONED_ROUTES:
         app.add_api_route(path, not_served, methods=["GET", "POST"], include_in_schema=False)
+
+
+class VersionQueryNotFound:
+    """KServe's V2 routes take a `model_version` query parameter and answer 501 "not supported yet" when it is
+    set: here it is a 404 in the one error shape, as the versioned routes are."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/v2/models/") and parse_qs(scope.get("query_string", b"").decode("latin-1")).get(
+            "model_version"
+        ):
+            error = _version_not_found(path.split("/")[3])
+            await JSONResponse(error.to_dict(), status_code=404)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 # -- gRPC ----------------------------------------------------------------------------------------------------

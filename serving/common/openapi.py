@@ -26,6 +26,11 @@ ERROR_BODY = {
         "details": {"type": "array", "items": {"type": "object"}, "description": "specifics: fields and reasons"},
     },
 }
+VERSIONS_NOT_SERVED = (
+    "Versions are not addressed here: the versioned routes (/v2/models/{name}/versions/{version}/...) and a "
+    "`model_version` query parameter answer 404 (NotFound). A server serves one version of its model, by name; "
+    "the version served is in the model metadata and in each response (model_version)."
+)
 NOT_SERVED = ("/versions/", "/repository/")
 """Paths answered 404 here: one version of one model per server, addressed by name."""
 
@@ -52,7 +57,7 @@ def document_model_server(app: Any, *, title: str, models: Callable[[], dict[str
             names = sorted(served)
             stated = [m.openapi_bodies() for m in served.values() if hasattr(m, "openapi_bodies")]
             bodies = stated[0] if stated else {"v1": v1_client_body(), "v2": v2_ranking_request()}
-            schema = get_openapi(title=title, version=app.version, routes=app.routes)
+            schema = get_openapi(title=title, version=app.version, description=VERSIONS_NOT_SERVED, routes=app.routes)
             schema["paths"] = {p: ops for p, ops in schema["paths"].items() if not any(s in p for s in NOT_SERVED)}
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             components.update({**_inference_response_schemas(), **_instance_definitions(), "Error": ERROR_BODY})

@@ -8,7 +8,7 @@ from typing import Any, get_args
 
 from kfloop.audit.record import CONTEXT_REF, Decision, SlotDraw
 from kfloop.errors import MalformedRequest
-from serving.common.protocol import expand_mostly
+from serving.common.request_bodies import expand_mostly
 
 _DRAWS = get_args(SlotDraw)
 

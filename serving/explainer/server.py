@@ -22,6 +22,7 @@ import kserve
 
 from kfloop.errors import KfloopError, MalformedRequest
 from serving.common.modelserver import KfloopModelServer
+from serving.common.openapi import featured_bodies
 from serving.explainer.config import ExplainerConfig
 from serving.explainer.engine import ExplanationEngine
 from serving.explainer.inputs import Slot, parse_slate
@@ -71,6 +72,27 @@ class RankerExplainer(kserve.Model):
         except KfloopError as exc:
             log.warning("no default version loaded (%s); versions load when first asked for", exc.message)
         self.ready = True
+
+    def openapi_bodies(self) -> dict[str, Any]:
+        """The explain request in the document (serving.common.openapi): a recorded decision's inputs (and its
+        slate), or the transformer's featured request. The explainer does not rank: :predict and V2 infer,
+        which KServe serves for every model, answer 400 naming :explain whatever their body."""
+        featured = featured_bodies()
+        instance = featured["v1"]["properties"]["instances"]["items"]
+        version = {"type": "string", "description": "the model version to explain (default: the one served)"}
+        recorded = {
+            "type": "object",
+            "required": ["inputs"],
+            "properties": {
+                "model_version": version,
+                "inputs": {"type": "object", "description": "the decision's inputs, as the audit trail holds them"},
+                "slate": {"type": "array", "items": {"type": "object"}, "description": "the slate it showed"},
+            },
+        }
+        either = {"oneOf": [recorded, {**instance, "properties": {**instance["properties"], "model_version": version}}]}
+        instances = {"type": "array", "minItems": 1, "maxItems": self.config.max_instances, "items": either}
+        v1 = {"type": "object", "required": ["instances"], "properties": {"instances": instances}}
+        return {"v1": v1, "v2": featured["v2"]}
 
     async def predict(self, payload: Any, headers: Any = None, response_headers: Any = None) -> Any:
         raise MalformedRequest("this is the explainer: POST /v1/models/NAME:explain")

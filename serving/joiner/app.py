@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from fastapi import APIRouter, FastAPI
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from kfloop.config import load_config
 from kfloop.errors import ConfigError, NotReady
 from serving.common.http import install_error_handlers
 from serving.common.lifecycle import ResourceLifecycle
 from serving.common.metrics import metrics_response
+from serving.common.openapi import ERROR_BODY
 from serving.common.service import serve_app, service_version
 from serving.joiner import flags
 from serving.joiner.config import JoinerConfig
@@ -43,18 +44,25 @@ def create_app(config: JoinerConfig, joiner: LogJoiner | None = None) -> FastAPI
         if joiner.failure is not None:
             raise NotReady(f"the joiner stopped following the event log: {joiner.failure}")
 
-    @router.get("/healthz", summary="The process is up and following the log")
+    stopped = {
+        503: {
+            "description": "Following the event log stopped (or, for /readyz, the replay is not done)",
+            "content": {"application/json": {"schema": ERROR_BODY}},
+        }
+    }
+
+    @router.get("/healthz", summary="The process is up and following the log", responses=stopped)
     async def healthz() -> dict[str, str]:
         require_following()
         return {"status": "ok"}
 
-    @router.get("/readyz", summary="The state is rebuilt from the log and followed")
+    @router.get("/readyz", summary="The state is rebuilt from the log and followed", responses=stopped)
     async def readyz() -> dict[str, str]:
         require_following()
         lifecycle.require_ready()
         return {"status": "ready"}
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     def prometheus_metrics() -> Response:  # in a worker thread: it may wait for a slice of the replay
         return metrics_response(registry)
 

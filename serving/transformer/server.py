@@ -24,16 +24,8 @@ from serving.common.consent import consent_or_default
 from serving.common.heap import freeze_loaded_heap
 from serving.common.modelserver import KfloopModelServer
 from serving.common.oip import answer_as_asked, requested_outputs
-from serving.common.protocol import (
-    OUTPUT_TENSORS,
-    Ranking,
-    feature_json,
-    input_metadata,
-    output_metadata,
-    parse_v1,
-    parse_v2,
-    v2_request_json,
-)
+from serving.common.protocol import OUTPUT_TENSORS, Ranking, input_metadata, output_metadata, parse_v1, parse_v2
+from serving.common.request_bodies import feature_json, v2_request_json
 from serving.common.upstream import Answer, HttpPool, UpstreamUnavailable
 from serving.transformer.config import TransformerConfig
 

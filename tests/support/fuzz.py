@@ -7,10 +7,12 @@ calling test. Each run prints the checks it ran and how many cases it generated 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import schemathesis
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -25,6 +27,18 @@ NOT_APPLICABLE = {
     "object_level_authorization": "needs two users' credentials for one resource (no per-user resources here)",
 }
 """Checks that run but cannot apply to these services (kept: a service that grows what they need gets them)."""
+
+
+def ready_schema(app: Any, ready_path: str = "/readyz", timeout_s: float = 60.0) -> Any:
+    """`app`'s own document, the app reached in process with its lifespan started (by the first request), once
+    `ready_path` answers 200 (a store or log opened in the background). schemathesis's pytest plugin ends the
+    lifespan after each test: the caller builds its app per test."""
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    deadline = time.monotonic() + timeout_s
+    while schema[ready_path]["GET"].Case().call().status_code != 200:
+        assert time.monotonic() < deadline, f"{ready_path} never answered 200"
+        time.sleep(0.05)
+    return schema
 
 
 def _coverage(schema: Any, operation: Any, headers: dict[str, str], checks: list[Any], limit: int) -> int:
@@ -87,7 +101,8 @@ def fuzz(
     operation = schema[path][method]
     if valid_but_refused:
         acceptance = schema.config.checks.positive_data_acceptance
-        acceptance.expected_statuses = [*acceptance.expected_statuses, *map(str, valid_but_refused)]
+        added = [str(status) for status in valid_but_refused if str(status) not in acceptance.expected_statuses]
+        acceptance.expected_statuses = [*acceptance.expected_statuses, *added]
     checks = every_check(excluded)
     cases = 0
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

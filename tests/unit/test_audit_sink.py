@@ -222,6 +222,16 @@ def test_a_structured_cloudevent_is_accepted(client):
     assert response.status_code == 200 and response.json()["record_id"].startswith("kserve_response:")
 
 
+@pytest.mark.parametrize("kind", [[None, None], {"a": 1}, 7])
+def test_a_structured_cloudevent_whose_type_is_not_a_string_is_refused(client, kind):
+    event = {"specversion": "1.0", "id": "abc-1", "type": kind, "source": "ranker", "data": {}}
+    response = client.post(
+        "/v1/cloudevents", content=json.dumps(event), headers={"content-type": "application/cloudevents+json"}
+    )
+    assert response.status_code == 422, response.text  # was a 500 for a list: found by schemathesis
+    assert response.json()["details"][0]["field"] == "type"
+
+
 @pytest.mark.parametrize(
     ("change", "status", "field"),
     [

@@ -99,6 +99,19 @@ def kserves_own_errors(client: TestClient) -> None:
     invalid = client.post(INFER, json={"inputs": "not a list"})  # KServe's body is InferenceRequest or bytes
     one_shape(invalid, 422, "InvalidInput", says="valid list", field="body.InferenceRequest.inputs")
     one_shape(client.get("/v1/no-such-route"), 404, "NotFound")
+    for path in ("/v2/models/nobody", "/v2/models/nobody/ready", "/v1/models/nobody"):
+        one_shape(client.get(path), 404, "NotFound", says="nobody")
+    one_shape(client.post("/v2/models/nobody/infer", json={"inputs": []}), 404, "NotFound", says="nobody")
+    # versions are not addressed here, by path or by KServe's query parameter (KServe answers 501 for both)
+    versioned = [f"/v2/models/{MODEL_NAME}/versions/1", f"/v2/models/{MODEL_NAME}/versions/1/ready"]
+    for path in [
+        *versioned,
+        f"/v2/models/{MODEL_NAME}?model_version=1",
+        f"/v2/models/{MODEL_NAME}/ready?model_version=1",
+    ]:
+        one_shape(client.get(path), 404, "NotFound", says="versions are not addressed")
+    for path in (f"/v2/models/{MODEL_NAME}/versions/1/infer", f"{INFER}?model_version=1"):
+        one_shape(client.post(path, json={"inputs": []}), 404, "NotFound", says="versions are not addressed")
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,8 @@ from kfloop.model_contract import BASELINE_FILE
 from kfloop.registry import ModelRegistry
 from kfloop.registry.registry import Candidate
 from serving.common.modelserver import KfloopRESTServer
-from serving.common.protocol import Ranking, v2_request_json
+from serving.common.protocol import Ranking
+from serving.common.request_bodies import v2_request_json
 from serving.common.versions import resolve
 from serving.predictor.config import DriftConfig, PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.drift import psi

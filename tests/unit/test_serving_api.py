@@ -11,15 +11,8 @@ pytest.importorskip("kserve", reason="the serving environment (KServe) is needed
 from kserve import InferInput, InferRequest
 
 from kfloop.errors import MalformedRequest
-from serving.common.protocol import (
-    OUTPUT_TENSORS,
-    RankResult,
-    expand_mostly,
-    feature_json,
-    parse_v1,
-    parse_v2,
-    v2_request_json,
-)
+from serving.common.protocol import OUTPUT_TENSORS, RankResult, parse_v1, parse_v2
+from serving.common.request_bodies import expand_mostly, feature_json, v2_request_json
 
 pytestmark = pytest.mark.serving
 

@@ -16,7 +16,8 @@ from kfloop.errors import MalformedRequest
 from kfloop.events.schema import Consent
 from kfloop.processes import free_port
 from serving.common.consent import ConsentDefault
-from serving.common.protocol import parse_v1, parse_v2, v2_request_json
+from serving.common.protocol import parse_v1, parse_v2
+from serving.common.request_bodies import v2_request_json
 from serving.common.versions import resolve
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig
 from serving.predictor.server import RankerPredictor

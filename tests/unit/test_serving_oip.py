@@ -16,7 +16,8 @@ http = pytest.importorskip("tritonclient.http", reason="tritonclient (dev group)
 from starlette.testclient import TestClient  # noqa: E402
 
 from serving.common.names import MODEL_NAME  # noqa: E402
-from serving.common.protocol import OUTPUT_TENSORS, Ranking, v2_request_json  # noqa: E402
+from serving.common.protocol import OUTPUT_TENSORS, Ranking  # noqa: E402
+from serving.common.request_bodies import v2_request_json  # noqa: E402
 from serving.predictor.config import PolicyConfig  # noqa: E402
 from tests.unit.test_error_shape import kserve_app, one_shape  # noqa: E402
 from tests.unit.test_serving_support import features, recording_predictor  # noqa: E402

@@ -26,7 +26,8 @@ from kfloop.errors import InvalidInput as KfloopInvalidInput
 from kfloop.errors import KfloopError, MalformedRequest, NotFound, NotReady
 from kfloop.processes import free_port
 from serving.common.model_io import SavedRanker, import_tensorflow
-from serving.common.protocol import expand_mostly, parse_v2, v2_request_json
+from serving.common.protocol import parse_v2
+from serving.common.request_bodies import expand_mostly, v2_request_json
 from serving.common.versions import resolve
 from serving.predictor import main as predictor_main
 from serving.predictor.config import PolicyConfig, PredictorAuditConfig, PredictorConfig

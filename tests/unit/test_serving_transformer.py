@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from kserve import InferInput, InferRequest
 
 from kfloop.errors import MalformedRequest, NotReady
-from serving.common.protocol import Ranking, expand_mostly
+from serving.common.protocol import Ranking
+from serving.common.request_bodies import expand_mostly
 from serving.transformer.config import TransformerConfig
 from serving.transformer.features import OnlineFeatures
 from serving.transformer.server import RankerTransformer
