@@ -30,8 +30,9 @@ class DemoConfig(StrictModel):
     """Traffic before the shift (it also fills the joiner's reference window of the stable version)."""
     detect_timeout_s: float = Field(default=180.0, gt=0)
     """Longest wait, after the shift, for the loop to start a retraining run."""
-    retrain_timeout_s: float = Field(default=420.0, gt=0)
-    """Longest wait for the retraining run's candidate to be deployed as the canary."""
+    retrain_timeout_s: float = Field(default=1800.0, gt=0)
+    """Longest wait for the retraining run's blessed candidate to enter its experiment (the pipeline alone takes
+    10-15 minutes on a busy 2-core host)."""
     shadow_s: float = Field(default=20.0, ge=0)
     """The candidate's shadow stage (mirrored every request, serving none): its length..."""
     shadow_min_mirrored: int = Field(default=100, ge=0)
@@ -72,7 +73,6 @@ FAST = {
     "users": 60,
     "steady_s": 60.0,
     "detect_timeout_s": 120.0,
-    "retrain_timeout_s": 900.0,
     "shadow_s": 10.0,
     "shadow_min_mirrored": 50,
     "canary_percents": [50],
