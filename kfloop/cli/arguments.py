@@ -71,6 +71,12 @@ def _audit_explain(p: argparse.ArgumentParser) -> None:
     _audit_store(p)
     p.add_argument("request_id", help="the decision to explain")
     p.add_argument("--explainer", help="module:factory building the explainer")
+    p.add_argument(
+        "--serving-config",
+        help="the serving config whose `explainer` section is used (default: $KFLOOP_SERVING_CONFIG, else "
+        "manifests/serving/serving.yaml)",
+    )
+    p.add_argument("--registry", help="model registry path or URI the explainer loads versions from (overrides it)")
 
 
 def _registry(p: argparse.ArgumentParser) -> None:

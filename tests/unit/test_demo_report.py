@@ -44,6 +44,25 @@ def test_efficacy_detect_and_recover_times(report: dict[str, Any]):
     assert e["loop_ratio"] == pytest.approx(1.0) and e["v1_ratio"] == pytest.approx(0.1)
 
 
+def test_the_issues_efficacy_checks_are_stated_with_their_numbers(report: dict[str, Any]):
+    e = report["efficacy"]
+    assert e["detected_on"] == ["OnlineRewardDecay"]
+    verdicts = {c["check"]: (c["value"], c["passed"]) for c in e["checks"]}
+    assert verdicts == {
+        "the closed loop regains its pre-shift CTR": (pytest.approx(1.0), True),
+        "the never-retrained v1 does not": (pytest.approx(0.1), True),
+        "shift detected (s)": (pytest.approx(12.0), True),
+        "recovered (s)": (pytest.approx(30.0), True),
+    }
+
+
+def test_a_check_the_run_did_not_reach_is_not_measured_and_a_missed_one_fails():
+    from kfloop.cli.demo.report import acceptance
+
+    checks = acceptance({"loop_ratio": 0.5, "v1_ratio": 0.9, "time_to_detect_s": 200.0, "time_to_recover_s": None})
+    assert [c["passed"] for c in checks] == [False, False, False, None]
+
+
 def test_alerts_actions_and_the_bad_canary(report: dict[str, Any]):
     (alert,) = report["alerts"]
     assert alert["name"] == "OnlineRewardDecay" and alert["spans"] == [[50.0, 60.0]]
@@ -62,3 +81,4 @@ def test_the_report_folder_has_the_page_its_plots_and_the_json(tmp_path: Path):
     for png in ("ctr.png", "split.png", "timeline.png", "ope.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG" and f"src='{png}'" in text
     assert "ui_clicks_7d" in text and "OnlineRewardDecay" in text
+    assert "efficacy checks" in text and "shift detected (s)" in text

@@ -24,8 +24,9 @@ class AuditClientConfig(StrictModel):
     store: AuditStoreConfig = Field(default_factory=AuditStoreConfig)
     """The audit store (same section as the sink's config)."""
     explainer: str | None = "serving.explainer.audit:explainer"
-    """`module:factory` building the explainer for `kfloop audit explain` (called with no arguments); the default
-    is the serving stack's Alibi explainer, run in the serving environment."""
+    """`module:factory` building the explainer for `kfloop audit explain` (called with no arguments, or with the
+    `serving_config` and `registry_uri` keywords when `--serving-config` or `--registry` is given); the default is
+    the serving stack's Alibi explainer, run in the serving environment."""
 
 
 def _config(args: argparse.Namespace) -> AuditClientConfig:
@@ -119,7 +120,11 @@ def explain(args: argparse.Namespace) -> int:
 
     try:
         config = _config(args)
-        explainer = load_explainer(config.explainer)
+        given = {
+            "serving_config": getattr(args, "serving_config", None),
+            "registry_uri": getattr(args, "registry", None),
+        }
+        explainer = load_explainer(config.explainer, **{k: v for k, v in given.items() if v is not None})
         store = open_store(config.store)
         try:
             explanation, appended = explain_decision(store, args.request_id, explainer)
@@ -131,7 +136,7 @@ def explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_explainer(spec: str | None) -> Any:
+def load_explainer(spec: str | None, **options: Any) -> Any:
     if not spec:
         raise ConfigError("no explainer configured: set `explainer: module:factory` in the config or --explainer")
     module_name, _, factory_name = spec.partition(":")
@@ -139,4 +144,16 @@ def load_explainer(spec: str | None) -> Any:
         factory = getattr(importlib.import_module(module_name), factory_name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(f"explainer {spec!r} cannot be loaded: {exc}") from None
-    return factory()
+    if options and not _takes(factory, options):
+        raise ConfigError(f"explainer {spec!r} does not take {sorted(options)} (a factory of no arguments)")
+    return factory(**options)
+
+
+def _takes(factory: Any, options: dict[str, Any]) -> bool:
+    import inspect
+
+    try:
+        inspect.signature(factory).bind(**options)
+    except TypeError:
+        return False
+    return True

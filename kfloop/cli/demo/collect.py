@@ -64,7 +64,10 @@ def audit_sample(demo: Demo) -> None:
     for row in sample[:EXPLAINED]:
         request_id = row.get("request_id")
         if request_id:
-            explained[request_id] = demo.kfloop("audit", "explain", request_id, *store, timeout=300, check=False)
+            explained[request_id] = demo.kfloop(
+                "audit", "explain", request_id, *store, "--serving-config", loop.serving_config(demo),
+                timeout=300, check=False,
+            )  # fmt: skip
     _write(
         demo.run_dir / "audit.json",
         {"records": len(records), "kinds": _kinds(records), "sample": sample, "explanations": explained},

@@ -1,10 +1,9 @@
-"""The loop's phases after the shift: detection, retraining, the candidate's canary and promotion, recovery; then a
-deliberately bad version forced in, which the controller must roll back.
+"""The loop's phases after the shift: detection, retraining, the candidate's experiment and promotion, recovery;
+then a deliberately bad version forced in, which the controller must roll back.
 
-Today the controller deploys a blessed retrained version as a canary (`retrain.canary_percent`) and rolls canaries
-back on CanaryErrorRateHigh; it does not promote. Until issue 19's stage walk lands, the demo promotes a canary that
-served `canary_hold_s` without a canary alert (recorded as the demo's promotion); once the controller walks stages
-and promotes by itself, the demo sees the candidate become stable and only records it.
+The controller does every step by itself: it retrains on the shift's alerts, hands a blessed result to an
+experiment and walks its stages (shadow, canary stages each gated by a sequential test, then 100%). The demo only
+waits for each step, with a limit, and records what it saw; it changes nothing but the forced bad version.
 """
 
 from __future__ import annotations
@@ -28,13 +27,14 @@ BAD_REASON = "kfloop demo: a deliberately bad version (it fails every full ranki
 BAD_MODEL = """
 import sys
 from pathlib import Path
+from kfloop.contract_model import ContractSpec, register
 from kfloop.registry import ModelRegistry
-from tests.support.contract_model import ContractSpec, register
 spec = ContractSpec(seed=13, fail_above_candidates=2)
 print(register(ModelRegistry(sys.argv[1]), Path(sys.argv[2]), spec, blessed=False))
 """
 """The bad version: a model with the trainer's export contract that loads and passes the predictor's warm-up but
-fails every ranking of the whole candidate set (the tests' broken-version builder, run in its own process)."""
+fails every ranking of the whole candidate set (kfloop.contract_model's broken version; its own process, since it
+imports TensorFlow)."""
 
 
 def controller(demo: Demo) -> tuple[str, str]:
@@ -68,10 +68,6 @@ def candidate(demo: Demo) -> str | None:
     return None
 
 
-def canary_alert(demo: Demo) -> bool:
-    return any(a["name"].startswith("Canary") and a["state"] == "firing" for a in demo.watcher.latest.get("alerts", []))
-
-
 def closed_loop(demo: Demo) -> None:
     config = demo.config
     with demo.clock.phase("preference shift: the loop detects it") as phase:
@@ -84,7 +80,7 @@ def closed_loop(demo: Demo) -> None:
         phase["notes"].append(
             f"retrain decided at {found['created_at']} on {alerts}: {found['outcome'] or found['phase']}"
         )
-    with demo.clock.phase("retraining; the candidate deployed as canary") as phase:
+    with demo.clock.phase("retraining; the blessed candidate enters its experiment") as phase:
         version = wait_until(lambda: candidate(demo), config.retrain_timeout_s, 2.0)
         demo.note("candidate", version)
         if version is None:
@@ -92,26 +88,37 @@ def closed_loop(demo: Demo) -> None:
             return
         demo.note("candidate_deployed_at", now_iso())
         phase["notes"].append(f"candidate {version}")
-    promote(demo, version)
+    if not walked(demo, version):
+        return
     with demo.clock.phase("recovery: traffic on the promoted version"):
         time.sleep(config.recover_s)
 
 
-def promote(demo: Demo, version: str) -> None:
-    """Issue 19's stages when the controller walks them; until then: hold the canary, then promote it."""
-    with demo.clock.phase("canary stages and promotion") as phase:
-        wait_until(lambda: serving(demo).stable.version == version or canary_alert(demo), demo.config.canary_hold_s)
-        state = serving(demo)
-        if state.stable.version == version:
-            demo.note("promoted", {"at": now_iso(), "by": "controller"})
-            phase["notes"].append("promoted by the controller")
-        elif state.canary is not None and state.canary.version == version and not canary_alert(demo):
-            demo.kfloop("promote", "--config", serving_config(demo), "--operator", "kfloop-demo", timeout=120)
-            demo.note("promoted", {"at": now_iso(), "by": "kfloop-demo (until issue 19's stage walk)"})
-            phase["notes"].append(f"promoted by the demo after {demo.config.canary_hold_s:g} s without a canary alert")
-        else:
-            demo.note("promoted", None)
-            phase["notes"].append("the candidate was not promoted (rolled back or alerting)")
+def walked(demo: Demo, version: str) -> bool:
+    """Waits while the controller walks the candidate's stages; True once it promoted it to stable."""
+    with demo.clock.phase("experiment stages and promotion, by the controller") as phase:
+        stages: list[str] = []
+
+        def ended() -> str | None:
+            state = serving(demo)
+            if state.canary is not None and state.canary.version == version:
+                stage = f"{state.canary.mode} {state.canary.percent}%"
+                if not stages or stages[-1] != stage:
+                    stages.append(stage)
+                return None
+            return "promoted" if state.stable is not None and state.stable.version == version else "removed"
+
+        outcome = wait_until(ended, demo.config.promote_timeout_s, 1.0)
+        demo.note("stages_seen", stages)
+        promoted = outcome == "promoted"
+        demo.note("promoted", {"at": now_iso(), "by": "controller"} if promoted else None)
+        phase["notes"].append(f"stages seen: {', '.join(stages) or 'none'}")
+        phase["notes"].append(
+            {"promoted": "promoted by the controller", "removed": "rolled back by the controller"}.get(
+                outcome or "", f"still in its experiment after {demo.config.promote_timeout_s:g} s"
+            )
+        )
+        return promoted
 
 
 def serving_config(demo: Demo) -> str:

@@ -65,6 +65,16 @@ def summary(report: dict[str, Any]) -> str:
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in rows) + "</table>"
 
 
+def checks(report: dict[str, Any]) -> str:
+    """Issue 20's efficacy checks: target, this run's value, verdict."""
+    e = report["efficacy"]
+    verdict = {True: "pass", False: "FAIL", None: "not measured"}
+    rows = [c | {"verdict": verdict[c["passed"]]} for c in e.get("checks", [])]
+    detected_on = ", ".join(e.get("detected_on") or []) or "-"
+    note = f"<p>The retraining after the shift was started on: {escape(detected_on)}.</p>"
+    return table(rows, ["check", "target", "value", "verdict"]) + note
+
+
 def audit_section(audit: dict[str, Any]) -> str:
     sample = [
         {
@@ -96,6 +106,8 @@ def page(report: dict[str, Any]) -> str:
         f"bad version {escape(str(versions['bad']))}. Generated {escape(report['generated_at'])}.</p>",
         "<h2>Summary</h2>",
         summary(report),
+        "<h3>Issue 20's efficacy checks</h3>",
+        checks(report),
         "<h2>Phases</h2>",
         table(report["phases"], ["name", "start_s", "seconds", "notes"]),
         "<h2>Online CTR</h2><img id='plot-ctr' src='ctr.png' alt='online CTR over time'>",

@@ -20,6 +20,9 @@ from kfloop.simulate.truth import read_rankings
 REPORT_FILE = "report.json"
 RECOVERED = 0.8
 """Recovered: the closed loop's expected CTR over a bin is back to this share of its pre-shift CTR."""
+DETECT_WITHIN_S = 120.0
+RECOVER_WITHIN_S = 600.0
+"""Issue 20's targets: the shift detected within 2 minutes of demo time, recovered within 10."""
 
 
 def load_json(path: Path, default: Any = None) -> Any:
@@ -130,6 +133,35 @@ def efficacy(bins: list[dict[str, Any]], marks: dict[str, float | None], window_
     }
 
 
+def acceptance(e: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 20's efficacy checks on the report's own numbers, each with its target, value and verdict (None: the
+    run did not get far enough to measure it)."""
+
+    def check(name: str, target: str, value: float | None, ok: Callable[[float], bool]) -> dict[str, Any]:
+        return {"check": name, "target": target, "value": value, "passed": None if value is None else ok(value)}
+
+    return [
+        check(
+            "the closed loop regains its pre-shift CTR",
+            f">= {RECOVERED:g}",
+            e.get("loop_ratio"),
+            lambda v: v >= RECOVERED,
+        ),
+        check("the never-retrained v1 does not", f"< {RECOVERED:g}", e.get("v1_ratio"), lambda v: v < RECOVERED),
+        check(
+            "shift detected (s)", f"<= {DETECT_WITHIN_S:g}", e.get("time_to_detect_s"), lambda v: v <= DETECT_WITHIN_S
+        ),
+        check("recovered (s)", f"<= {RECOVER_WITHIN_S:g}", e.get("time_to_recover_s"), lambda v: v <= RECOVER_WITHIN_S),
+    ]
+
+
+def scored(e: dict[str, Any], events: dict[str, Any]) -> dict[str, Any]:
+    """The efficacy numbers with what the detection was (the alerts the controller retrained on) and the checks."""
+    detected = events.get("detected") or {}
+    alerts = sorted({a.get("alertname", "?") for a in detected.get("alerts", [])})
+    return e | {"detected_on": alerts, "checks": acceptance(e)}
+
+
 def ope_vs_online(versions: dict[str, Any], rankings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each version's off-policy estimate (its card, IPS/SNIPS/DR) next to its realized online CTR."""
     out = []
@@ -192,7 +224,9 @@ def build_report(run: dict[str, Any], table_of: TableOf | None) -> dict[str, Any
         "versions": {"v1": v1, "candidate": events.get("candidate"), "bad": (events.get("bad") or {}).get("version")},
         "marks": marks,
         "ctr_bins": bins,
-        "efficacy": efficacy(bins, marks, window_s=max(config.get("recover_s", 30.0), 2 * config.get("bin_s", 15.0))),
+        "efficacy": scored(
+            efficacy(bins, marks, window_s=max(config.get("recover_s", 30.0), 2 * config.get("bin_s", 15.0))), events
+        ),
         "alerts": alert_spans(run["samples"], at),
         "actions": [_action(a, at) for a in sorted(run["actions"], key=lambda a: a["created_at"])],
         "serving_history": [h | {"at_s": at(h["at"])} for h in run["serving_state"].get("history", [])],

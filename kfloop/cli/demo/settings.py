@@ -30,10 +30,24 @@ class DemoConfig(StrictModel):
     """Traffic before the shift (it also fills the joiner's reference window of the stable version)."""
     detect_timeout_s: float = Field(default=180.0, gt=0)
     """Longest wait, after the shift, for the loop to start a retraining run."""
-    retrain_timeout_s: float = Field(default=420.0, gt=0)
-    """Longest wait for the retraining run's candidate to be deployed as the canary."""
-    canary_hold_s: float = Field(default=30.0, ge=0)
-    """How long the canary serves without a canary alert before it is promoted (until issue 19's stage walk)."""
+    retrain_timeout_s: float = Field(default=1800.0, gt=0)
+    """Longest wait for the retraining run's blessed candidate to enter its experiment (the pipeline alone takes
+    10-15 minutes on a busy 2-core host)."""
+    shadow_s: float = Field(default=20.0, ge=0)
+    """The candidate's shadow stage (mirrored every request, serving none): its length..."""
+    shadow_min_mirrored: int = Field(default=100, ge=0)
+    """...and the mirrored requests it must have answered (a shadow still loading its model does not pass)."""
+    canary_percents: list[int] = Field(default_factory=lambda: [25, 50], min_length=1)
+    """The canary stages after the shadow, each a share of the users gated by the sequential test, then 100%."""
+    test_margin: float = Field(default=0.01, gt=0, lt=1)
+    """Each canary stage's non-inferiority margin (absolute CTR). The demo's few impressions a second would need
+    tens of thousands of impressions per stage at the default half point; a point decides in a few minutes."""
+    test_min_samples: int = Field(default=1000, ge=1)
+    """Candidate impressions before a canary stage's test may decide."""
+    test_max_samples: int = Field(default=30000, ge=1)
+    """Candidate impressions at which an undecided canary stage is rolled back (as preregistered)."""
+    promote_timeout_s: float = Field(default=900.0, gt=0)
+    """Longest wait for the controller to walk the candidate's stages and promote it (or roll it back)."""
     recover_s: float = Field(default=90.0, ge=0)
     """Traffic after the promotion, to measure the recovered CTR."""
     bad_canary_percent: int = Field(default=50, ge=1, le=100)
@@ -56,11 +70,12 @@ class DemoConfig(StrictModel):
 
 FAST = {
     "rate": 15.0,
-    "users": 150,
+    "users": 60,
     "steady_s": 60.0,
     "detect_timeout_s": 120.0,
-    "retrain_timeout_s": 900.0,
-    "canary_hold_s": 10.0,
+    "shadow_s": 10.0,
+    "shadow_min_mirrored": 50,
+    "canary_percents": [50],
     "recover_s": 30.0,
     "rollback_timeout_s": 120.0,
     "reference_impressions": 400,

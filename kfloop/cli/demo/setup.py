@@ -13,7 +13,10 @@ from kfloop.cli.demo.settings import DemoConfig
 from kfloop.processes import free_port
 
 SYSTEM_TEMPLATE = Path("manifests/local/system.yaml")
+CONTROLLER_TEMPLATE = Path("manifests/controller/controller.yaml")
 SMALL_PROFILE = Path("pipelines/profiles/small.yaml")
+SLICE_MIN_POSITIVES = 10
+"""Clicks (and non-clicks) a slice needs before its AUC is compared with production's (the pipeline's default)."""
 PORT = re.compile(r"\b(80[89]\d|9090|9093)\b")
 """The loopback ports manifests/local/system.yaml names (each is moved to a free one)."""
 
@@ -45,6 +48,7 @@ class DemoFiles:
         self.state = config.state_dir.resolve()
         self.configs = self.state / "configs"
         self.system = self.configs / "system.yaml"
+        self.controller = self.configs / "controller.yaml"
         self.pipeline = self.configs / "pipeline.yaml"
         self.importer = self.configs / "import-obd.yaml"
         self.features = self.configs / "features.yaml"
@@ -70,24 +74,30 @@ class DemoFiles:
         return (self.repo / self.config.data_dir).resolve()
 
     def pipeline_data(self, log: dict[str, str], store: dict[str, str]) -> dict[str, Any]:
-        """The small profile on the demo's state; low-evidence candidates are blessed flagged (recorded on their
-        cards), since a few minutes of simulated traffic is thin evidence by the pipeline's own standards."""
+        """The small profile on the demo's state. A few minutes of simulated traffic is thin evidence by the
+        pipeline's own standards: a low-evidence candidate is blessed flagged (recorded on its card), since its
+        experiment (shadow, then canary stages each gated by a sequential test on live clicks) is the real test;
+        and a slice is compared by AUC only with SLICE_MIN_POSITIVES clicks (the small profile's 3 make the AUC of
+        a position slice noise that blocks any candidate). A candidate the evidence says is worse is still blocked."""
         overrides = {f"features.{k}": v for k, v in {**log, **store}.items()} | {
             "registry.uri": str(self.registry),
             "pipeline_root": str(self.state / "pipeline-root"),
             "window.max_requests": self.config.pipeline_max_requests,
             "evaluate.blessing.on_low_evidence": "bless_flagged",
+            "evaluate.min_slice_positives": SLICE_MIN_POSITIVES,
         }
         return merged(yaml.safe_load((self.repo / SMALL_PROFILE).read_text()) or {}, nested(overrides))
 
     def system_data(self) -> dict[str, Any]:
-        """The default system, every port moved to a free one, with the demo's windows and retraining command."""
+        """The default system, every port moved to a free one, with the demo's windows, retraining command and
+        experiment (the controller's file, written beside it)."""
         ports: dict[str, str] = {}
         text = PORT.sub(
             lambda m: ports.setdefault(m.group(0), str(free_port())), (self.repo / SYSTEM_TEMPLATE).read_text()
         )
         data = yaml.safe_load(text)
         data["state_dir"] = str(self.state)
+        _dump(self.controller, self.controller_data(ports))
         parts = {p["name"]: p for p in data["parts"]}
         for part in data["parts"]:
             part["start_timeout_s"] = self.config.start_timeout_s
@@ -109,7 +119,35 @@ class DemoFiles:
         }
         for name, values in overrides.items():
             parts[name].setdefault("config_overrides", {}).update(values)
+        parts["controller"]["config_file"] = str(self.controller)
         return data
+
+    def controller_data(self, ports: dict[str, str]) -> dict[str, Any]:
+        """The controller's file with the demo's experiment (a list of stages: no dotted override can hold it)."""
+        base = yaml.safe_load((self.repo / CONTROLLER_TEMPLATE).read_text())
+        return base | {"experiment": self.experiment(ports)}
+
+    def experiment(self, ports: dict[str, str]) -> dict[str, Any]:
+        """The controller's experiment, sized for the demo's traffic, reading the demo's joiner and router (their
+        ports moved: the controller's own file names the default ones)."""
+        c = self.config
+        test = {
+            "margin": c.test_margin,
+            "alpha": 0.05,
+            "min_samples": c.test_min_samples,
+            "max_samples": c.test_max_samples,
+            "on_max_sample": "rollback",
+        }
+        shadow = {"name": "shadow", "mode": "shadow", "duration_s": c.shadow_s, "min_mirrored": c.shadow_min_mirrored}
+        canaries = [{"name": f"canary-{p}", "mode": "canary", "percent": p, "test": test} for p in c.canary_percents]
+        return {
+            "enabled": True,
+            "approval_before_full": False,
+            "counts_url": f"http://127.0.0.1:{ports['8092']}/metrics",
+            "mirror_counts_url": f"http://127.0.0.1:{ports['8086']}/metrics",
+            "poll_interval_s": 2.0,
+            "stages": [shadow, *canaries],
+        }
 
 
 def _dump(path: Path, data: dict[str, Any]) -> None:
