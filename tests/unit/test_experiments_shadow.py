@@ -52,7 +52,10 @@ def test_the_shadows_value_interval_covers_its_true_value(exact):
     rows = simulate(BETTER, 4000, seed=1, exact=exact)
     compared = compare_shadow(rows, margin=0.02, min_matched=50, n_boot=400)
     truth_c, truth_p = true_value(BETTER), true_value(PRODUCTION)
-    print(f"\n{'exact' if exact else 'matching'}: true candidate {truth_c:.4f}, production {truth_p:.4f}; {compared.summary()}")
+    print(
+        f"\n{'exact' if exact else 'matching'}: true candidate {truth_c:.4f}, production {truth_p:.4f}; "
+        f"{compared.summary()}"
+    )
     assert compared.candidate_low <= truth_c <= compared.candidate_high
     assert compared.production_low <= truth_p <= compared.production_high
     assert compared.difference_low <= truth_c - truth_p <= compared.difference_high

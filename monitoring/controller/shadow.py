@@ -1,0 +1,140 @@
+"""A shadow stage's off-policy evidence, read where it is recorded, and its gate.
+
+The shadow's slates: the audit sink's decisions of the candidate's version in variant `shadow`, of this
+experiment (the predictor records them, with propensities, and answers the router, which drops the answer).
+Production's served slots and their clicks: the event log (impressions of the control version in variant
+`stable`, clicks naming their request and item); a shadow's slate is never an impression there. Joined by request
+id and compared by `kfloop.experiments.shadow`.
+
+When: after the stage's duration (and mirrored requests), the rows are counted at each poll, and the comparison is
+computed once, when `min_matched` matched slots are in or `max_wait_s` later on what there is, so its interval is
+not looked at again and again until it happens to pass.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kfloop.audit.canonical import parse_rfc3339
+from kfloop.errors import NotReady
+from kfloop.eventlog import read_events
+from kfloop.experiments.shadow import LoggedSlot, ShadowComparison, ShadowRows, ShadowSlate, compare_shadow, join_shadow
+from monitoring.controller.config import ExperimentConfig, OffPolicyGateConfig
+
+_PAGE = 1000
+_COLUMNS = ["type", "request_id", "item_id", "position", "propensity", "model_version", "variant"]
+
+
+@dataclass(frozen=True)
+class ShadowQuery:
+    """Which shadow, of which experiment, against which production version, since when."""
+
+    experiment: str
+    candidate: str
+    control: str
+    since: str
+
+
+class ShadowEvidence:
+    """Reads the shadow's slates (audit sink) and production's logged slots (event log), joined."""
+
+    def __init__(self, audit_url: str, event_log_uri: str, timeout_s: float = 30.0) -> None:
+        self.audit_url, self.event_log_uri, self.timeout_s = audit_url.rstrip("/"), event_log_uri, timeout_s
+
+    def __call__(self, query: ShadowQuery) -> ShadowRows:
+        slates = list(self.slates(query))
+        wanted = {s.request_id for s in slates}
+        return join_shadow(slates, self.logged(query, wanted))
+
+    def slates(self, query: ShadowQuery) -> Iterator[ShadowSlate]:
+        after: int | None = 0
+        while after is not None:
+            params = {
+                "model_version": query.candidate,
+                "kind": "decision",
+                "since": query.since,
+                "after_seq": after,
+                "limit": _PAGE,
+            }
+            page = self._get(params)
+            for row in page["records"]:
+                record = row["record"]
+                if record.get("variant") == "shadow" and record.get("experiment") == query.experiment:
+                    yield shadow_slate(record)
+            after = page["next_after_seq"]
+
+    def _get(self, params: dict[str, Any]) -> dict[str, Any]:
+        url = f"{self.audit_url}/v1/decisions?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as answer:
+                return json.loads(answer.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise NotReady(f"the audit sink at {self.audit_url} cannot be read: {exc}") from None
+
+    def logged(self, query: ShadowQuery, requests: set[str]) -> list[LoggedSlot]:
+        """Production's served slots of `requests` (with a propensity) and whether each was clicked."""
+        try:
+            events = read_events(self.event_log_uri, columns=_COLUMNS, since=parse_rfc3339(query.since)).to_pylist()
+        except OSError as exc:
+            raise NotReady(f"the event log {self.event_log_uri} cannot be read: {exc}") from None
+        mine = [e for e in events if e["request_id"] in requests]
+        clicked = {(e["request_id"], e["item_id"]) for e in mine if e["type"] == "click"}
+        return [
+            LoggedSlot(
+                e["request_id"],
+                e["item_id"],
+                e["position"],
+                e["propensity"],
+                (e["request_id"], e["item_id"]) in clicked,
+            )
+            for e in mine
+            if e["type"] == "impression"
+            and e["model_version"] == query.control
+            and e["variant"] == "stable"
+            and e["propensity"] is not None
+        ]
+
+
+def shadow_slate(record: dict[str, Any]) -> ShadowSlate:
+    """A shadow decision record's slate: position -> item."""
+    return ShadowSlate(record["request_id"], {c["position"]: c["item_id"] for c in record["candidates"]})
+
+
+Verdict = Literal["wait", "pass", "hold", "rollback"]
+
+
+@dataclass(frozen=True)
+class ShadowGateResult:
+    verdict: Verdict
+    rows: ShadowRows
+    comparison: ShadowComparison | None
+    """None while waiting for `min_matched` (the comparison is computed once)."""
+
+
+def judge(gate: OffPolicyGateConfig, rows: ShadowRows, waited_s: float, duration_s: float) -> ShadowGateResult:
+    """Wait for evidence until the deadline, then compare once and say what the stage does."""
+    if rows.matched < gate.min_matched and waited_s < duration_s + gate.max_wait_s:
+        return ShadowGateResult("wait", rows, None)
+    comparison = compare_shadow(
+        rows,
+        gate.margin,
+        gate.min_matched,
+        estimator=gate.estimator,
+        ci_level=gate.ci_level,
+        n_boot=gate.n_boot,
+    )
+    verdicts: dict[str, Verdict] = {"non_inferior": "pass", "inferior": "rollback"}
+    return ShadowGateResult(verdicts.get(comparison.decision, gate.on_inconclusive), rows, comparison)
+
+
+def evidence_reader(config: ExperimentConfig) -> ShadowEvidence | None:
+    """The reader an experiment's off-policy gates use (None when no stage has one)."""
+    if config.audit_url is None or config.event_log_uri is None:
+        return None
+    return ShadowEvidence(config.audit_url, config.event_log_uri)

@@ -1,0 +1,133 @@
+"""A shadow stage's off-policy gate in the controller, in-process on real state (its SQLite, the experiment store,
+the serving state, the audit store). The evidence (the shadow's slates joined to production's logged slots and
+clicks) is simulated as in tests/unit/test_experiments_shadow.py, with known true values; the readers of the audit
+sink and the event log are exercised by tests/integration/test_experiment_stages.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+from pydantic import ValidationError
+
+from kfloop.deploy import read_state
+from kfloop.experiments.shadow import ShadowRows
+from kfloop.experiments.store import ExperimentStore
+from monitoring.controller.config import ControllerConfig
+from monitoring.controller.metrics import controller_registry
+from monitoring.controller.shadow import ShadowQuery
+from tests.support.controller import config_data
+from tests.unit.test_controller_experiment import STAGES, experiment_records, running, start_experiment
+from tests.unit.test_experiments_shadow import BETTER, WORSE, simulate
+
+SOURCES = {"audit_url": "http://127.0.0.1:9", "event_log_uri": "/nonexistent/events"}
+
+
+def gated(**gate: Any) -> list[dict[str, Any]]:
+    shadow = {**STAGES[0], "off_policy": {"margin": 0.02, "min_matched": 2500, "n_boot": 200, **gate}}
+    return [shadow, *STAGES[1:]]
+
+
+class Evidence:
+    """The shadow's evidence growing with each read: `per_read` more mirrored requests of the simulation."""
+
+    def __init__(self, candidate: np.ndarray, per_read: int) -> None:
+        self.candidate, self.per_read, self.queries = candidate, per_read, []
+
+    def __call__(self, query: ShadowQuery) -> ShadowRows:
+        self.queries.append(query)
+        return simulate(self.candidate, self.per_read * len(self.queries), seed=5)
+
+
+def with_evidence(harness, evidence: Evidence):
+    harness.controller.kinds["experiment"].read_shadow = evidence
+    return harness
+
+
+def test_a_better_shadow_passes_its_off_policy_gate_with_its_numbers_on_record(tmp_path, audit_store, versions):
+    harness = running(tmp_path, audit_store, 0.14, stages=gated(), **SOURCES)
+    evidence = Evidence(BETTER, per_read=2000)
+    with_evidence(harness, evidence)
+    try:
+        action_id = start_experiment(harness, versions[0])
+        harness.settle(lambda: harness.controller.store.action(action_id).details.get("stage") == 1)
+        action = harness.controller.store.action(action_id)
+        query = evidence.queries[-1]
+        assert (query.experiment, query.candidate, query.control) == (
+            action.details["experiment"],
+            versions[0],
+            versions[1],
+        )
+        numbers = action.details["decisions"]["shadow"]
+        assert numbers["kind"] == "off_policy" and numbers["decision"] == "non_inferior"
+        assert numbers["difference_low"] > -0.02 and numbers["matched"] >= 2500
+        (started,) = [r for r in experiment_records(harness) if r["outcome"] == "stage_started:canary-10"]
+        assert "off-policy ips" in started["reason"] and "-> non_inferior" in started["reason"]
+        with ExperimentStore(harness.config.experiments_db) as store:
+            shadow = store.stage(action.details["experiment"], 0)
+            assert (shadow.decision, shadow.outcome) == ("non_inferior", "passed")
+            (observed,) = store.series(action.details["experiment"], 0)  # computed once
+            assert observed.numbers == numbers
+        text = generate_latest(controller_registry(harness.controller)).decode()
+        assert 'kfloop_experiment_offpolicy_value{bound="low"' in text
+        assert 'decision="non_inferior",experiment=' in text and "kfloop_experiment_offpolicy_slots" in text
+        print(f"\n{started['reason']}")
+    finally:
+        harness.controller.close()
+
+
+def test_a_worse_shadow_is_rolled_back_before_it_serves_anyone(tmp_path, audit_store, versions):
+    harness = with_evidence(
+        running(tmp_path, audit_store, 0.14, stages=gated(), **SOURCES), Evidence(WORSE, per_read=1000)
+    )
+    try:
+        action_id = start_experiment(harness, versions[0])
+        harness.settle()
+        done = harness.controller.store.action(action_id)
+        assert done.outcome == "rolled_back" and "stage shadow: off-policy" in done.reason, done.reason
+        assert read_state(harness.config.serving.state_dir).canary is None
+        with ExperimentStore(harness.config.experiments_db) as store:
+            experiment = store.get(done.details["experiment"])
+            assert [(s.name, s.decision, s.outcome) for s in experiment.stages] == [
+                ("shadow", "inferior", "rolled_back")
+            ]
+    finally:
+        harness.controller.close()
+
+
+@pytest.mark.parametrize(
+    ("on_inconclusive", "outcome"), [("pass", "promoted"), ("rollback", "rolled_back"), ("hold", None)]
+)
+def test_thin_evidence_waits_until_its_deadline_then_does_as_configured(
+    tmp_path, audit_store, versions, on_inconclusive, outcome
+):
+    stages = gated(min_matched=10**6, max_wait_s=0.5, on_inconclusive=on_inconclusive)
+    harness = with_evidence(running(tmp_path, audit_store, 0.14, stages=stages, **SOURCES), Evidence(BETTER, 20))
+    try:
+        action_id = start_experiment(harness, versions[0])
+        if outcome is None:
+            harness.settle(lambda: harness.controller.store.action(action_id).details.get("held"))
+            for _ in range(20):
+                harness.controller.reconcile_once()
+            held = harness.controller.store.action(action_id)
+            assert held.phase == "stage" and held.details["stage"] == 0
+            (record,) = [r for r in experiment_records(harness) if r["outcome"] == "held:shadow"]
+            assert "thin_evidence" in record["reason"] and "held in shadow" in record["reason"]
+            return
+        harness.settle()
+        done = harness.controller.store.action(action_id)
+        assert done.outcome == outcome, done.reason
+        assert done.details["decisions"]["shadow"]["decision"] == "thin_evidence"
+        assert len(harness.controller.kinds["experiment"].read_shadow.queries) > 1  # it waited for evidence
+    finally:
+        harness.controller.close()
+
+
+def test_an_off_policy_gate_needs_its_sources_and_a_shadow_stage(tmp_path):
+    with pytest.raises(ValidationError, match="audit_url and event_log_uri are required"):
+        ControllerConfig.model_validate(config_data(tmp_path, experiment={"stages": gated()}))
+    canary = {**STAGES[1], "off_policy": {}}
+    with pytest.raises(ValidationError, match="off_policy are a shadow stage's gates"):
+        ControllerConfig.model_validate(config_data(tmp_path, experiment={"stages": [canary], **SOURCES}))
