@@ -102,8 +102,11 @@ class ShadowEvidence:
 
 
 def shadow_slate(record: dict[str, Any]) -> ShadowSlate:
-    """A shadow decision record's slate: position -> item."""
-    return ShadowSlate(record["request_id"], {c["position"]: c["item_id"] for c in record["candidates"]})
+    """A shadow decision record's slate (position -> item) and, when it has them, its slot probabilities (the
+    exact weights; a record without them is weighed by matching)."""
+    table = record.get("slot_probabilities")
+    exact = {(item, j): p for item, row in table.items() for j, p in enumerate(row, start=1)} if table else None
+    return ShadowSlate(record["request_id"], {c["position"]: c["item_id"] for c in record["candidates"]}, exact)
 
 
 Verdict = Literal["wait", "pass", "hold", "rollback"]
