@@ -232,7 +232,14 @@ class RunExperiment:
         reason = f"stage {config.name}: {compared.summary()}"
         if result.verdict == "hold":
             held = f"{reason}; held in shadow (on_inconclusive: hold) until an operator acts"
-            return Step("stage", details={**decided, "held": True}, outcome=f"held:{config.name}", reason=held)
+            return Step(
+                "stage",
+                details={**decided, "held": True},
+                outcome=f"held:{config.name}",
+                reason=held,
+                model_version=details["candidate"],
+                variant="canary",
+            )
         outcome = "passed" if result.verdict == "pass" else "rolled_back"
         self.store.end_stage(details["experiment"], details["stage"], now, compared.decision, outcome)
         if result.verdict == "pass":

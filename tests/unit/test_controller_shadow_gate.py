@@ -5,6 +5,7 @@ sink and the event log are exercised by tests/integration/test_experiment_stages
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -12,13 +13,18 @@ import pytest
 from prometheus_client import generate_latest
 from pydantic import ValidationError
 
+from kfloop.audit.canonical import rfc3339
+from kfloop.audit.record import record_json
 from kfloop.deploy import read_state
+from kfloop.eventlog import EventLog, EventLogConfig
 from kfloop.experiments.shadow import ShadowRows
 from kfloop.experiments.store import ExperimentStore
 from monitoring.controller.config import ControllerConfig
 from monitoring.controller.metrics import controller_registry
-from monitoring.controller.shadow import ShadowQuery
+from monitoring.controller.shadow import ShadowEvidence, ShadowQuery, shadow_slate
 from tests.support.controller import config_data
+from tests.support.joiner import feedback, slate
+from tests.unit.test_audit_support import decision
 from tests.unit.test_controller_experiment import STAGES, experiment_records, running, start_experiment
 from tests.unit.test_experiments_shadow import BETTER, WORSE, simulate
 
@@ -131,3 +137,33 @@ def test_an_off_policy_gate_needs_its_sources_and_a_shadow_stage(tmp_path):
     canary = {**STAGES[1], "off_policy": {}}
     with pytest.raises(ValidationError, match="off_policy are a shadow stage's gates"):
         ControllerConfig.model_validate(config_data(tmp_path, experiment={"stages": [canary], **SOURCES}))
+
+
+def test_the_evidence_is_productions_served_slots_of_mirrored_requests_and_the_shadows_recorded_slate(tmp_path):
+    """The event log side read for real (a log written by the collector's writer); the shadow's slate and exact
+    probabilities parsed from a real decision record."""
+    ts = datetime.now(UTC).replace(microsecond=0)
+    stable = {"model_version": "v1", "variant": "stable"}
+    records = [
+        *[{**r, "propensity": p} for r, p in zip(slate("r1", ["a", "b"], ts, **stable), (0.9, 0.05), strict=True)],
+        *slate("r2", ["c"], ts, model_version="v2", variant="canary"),  # not production's
+        *slate("r3", ["d"], ts, **stable),  # production's, without a propensity: not weighable
+        *slate("r4", ["e"], ts, **stable),  # not mirrored
+        feedback("click-1", "click", "b", ts + timedelta(seconds=2), request_id="r1", **stable),
+    ]
+    config = EventLogConfig(wal_dir=tmp_path / "wal", log_uri=str(tmp_path / "events"))
+    with EventLog(config, writer_id="test") as log:
+        log.append(records)
+    evidence = ShadowEvidence("http://127.0.0.1:9", config.log_uri)
+    query = ShadowQuery("exp-7", "v2", "v1", rfc3339(ts - timedelta(minutes=1)))
+    slots = evidence.logged(query, {"r1", "r2", "r3"})
+    assert sorted((s.request_id, s.item_id, s.position, s.propensity, s.clicked) for s in slots) == [
+        ("r1", "a", 1, 0.9, False),
+        ("r1", "b", 2, 0.05, True),
+    ]
+    record = record_json(decision(5, variant="shadow", experiment="exp-7", arm="shadow"))
+    shown = shadow_slate(record)
+    assert shown.probabilities is None and shown.items == {c["position"]: c["item_id"] for c in record["candidates"]}
+    table = {"a": [0.5, 0.25], "b": [0.5, 0.75]}
+    exact = shadow_slate({**record, "slot_probabilities": table})
+    assert exact.probability("b", 2) == 0.75 and exact.probability("z", 1) == 0.0
