@@ -17,7 +17,6 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,19 +41,26 @@ class ShadowQuery:
 
 
 class ShadowEvidence:
-    """Reads the shadow's slates (audit sink) and production's logged slots (event log), joined."""
+    """Reads the shadow's slates (audit sink) and production's logged slots (event log), joined.
 
-    def __init__(self, audit_url: str, event_log_uri: str, timeout_s: float = 30.0) -> None:
+    The slates are read on from where the previous call stopped (the audit trail only grows), so a stage polled
+    every few seconds does not fetch its whole shadow again each time; the event log is read whole each call
+    (clicks keep arriving for slots already read)."""
+
+    def __init__(self, audit_url: str, event_log_uri: str, timeout_s: float = 60.0) -> None:
         self.audit_url, self.event_log_uri, self.timeout_s = audit_url.rstrip("/"), event_log_uri, timeout_s
+        self._read: dict[ShadowQuery, tuple[int, list[ShadowSlate]]] = {}
+        """Per query: the last audit sequence number read, and the shadow's slates so far."""
 
     def __call__(self, query: ShadowQuery) -> ShadowRows:
-        slates = list(self.slates(query))
+        slates = self.slates(query)
         wanted = {s.request_id for s in slates}
         return join_shadow(slates, self.logged(query, wanted))
 
-    def slates(self, query: ShadowQuery) -> Iterator[ShadowSlate]:
-        after: int | None = 0
-        while after is not None:
+    def slates(self, query: ShadowQuery) -> list[ShadowSlate]:
+        after, slates = self._read.get(query, (0, []))
+        slates = list(slates)
+        while True:
             params = {
                 "model_version": query.candidate,
                 "kind": "decision",
@@ -66,8 +72,12 @@ class ShadowEvidence:
             for row in page["records"]:
                 record = row["record"]
                 if record.get("variant") == "shadow" and record.get("experiment") == query.experiment:
-                    yield shadow_slate(record)
-            after = page["next_after_seq"]
+                    slates.append(shadow_slate(record))
+                after = max(after, int(row["seq"]))
+            if page["next_after_seq"] is None:
+                break
+        self._read = {query: (after, slates)}  # one stage at a time: older queries are done with
+        return slates
 
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
         url = f"{self.audit_url}/v1/decisions?{urllib.parse.urlencode(params)}"
