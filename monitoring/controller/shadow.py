@@ -17,6 +17,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -47,8 +48,16 @@ class ShadowEvidence:
     every few seconds does not fetch its whole shadow again each time; the event log is read whole each call
     (clicks keep arriving for slots already read)."""
 
-    def __init__(self, audit_url: str, event_log_uri: str, timeout_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        audit_url: str,
+        event_log_uri: str,
+        timeout_s: float = 60.0,
+        fetch: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
         self.audit_url, self.event_log_uri, self.timeout_s = audit_url.rstrip("/"), event_log_uri, timeout_s
+        self.fetch = fetch or self._fetch
+        """GET a URL's JSON (NotReady when it cannot be read)."""
         self._read: dict[ShadowQuery, tuple[int, list[ShadowSlate]]] = {}
         """Per query: the last audit sequence number read, and the shadow's slates so far."""
 
@@ -80,7 +89,9 @@ class ShadowEvidence:
         return slates
 
     def _get(self, params: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.audit_url}/v1/decisions?{urllib.parse.urlencode(params)}"
+        return self.fetch(f"{self.audit_url}/v1/decisions?{urllib.parse.urlencode(params)}")
+
+    def _fetch(self, url: str) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as answer:
                 return json.loads(answer.read())

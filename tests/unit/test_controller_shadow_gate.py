@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from kfloop.audit.canonical import rfc3339
+from kfloop.audit.config import AuditStoreConfig
 from kfloop.audit.record import record_json
 from kfloop.deploy import read_state
 from kfloop.eventlog import EventLog, EventLogConfig
@@ -22,9 +23,11 @@ from kfloop.experiments.store import ExperimentStore
 from monitoring.controller.config import ControllerConfig
 from monitoring.controller.metrics import controller_registry
 from monitoring.controller.shadow import ShadowEvidence, ShadowQuery, shadow_slate
+from serving.audit.config import AuditSinkConfig
 from tests.support.controller import config_data
 from tests.support.joiner import feedback, slate
-from tests.unit.test_audit_support import decision
+from tests.unit.test_audit_sink import running as running_sink
+from tests.unit.test_audit_support import decision, decision_json
 from tests.unit.test_controller_experiment import STAGES, experiment_records, running, start_experiment
 from tests.unit.test_experiments_shadow import BETTER, WORSE, simulate
 
@@ -167,3 +170,30 @@ def test_the_evidence_is_productions_served_slots_of_mirrored_requests_and_the_s
     table = {"a": [0.5, 0.25], "b": [0.5, 0.75]}
     exact = shadow_slate({**record, "slot_probabilities": table})
     assert exact.probability("b", 2) == 0.75 and exact.probability("z", 1) == 0.0
+
+
+def test_the_shadows_slates_are_read_from_the_audit_sink_page_by_page_and_on_from_the_last_read(tmp_path):
+    """The real audit sink app (in-process): only this experiment's shadow decisions of the candidate count, pages
+    are followed, and a later call fetches only what came after."""
+    config = AuditSinkConfig(store=AuditStoreConfig(url=f"sqlite:///{tmp_path / 'audit.db'}"), max_page_records=4)
+    with running_sink(config) as client:
+        fetched: list[str] = []
+
+        def fetch(url: str) -> dict[str, Any]:
+            fetched.append(url)
+            return client.get(url.removeprefix("http://sink")).json()
+
+        def post(numbers: range, **fields: Any) -> None:
+            records = [decision_json(i, **{"model_version": "v2", "variant": "shadow", **fields}) for i in numbers]
+            assert client.post("/v1/decisions", json=records).status_code == 200
+
+        post(range(0, 6), experiment="exp-7", arm="shadow")
+        post(range(6, 8), experiment="exp-other", arm="shadow")  # another experiment's shadow
+        post(range(8, 9), variant="canary")  # the candidate served, not mirrored
+        evidence = ShadowEvidence("http://sink", str(tmp_path / "events"), fetch=fetch)
+        query = ShadowQuery("exp-7", "v2", "v1", "2000-01-01T00:00:00Z")
+        assert [s.request_id for s in evidence.slates(query)] == [f"req-{i:06d}" for i in range(6)]
+        assert len(fetched) == 3  # pages of 4: 4 + 4 + 1 records
+        post(range(9, 11), experiment="exp-7", arm="shadow")
+        assert len(evidence.slates(query)) == 8
+        assert "after_seq=9" in fetched[3]  # on from the last record read
