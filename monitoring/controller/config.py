@@ -104,7 +104,8 @@ class OffPolicyGateConfig(StrictModel):
     """Logged slots the candidate could have shown as production did (its sampled item there was the same, or
     it gave it a probability) before the comparison is computed; fewer is thin evidence."""
     max_wait_s: float = Field(default=1800.0, ge=0)
-    """How long past `duration_s` the stage waits for `min_matched`; then it is decided on what there is."""
+    """How long, once `duration_s` and `min_mirrored` are met, the stage waits for `min_matched`; then it is
+    decided on what there is."""
     on_inconclusive: Literal["pass", "hold", "rollback"] = "pass"
     """Thin evidence, or an interval straddling -margin: pass (default: thin evidence is no evidence of harm,
     and the canary stages' preregistered tests still guard users), hold (stay in shadow until someone acts), or

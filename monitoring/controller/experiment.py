@@ -208,23 +208,30 @@ class RunExperiment:
             mirrored = f", {answered} mirrored requests answered (its gate: {config.min_mirrored})"
         passed = f"mirrored for {waited:.0f} s (its gate: {config.duration_s:.0f} s){mirrored}"
         if config.off_policy is not None:
-            return self._off_policy(action, config, now, waited, passed)
+            return self._off_policy(action, config, now, passed)
         self.store.end_stage(action.details["experiment"], action.details["stage"], now, "duration", "passed")
         return self._passed(action.details, action, now, f"stage {config.name} passed: {passed}")
 
-    def _off_policy(self, action: ActionRow, config: StageConfig, now: str, waited: float, passed: str) -> Step:
+    def _off_policy(self, action: ActionRow, config: StageConfig, now: str, passed: str) -> Step:
         """The shadow's off-policy value against production's, computed once the evidence is in (or late)."""
         assert config.off_policy is not None and self.read_shadow is not None  # the config's validator
         details = action.details
         query = ShadowQuery(
             details["experiment"], details["candidate"], details["control"], details["stage_started_at"]
         )
+        ready_at = details.get("shadow_ready_at") or now  # when duration and mirrored requests were first met
+        collecting = (parse_rfc3339(now) - parse_rfc3339(ready_at)).total_seconds()
         try:
-            result = judge(config.off_policy, self.read_shadow(query), waited, config.duration_s)
+            result = judge(config.off_policy, self.read_shadow(query), collecting)
         except NotReady as exc:
-            return Step("stage", details={"last_error": exc.message}, wait_s=self.config.poll_interval_s)
+            return Step(
+                "stage",
+                details={"last_error": exc.message, "shadow_ready_at": ready_at},
+                wait_s=self.config.poll_interval_s,
+            )
         if result.comparison is None:
-            return Step("stage", details={"matched": result.rows.matched}, wait_s=self.config.poll_interval_s)
+            waiting = {"matched": result.rows.matched, "shadow_ready_at": ready_at}
+            return Step("stage", details=waiting, wait_s=self.config.poll_interval_s)
         compared = result.comparison
         numbers = {"kind": "off_policy", **compared.to_dict()}
         self.store.observe_numbers(details["experiment"], details["stage"], now, compared.decision, numbers)

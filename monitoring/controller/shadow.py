@@ -6,9 +6,9 @@ Production's served slots and their clicks: the event log (impressions of the co
 `stable`, clicks naming their request and item); a shadow's slate is never an impression there. Joined by request
 id and compared by `kfloop.experiments.shadow`.
 
-When: after the stage's duration (and mirrored requests), the rows are counted at each poll, and the comparison is
-computed once, when `min_matched` matched slots are in or `max_wait_s` later on what there is, so its interval is
-not looked at again and again until it happens to pass.
+When: once the stage's duration and mirrored requests are met (a shadow still loading its model answers none), the
+rows are counted at each poll, and the comparison is computed once, when `min_matched` matched slots are in or
+`max_wait_s` later on what there is, so its interval is not looked at again and again until it happens to pass.
 """
 
 from __future__ import annotations
@@ -141,9 +141,10 @@ class ShadowGateResult:
     """None while waiting for `min_matched` (the comparison is computed once)."""
 
 
-def judge(gate: OffPolicyGateConfig, rows: ShadowRows, waited_s: float, duration_s: float) -> ShadowGateResult:
-    """Wait for evidence until the deadline, then compare once and say what the stage does."""
-    if rows.matched < gate.min_matched and waited_s < duration_s + gate.max_wait_s:
+def judge(gate: OffPolicyGateConfig, rows: ShadowRows, collecting_s: float) -> ShadowGateResult:
+    """Wait for evidence (`collecting_s`: since the shadow met its duration and mirrored requests) until the
+    deadline, then compare once and say what the stage does."""
+    if rows.matched < gate.min_matched and collecting_s < gate.max_wait_s:
         return ShadowGateResult("wait", rows, None)
     comparison = compare_shadow(
         rows,
