@@ -74,7 +74,8 @@ def _span(data: dict[str, Any]) -> float:
 
 def plot_statistic(data: dict[str, Any], ax: Any) -> None:
     for index, stage in enumerate(_tested(data)):
-        points = [p for p in stage["series"] if p.get("statistic") is not None]
+        # before min_samples the boundary is infinite (stored as None): nothing to draw yet
+        points = [p for p in stage["series"] if p.get("statistic") is not None and p.get("boundary") is not None]
         x = [p["at_s"] for p in points]
         first = index == 0
         ax.plot(x, [p["statistic"] for p in points], color="tab:blue", label="statistic z" if first else None)

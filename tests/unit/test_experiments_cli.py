@@ -113,3 +113,17 @@ def test_wilson_interval_matches_its_published_value():
     low, high = wilson(0.1, 100)
     assert (round(low, 4), round(high, 4)) == (0.0552, 0.1744)
     assert wilson(None, 0) == (None, None)
+
+
+def test_a_report_draws_evaluations_before_min_samples_whose_numbers_are_undefined(walked, tmp_path):
+    """Before min_samples the boundary is infinite and an arm without impressions has no CTR (stored as None)."""
+    from kfloop.cli.experiment_report import experiment_data, write_report
+    from kfloop.experiments.store import ExperimentStore
+
+    db, (promoted, _) = walked
+    with ExperimentStore(db) as store:
+        data = experiment_data(store, promoted)
+    early = data["stages"][1]["series"][0]
+    early.update(boundary=None, candidate_ctr=None, candidate_ctr_low=None, candidate_ctr_high=None)
+    index = write_report(data, tmp_path / "early")
+    assert index.exists() and (tmp_path / "early" / "statistic.png").read_bytes().startswith(PNG)

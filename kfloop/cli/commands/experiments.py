@@ -91,14 +91,15 @@ def _numbers(numbers: dict[str, Any]) -> str:
             f"({numbers['rows']} slots, {numbers['matched']} matched)"
         )
     return (
-        f"candidate CTR {numbers['candidate_ctr']:.4f} ({numbers['candidate_impressions']} impressions) vs "
-        f"{numbers['control_ctr']:.4f} ({numbers['control_impressions']}); z {_f(numbers['statistic'])} "
+        f"candidate CTR {_f(numbers['candidate_ctr'], 4)} ({numbers['candidate_impressions']} impressions) vs "
+        f"{_f(numbers['control_ctr'], 4)} ({numbers['control_impressions']}); z {_f(numbers['statistic'])} "
         f"boundary {_f(numbers['boundary'])}"
     )
 
 
-def _f(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _f(value: float | None, digits: int = 2) -> str:
+    """A number as printed; None (undefined or infinite, as the store keeps them) as "-"."""
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _store(args: argparse.Namespace) -> ExperimentStore:
