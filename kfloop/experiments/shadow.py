@@ -24,7 +24,9 @@ than the two intervals side by side. The gate is non-inferiority on the differen
     non_inferior  lower bound > -margin
     inferior      upper bound < -margin       (the candidate is worse by more than the margin)
     undecided     otherwise
-    thin_evidence fewer than `min_matched` matched rows (too few to say anything)
+    thin_evidence fewer than `min_matched` matched rows, or low evidence by `kfloop.ope`'s diagnostics (effective
+                  sample size of the weights, effective clicks): a few heavily weighted rows make a bootstrap
+                  interval look tight when it is not, so such an interval decides nothing
 
 The interval is a bootstrap interval, not an always-valid one: the controller computes it once per stage, when
 the stage's evidence is in, not after every request (`monitoring.controller.shadow`).
@@ -40,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 
 from kfloop.errors import InvalidInput
-from kfloop.ope import estimate_difference
+from kfloop.ope import DEFAULT_THRESHOLDS, EvidenceThresholds, estimate_difference
 
 ShadowDecision = Literal["non_inferior", "inferior", "undecided", "thin_evidence"]
 SHADOW_DECISIONS: tuple[ShadowDecision, ...] = ("non_inferior", "inferior", "undecided", "thin_evidence")
@@ -126,6 +128,8 @@ class ShadowComparison:
     difference_high: float
     effective_sample: float
     """Kish effective sample size of the candidate's weights."""
+    evidence: str = ""
+    """Why the evidence is thin ("" when it suffices)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (the stage record, the audit trail): undefined numbers become None."""
@@ -139,6 +143,7 @@ class ShadowComparison:
             f"off-policy {self.estimator} on {self.rows} logged slots of {self.requests} mirrored requests "
             f"({self.matched} matched, {self.clicks} clicks): candidate {candidate}, production {production}, "
             f"difference {difference} at {self.ci_level:.0%} vs margin -{self.margin} -> {self.decision}"
+            + (f" ({self.evidence})" if self.evidence else "")
         )
 
 
@@ -151,6 +156,7 @@ def compare_shadow(
     ci_level: float = 0.95,
     n_boot: int = 1000,
     seed: int = 0,
+    thresholds: EvidenceThresholds = DEFAULT_THRESHOLDS,
 ) -> ShadowComparison:
     """The candidate's off-policy value against production's on the same logged slots, and the gate's decision."""
     if not 0 < margin < 1:
@@ -165,7 +171,8 @@ def compare_shadow(
     if counts["rows"] == 0 or counts["matched"] < min_matched or counts["matched"] == 0:
         nan = float("nan")
         values = dict.fromkeys(_VALUE_FIELDS, nan)
-        return ShadowComparison(decision="thin_evidence", **common, **values, effective_sample=0.0)
+        evidence = f"{counts['matched']} matched rows (fewer than {min_matched})"
+        return ShadowComparison(decision="thin_evidence", **common, **values, effective_sample=0.0, evidence=evidence)
     compared = estimate_difference(
         rows.reward,
         rows.pscore,
@@ -176,10 +183,13 @@ def compare_shadow(
         n_boot=n_boot,
         ci_level=ci_level,
         seed=seed,
+        thresholds=thresholds,
     )
     difference = compared.difference
     decision: ShadowDecision = "undecided"
-    if difference.ci_low > -margin:
+    if difference.low_evidence:
+        decision = "thin_evidence"
+    elif difference.ci_low > -margin:
         decision = "non_inferior"
     elif difference.ci_high < -margin:
         decision = "inferior"
@@ -196,6 +206,7 @@ def compare_shadow(
         difference_low=difference.ci_low,
         difference_high=difference.ci_high,
         effective_sample=compared.target.ess,
+        evidence=difference.reason,
     )
 
 

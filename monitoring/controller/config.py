@@ -106,6 +106,14 @@ class OffPolicyGateConfig(StrictModel):
     max_wait_s: float = Field(default=1800.0, ge=0)
     """How long, once `duration_s` and `min_mirrored` are met, the stage waits for `min_matched`; then it is
     decided on what there is."""
+    min_effective_sample: float = Field(default=300.0, ge=1)
+    """Kish effective sample size of the candidate's importance weights below which the evidence is thin: when
+    production rarely shows what the candidate would, a few heavily weighted slots carry the estimate, and its
+    bootstrap interval looks tight when it is not."""
+    min_effective_clicks: float = Field(default=30.0, ge=1)
+    """Likewise for the weighted clicks: (sum |w r|)^2 / sum (w r)^2 below this is thin evidence."""
+    min_clicks: int = Field(default=30, ge=1)
+    """Clicks on the compared slots below this is thin evidence."""
     on_inconclusive: Literal["pass", "hold", "rollback"] = "pass"
     """Thin evidence, or an interval straddling -margin: pass (default: thin evidence is no evidence of harm,
     and the canary stages' preregistered tests still guard users), hold (stay in shadow until someone acts), or

@@ -25,6 +25,7 @@ from kfloop.audit.canonical import parse_rfc3339
 from kfloop.errors import NotReady
 from kfloop.eventlog import read_events
 from kfloop.experiments.shadow import LoggedSlot, ShadowComparison, ShadowRows, ShadowSlate, compare_shadow, join_shadow
+from kfloop.ope import EvidenceThresholds
 from monitoring.controller.config import ExperimentConfig, OffPolicyGateConfig
 
 _PAGE = 1000
@@ -153,6 +154,11 @@ def judge(gate: OffPolicyGateConfig, rows: ShadowRows, collecting_s: float) -> S
         estimator=gate.estimator,
         ci_level=gate.ci_level,
         n_boot=gate.n_boot,
+        thresholds=EvidenceThresholds(
+            min_rewards=gate.min_clicks,
+            min_effective_rewards=gate.min_effective_clicks,
+            min_ess=gate.min_effective_sample,
+        ),
     )
     verdicts: dict[str, Verdict] = {"non_inferior": "pass", "inferior": "rollback"}
     return ShadowGateResult(verdicts.get(comparison.decision, gate.on_inconclusive), rows, comparison)

@@ -9,7 +9,7 @@ import pytest
 
 from kfloop.errors import InvalidInput
 from kfloop.experiments.shadow import LoggedSlot, ShadowSlate, compare_shadow, join_shadow
-from kfloop.ope import EpsilonGreedy
+from kfloop.ope import EpsilonGreedy, EvidenceThresholds
 
 N_ITEMS, K = 8, 3
 CLICK = np.linspace(0.30, 0.02, N_ITEMS)[:, None] * np.array([1.0, 0.7, 0.5])[None, :]
@@ -18,6 +18,8 @@ PRODUCTION = np.array([3, 7, 1, 6, 0, 5, 2, 4], dtype=float)  # logits: prefers 
 BETTER = np.arange(N_ITEMS, dtype=float)[::-1]  # prefers item 0, the most clicked
 WORSE = np.arange(N_ITEMS, dtype=float)  # prefers item 7, the least clicked
 POLICY = EpsilonGreedy(0.3)
+GATE = EvidenceThresholds(min_rewards=30, min_effective_rewards=30, min_ess=300)
+"""The shadow gate's default evidence thresholds (monitoring/controller/config.py OffPolicyGateConfig)."""
 
 
 def true_value(logits: np.ndarray) -> float:
@@ -50,7 +52,7 @@ def simulate(candidate: np.ndarray, requests: int, seed: int, exact: bool = Fals
 @pytest.mark.parametrize("exact", [False, True], ids=["matching", "exact"])
 def test_the_shadows_value_interval_covers_its_true_value(exact):
     rows = simulate(BETTER, 4000, seed=1, exact=exact)
-    compared = compare_shadow(rows, margin=0.02, min_matched=50, n_boot=400)
+    compared = compare_shadow(rows, margin=0.02, min_matched=50, n_boot=400, thresholds=GATE)
     truth_c, truth_p = true_value(BETTER), true_value(PRODUCTION)
     print(
         f"\n{'exact' if exact else 'matching'}: true candidate {truth_c:.4f}, production {truth_p:.4f}; "
@@ -65,7 +67,7 @@ def test_the_shadows_value_interval_covers_its_true_value(exact):
 
 def test_a_worse_shadow_is_called_inferior():
     rows = simulate(WORSE, 4000, seed=2)
-    compared = compare_shadow(rows, margin=0.02, min_matched=50, n_boot=400)
+    compared = compare_shadow(rows, margin=0.02, min_matched=50, n_boot=400, thresholds=GATE)
     assert true_value(WORSE) - true_value(PRODUCTION) < -0.02
     assert compared.decision == "inferior", compared.summary()
     assert compared.difference_high < -0.02
@@ -77,7 +79,9 @@ def test_the_interval_covers_the_truth_at_about_its_level():
     truth = true_value(BETTER)
     covered = []
     for s in range(60):
-        compared = compare_shadow(simulate(BETTER, 1500, seed=100 + s), 0.02, 20, ci_level=0.9, n_boot=200, seed=s)
+        compared = compare_shadow(
+            simulate(BETTER, 1500, seed=100 + s), 0.02, 20, ci_level=0.9, n_boot=200, seed=s, thresholds=GATE
+        )
         covered.append(compared.candidate_low <= truth <= compared.candidate_high)
     print(f"\ncoverage of the 90% interval over 60 shadows: {np.mean(covered):.2f}")
     assert np.mean(covered) >= 0.80
@@ -113,3 +117,31 @@ def test_a_margin_outside_zero_and_one_is_refused():
     rows = join_shadow([ShadowSlate("a", {1: "1"})], [LoggedSlot("a", "1", 1, 0.5, True)])
     with pytest.raises(InvalidInput, match="margin"):
         compare_shadow(rows, margin=1.5, min_matched=1)
+
+
+def test_a_few_heavily_weighted_slots_are_thin_evidence_however_tight_their_interval():
+    """Production (80 items, epsilon 0.1) rarely shows what the candidate would: the candidate's true value is
+    about 8 times production's, yet 500 requests' estimate is near 0 with a tight bootstrap interval, because the
+    few slots that carry it happened not to be clicked. Its effective sample size says so; the gate does not roll
+    the candidate back on it."""
+    n, k, policy = 80, 3, EpsilonGreedy(0.1)
+    production, candidate = np.arange(n, dtype=float)[::-1], np.arange(n, dtype=float)
+    click = np.full((n, k), 0.03)
+    click[-10:, :] = 0.3  # the candidate's favourites
+    rng = np.random.default_rng(4)
+    shown = policy.sample_slate(np.tile(production, (500, 1)), k, rng)
+    clicks = rng.random(shown.shape) < click[shown, np.arange(k)]
+    served, table = policy.position_propensities(production, k), policy.position_propensities(candidate, k)
+    exact = {(str(a), j + 1): float(table[a, j]) for a in range(n) for j in range(k)}
+    logged = [
+        LoggedSlot(f"r{r}", str(shown[r, j]), j + 1, float(served[shown[r, j], j]), bool(clicks[r, j]))
+        for r in range(500)
+        for j in range(k)
+    ]
+    rows = join_shadow([ShadowSlate(f"r{r}", {}, exact) for r in range(500)], logged)
+    loose = EvidenceThresholds(min_rewards=1, min_effective_rewards=1, min_ess=1)
+    naive = compare_shadow(rows, 0.02, 100, n_boot=300, thresholds=loose)
+    assert naive.decision == "inferior" and (table * click).sum(axis=0).mean() > 5 * (served * click).sum(axis=0).mean()
+    gated = compare_shadow(rows, 0.02, 100, n_boot=300, thresholds=GATE)
+    print(f"\n{gated.summary()}")
+    assert gated.decision == "thin_evidence" and "effective sample size" in gated.evidence
