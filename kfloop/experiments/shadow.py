@@ -186,15 +186,8 @@ def compare_shadow(
         thresholds=thresholds,
     )
     difference = compared.difference
-    decision: ShadowDecision = "undecided"
-    if difference.low_evidence:
-        decision = "thin_evidence"
-    elif difference.ci_low > -margin:
-        decision = "non_inferior"
-    elif difference.ci_high < -margin:
-        decision = "inferior"
     return ShadowComparison(
-        decision=decision,
+        decision=_decision(difference.low_evidence, difference.ci_low, difference.ci_high, margin),
         **common,
         candidate=compared.target.value,
         candidate_low=compared.target.ci_low,
@@ -221,6 +214,14 @@ _VALUE_FIELDS = (
     "difference_low",
     "difference_high",
 )
+
+
+def _decision(low_evidence: bool, low: float, high: float, margin: float) -> ShadowDecision:
+    if low_evidence:
+        return "thin_evidence"
+    if low > -margin:
+        return "non_inferior"
+    return "inferior" if high < -margin else "undecided"
 
 
 def _ci(value: float, low: float, high: float) -> str:
