@@ -58,6 +58,9 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_json_object)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
 class _AuditModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
@@ -119,11 +122,15 @@ class Decision(_AuditModel):
     """The experiment the decision was made in (the router names it while one runs); absent outside one."""
     arm: Literal["control", "candidate", "shadow"] | None = None
     """Its arm in that experiment: control (stable), candidate (canary), or shadow (mirrored, never served)."""
+    slot_probabilities: dict[Identifier, list[Probability]] | None = Field(default=None, max_length=1000)
+    """A shadow's decision only: its policy's probability of each candidate at each slot (item -> [P(slot 1),
+    ...]), so production's served slots of the same request are weighed exactly (kfloop.experiments.shadow)."""
 
     @model_serializer(mode="wrap")
     def _without_unknown_consent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for optional in ("consent", "experiment", "arm"):  # absent, not null: older records keep their hashes
+        # absent, not null: older records keep their hashes
+        for optional in ("consent", "experiment", "arm", "slot_probabilities"):
             if data.get(optional, True) is None:
                 del data[optional]
         return data

@@ -195,3 +195,20 @@ def _simulate(p: argparse.ArgumentParser) -> None:
 
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
+
+
+def _experiments_store(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="the controller's YAML, for its state_dir (default: manifests/controller/...)")
+    p.add_argument("--db", help="the experiment store itself (default: {controller state_dir}/experiments.db)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _experiments_list(p: argparse.ArgumentParser) -> None:
+    _experiments_store(p)
+    p.add_argument("--limit", type=int, default=100, help="at most this many, newest first (default: 100)")
+
+
+def _experiments_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("experiment", help="the experiment's id (exp-...)")
+    _experiments_store(p)
+    p.add_argument("--report", metavar="DIR", help="also write its HTML report with PNG plots to DIR")

@@ -94,7 +94,8 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Observation:
-    """One evaluation of a stage's test: when, the decision, and its numbers (`Decision.to_dict()`)."""
+    """One evaluation of a stage's gate: when, the decision, and its numbers (a test's `Decision.to_dict()`; a
+    shadow's off-policy comparison has `"kind": "off_policy"`)."""
 
     at: str
     decision: str
@@ -171,10 +172,13 @@ class ExperimentStore:
 
     def observe(self, experiment_id: str, index: int, at: str, decision: Decision) -> None:
         """Append one evaluation of the stage's test (the series the report plots)."""
-        numbers = json.dumps(decision.to_dict(), sort_keys=True)
-        self._sql(
-            "INSERT INTO observations VALUES (?, ?, ?, ?, ?)", (experiment_id, index, at, decision.decision, numbers)
-        )
+        self.observe_numbers(experiment_id, index, at, decision.decision, decision.to_dict())
+
+    def observe_numbers(self, experiment_id: str, index: int, at: str, decision: str, numbers: dict[str, Any]) -> None:
+        """Append one evaluation of a stage's gate: a test's `Decision.to_dict()`, or a shadow's off-policy
+        comparison (`{"kind": "off_policy", **ShadowComparison.to_dict()}`)."""
+        text = json.dumps(numbers, sort_keys=True)
+        self._sql("INSERT INTO observations VALUES (?, ?, ?, ?, ?)", (experiment_id, index, at, decision, text))
 
     def end_stage(self, experiment_id: str, index: int, at: str, decision: str, outcome: str) -> None:
         """How the stage ended (the first end stands)."""

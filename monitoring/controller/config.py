@@ -92,6 +92,40 @@ class TestConfig(StrictModel):
     """What an undecided stage does at `max_samples`."""
 
 
+class OffPolicyGateConfig(StrictModel):
+    """A shadow stage's off-policy gate (kfloop.experiments.shadow): the candidate's value on production's logged
+    slots and clicks of the mirrored requests, against production's, with a paired bootstrap interval. Computed
+    once per stage (no peeking): when `min_matched` matched slots are in after `duration_s`, or at the deadline."""
+
+    margin: float = Field(default=0.02, gt=0, lt=1)
+    """Non-inferiority margin on clicks per slot (absolute): the stage passes when the difference's lower bound
+    (candidate - production) is above -margin, and rolls back when its upper bound is below -margin."""
+    min_matched: int = Field(default=30, ge=1)
+    """Logged slots the candidate could have shown as production did (its sampled item there was the same, or
+    it gave it a probability) before the comparison is computed; fewer is thin evidence."""
+    max_wait_s: float = Field(default=1800.0, ge=0)
+    """How long, once `duration_s` and `min_mirrored` are met, the stage waits for `min_matched`; then it is
+    decided on what there is."""
+    min_effective_sample: float = Field(default=300.0, ge=1)
+    """Kish effective sample size of the candidate's importance weights below which the evidence is thin: when
+    production rarely shows what the candidate would, a few heavily weighted slots carry the estimate, and its
+    bootstrap interval looks tight when it is not."""
+    min_effective_clicks: float = Field(default=30.0, ge=1)
+    """Likewise for the weighted clicks: (sum |w r|)^2 / sum (w r)^2 below this is thin evidence."""
+    min_clicks: int = Field(default=30, ge=1)
+    """Clicks on the compared slots below this is thin evidence."""
+    on_inconclusive: Literal["pass", "hold", "rollback"] = "pass"
+    """Thin evidence, or an interval straddling -margin: pass (default: thin evidence is no evidence of harm,
+    and the canary stages' preregistered tests still guard users), hold (stay in shadow until someone acts), or
+    roll back."""
+    estimator: Literal["ips", "snips"] = "ips"
+    """ips (unbiased) or snips (self-normalized: less variance, slightly biased)."""
+    ci_level: float = Field(default=0.95, gt=0.5, lt=1)
+    """The bootstrap interval's level."""
+    n_boot: int = Field(default=1000, ge=100, le=100_000)
+    """Bootstrap resamples (by request)."""
+
+
 class StageConfig(StrictModel):
     """One stage of an experiment: the candidate's share and what it must pass to go on."""
 
@@ -106,6 +140,8 @@ class StageConfig(StrictModel):
     min_mirrored: int = Field(default=0, ge=0)
     """...and once the candidate has answered this many mirrored requests (read from
     `experiment.mirror_counts_url`), so a shadow still loading its model does not pass on time alone."""
+    off_policy: OffPolicyGateConfig | None = None
+    """A shadow stage's off-policy gate, after its duration and mirrored requests; None: those alone."""
     test: TestConfig | None = None
     """A canary stage's gate: the sequential test (required for a canary stage)."""
 
@@ -113,8 +149,8 @@ class StageConfig(StrictModel):
     def _gate_fits_mode(self) -> StageConfig:
         if self.mode == "canary" and (self.test is None or self.percent < 1):
             raise ValueError(f"stage {self.name}: a canary stage needs a test and a percent of at least 1")
-        if self.mode == "canary" and self.min_mirrored:
-            raise ValueError(f"stage {self.name}: min_mirrored is a shadow stage's gate")
+        if self.mode == "canary" and (self.min_mirrored or self.off_policy is not None):
+            raise ValueError(f"stage {self.name}: min_mirrored and off_policy are a shadow stage's gates")
         if self.mode == "shadow" and (self.test is not None or self.percent != 0):
             raise ValueError(f"stage {self.name}: a shadow stage serves nobody: percent 0 and no test")
         return self
@@ -145,6 +181,12 @@ class ExperimentConfig(StrictModel):
     """Where a shadow's answered mirrored requests are counted: the local router's /metrics
     (`kfloop_ranking_requests_total{role="router",variant="shadow",code="200"}`). None: shadow stages are gated by
     their duration alone (on a cluster, where the shadow runs as a canary at 0% and nothing mirrors to it)."""
+    audit_url: str | None = None
+    """Where an off-policy gate reads the shadow's slates: the audit sink (its /v1/decisions). Required by a
+    stage with `off_policy`."""
+    event_log_uri: str | None = None
+    """Where an off-policy gate reads production's served impressions and their clicks: the event log
+    (`kfloop.eventlog`, a path or an object-store URI). Required by a stage with `off_policy`."""
     poll_interval_s: float = Field(default=10.0, gt=0)
     """How often a running stage's test is evaluated."""
     metrics_retention_s: float = Field(default=900.0, ge=0)
@@ -163,6 +205,9 @@ class ExperimentConfig(StrictModel):
         gated = [s.name for s in self.stages if s.min_mirrored]
         if gated and self.mirror_counts_url is None:
             raise ValueError(f"stages {gated} count mirrored requests: mirror_counts_url is required")
+        compared = [s.name for s in self.stages if s.off_policy is not None]
+        if compared and (self.audit_url is None or self.event_log_uri is None):
+            raise ValueError(f"stages {compared} have an off_policy gate: audit_url and event_log_uri are required")
         return self
 
 

@@ -2,11 +2,14 @@
 
 Phases, each recorded before the next begins:
     pending  -> stage:     the experiment is created; stage 0 is registered, then deployed (`stage_started:NAME`)
-    stage    -> stage:     the gate passed (a shadow's duration, a test's "non-inferior"): the next stage is
-                           registered and deployed (`stage_started:NAME`, with the passed stage's numbers)
+    stage    -> stage:     the gate passed (a shadow's duration, mirrored requests and off-policy comparison, a
+                           test's "non-inferior"): the next stage is registered and deployed
+                           (`stage_started:NAME`, with the passed stage's numbers); an inconclusive off-policy
+                           comparison that holds is recorded once (`held:NAME`) and the stage waits
     stage    -> approval:  the last stage passed and `approval_before_full` asks for `kfloop approve`
-    stage    -> done:      promoted to 100% (`promoted`), rolled back (`rolled_back`: "inferior", or undecided at
-                           max_samples and preregistered so), or `ended` (the candidate was removed otherwise)
+    stage    -> done:      promoted to 100% (`promoted`), rolled back (`rolled_back`: "inferior" by the test or
+                           by the shadow's off-policy interval, or undecided at max_samples and preregistered
+                           so), or `ended` (the candidate was removed otherwise)
     approval -> done:      approved: `promoted`
 
 A test stage's preregistration (margin, alpha, min and max sample) is written to the experiment store before the
@@ -24,11 +27,13 @@ from kfloop.audit.canonical import parse_rfc3339
 from kfloop.deploy import NoCanary, ServingTarget, change_serving, load_or_seed, promote, read_state, rollback
 from kfloop.deploy.actions import stage as stage_change
 from kfloop.errors import InvalidInput, KfloopError, NotReady
-from kfloop.experiments import Decision, Preregistration, evaluate
+from kfloop.experiments import Preregistration, evaluate
+from kfloop.experiments.shadow import ShadowRows
 from kfloop.experiments.store import ExperimentStore, Stage
 from monitoring.controller.actions import PAUSED, Step, retry_or_fail
 from monitoring.controller.config import ExperimentConfig, RollbackConfig, StageConfig
 from monitoring.controller.counts import Counts, baseline_of, read_counts, read_mirrored, since
+from monitoring.controller.shadow import ShadowEvidence, ShadowQuery, evidence_reader, judge
 from monitoring.controller.store import DONE, ActionRow, ControllerStore
 
 KIND = "experiment"
@@ -49,9 +54,12 @@ class RunExperiment:
         retries: RollbackConfig,
         read: Callable[[str], Counts] = read_counts,
         read_mirrored: Callable[[str, str], int] = read_mirrored,
+        read_shadow: Callable[[ShadowQuery], ShadowRows] | ShadowEvidence | None = None,
     ) -> None:
         self.target, self.config, self.store, self.retries, self.read = target, config, store, retries, read
         self.read_mirrored = read_mirrored
+        self.read_shadow = read_shadow or evidence_reader(config)
+        """The shadow's slates joined to production's logged slots (an off-policy gate's evidence)."""
 
     def admit(self, store: ControllerStore, now: str) -> tuple[str, str] | None:
         running = store.open_actions(self.name)
@@ -179,9 +187,11 @@ class RunExperiment:
         self.store.end_stage(details["experiment"], index, now, decision.decision, verdict)
         if decision.outcome == "promote":
             return self._passed(decided, action, now, f"stage {config.name} passed: {decision.reason}")
-        return self._roll_back(decided, action, now, config, decision)
+        return self._roll_back(decided, action, f"stage {config.name}: {decision.reason}")
 
     def _shadow(self, action: ActionRow, config: StageConfig, now: str) -> Step:
+        if action.details.get("held"):  # its off-policy gate was inconclusive and holds: until someone acts
+            return Step("stage", wait_s=self.config.poll_interval_s)
         started = parse_rfc3339(action.details["stage_started_at"])
         waited = (parse_rfc3339(now) - started).total_seconds()
         if waited < config.duration_s:
@@ -196,10 +206,52 @@ class RunExperiment:
             if answered < config.min_mirrored:
                 return Step("stage", details={"mirrored": answered}, wait_s=self.config.poll_interval_s)
             mirrored = f", {answered} mirrored requests answered (its gate: {config.min_mirrored})"
+        passed = f"mirrored for {waited:.0f} s (its gate: {config.duration_s:.0f} s){mirrored}"
+        if config.off_policy is not None:
+            return self._off_policy(action, config, now, passed)
         self.store.end_stage(action.details["experiment"], action.details["stage"], now, "duration", "passed")
-        gate = f"its gate: {config.duration_s:.0f} s"
-        reason = f"stage {config.name} passed: mirrored for {waited:.0f} s ({gate}){mirrored}"
-        return self._passed(action.details, action, now, reason)
+        return self._passed(action.details, action, now, f"stage {config.name} passed: {passed}")
+
+    def _off_policy(self, action: ActionRow, config: StageConfig, now: str, passed: str) -> Step:
+        """The shadow's off-policy value against production's, computed once the evidence is in (or late)."""
+        assert config.off_policy is not None and self.read_shadow is not None  # the config's validator
+        details = action.details
+        query = ShadowQuery(
+            details["experiment"], details["candidate"], details["control"], details["stage_started_at"]
+        )
+        ready_at = details.get("shadow_ready_at") or now  # when duration and mirrored requests were first met
+        collecting = (parse_rfc3339(now) - parse_rfc3339(ready_at)).total_seconds()
+        try:
+            result = judge(config.off_policy, self.read_shadow(query), collecting)
+        except NotReady as exc:
+            return Step(
+                "stage",
+                details={"last_error": exc.message, "shadow_ready_at": ready_at},
+                wait_s=self.config.poll_interval_s,
+            )
+        if result.comparison is None:
+            waiting = {"matched": result.rows.matched, "shadow_ready_at": ready_at}
+            return Step("stage", details=waiting, wait_s=self.config.poll_interval_s)
+        compared = result.comparison
+        numbers = {"kind": "off_policy", **compared.to_dict()}
+        self.store.observe_numbers(details["experiment"], details["stage"], now, compared.decision, numbers)
+        decided = {**details, "decisions": {**details.get("decisions", {}), config.name: numbers}}
+        reason = f"stage {config.name}: {compared.summary()}"
+        if result.verdict == "hold":
+            held = f"{reason}; held in shadow (on_inconclusive: hold) until an operator acts"
+            return Step(
+                "stage",
+                details={**decided, "held": True},
+                outcome=f"held:{config.name}",
+                reason=held,
+                model_version=details["candidate"],
+                variant="canary",
+            )
+        outcome = "passed" if result.verdict == "pass" else "rolled_back"
+        self.store.end_stage(details["experiment"], details["stage"], now, compared.decision, outcome)
+        if result.verdict == "pass":
+            return self._passed(decided, action, now, f"stage {config.name} passed: {passed}; {compared.summary()}")
+        return self._roll_back(decided, action, reason)
 
     def _passed(self, details: dict[str, Any], action: ActionRow, now: str, reason: str) -> Step:
         following = details["stage"] + 1
@@ -234,10 +286,7 @@ class RunExperiment:
             return retry_or_fail(action, exc, self.retries, f"promoting {candidate}")
         return _ended({**details, "serving_change": change.summary}, "promoted", f"{reason}; {change.summary}")
 
-    def _roll_back(
-        self, details: dict[str, Any], action: ActionRow, now: str, config: StageConfig, decision: Decision
-    ) -> Step:
-        reason = f"stage {config.name}: {decision.reason}"
+    def _roll_back(self, details: dict[str, Any], action: ActionRow, reason: str) -> Step:
         note = f"experiment {details['experiment']} {reason} (controller action {action.id})"
         try:
             change = change_serving(

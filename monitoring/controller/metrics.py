@@ -8,7 +8,10 @@ counters that carry on across restarts instead of starting again at zero.
 `experiment.metrics_retention_s`), its test's last evaluation: `kfloop_experiment_statistic`,
 `kfloop_experiment_boundary` (decided when the statistic passes +-boundary), `kfloop_experiment_impressions{arm}`,
 `kfloop_experiment_decision{decision}` (1 for the current one, 0 for the others), labelled experiment, stage and
-model_version (the candidate).
+model_version (the candidate). A shadow stage's off-policy comparison (once computed):
+`kfloop_experiment_offpolicy_value{policy="candidate"|"production"|"difference",bound="estimate"|"low"|"high"}`,
+`kfloop_experiment_offpolicy_slots{kind="logged"|"matched"|"clicked"}`, `kfloop_experiment_offpolicy_margin`, and
+`kfloop_experiment_decision{decision}` over the shadow's decisions (non_inferior, inferior, undecided, thin_evidence).
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import math
 import time
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kfloop.audit.canonical import parse_rfc3339
 from kfloop.experiments import DECISIONS
+from kfloop.experiments.shadow import SHADOW_DECISIONS
 from kfloop.experiments.store import ExperimentStore
 from monitoring.controller.engine import Controller
 
@@ -74,18 +79,8 @@ class ControllerExporter:
 
 
 def experiment_metrics(store: ExperimentStore, since_s: float) -> Iterator[Metric]:
-    """The last evaluation of each tested stage of the experiments running or finished after `since_s`."""
-    labels = ["experiment", "stage", "model_version"]
-    statistic = GaugeMetricFamily("kfloop_experiment_statistic", "The stage's test statistic z.", labels=labels)
-    boundary = GaugeMetricFamily(
-        "kfloop_experiment_boundary", "The always-valid boundary: decided when |z| reaches it.", labels=labels
-    )
-    impressions = GaugeMetricFamily(
-        "kfloop_experiment_impressions", "Impressions of each arm in the stage.", labels=[*labels, "arm"]
-    )
-    decision = GaugeMetricFamily(
-        "kfloop_experiment_decision", "1 for the stage's current decision.", labels=[*labels, "decision"]
-    )
+    """The last evaluation of each gated stage of the experiments running or finished after `since_s`."""
+    families = _Families()
     for experiment in store.list_experiments():
         if experiment.finished_at is not None and parse_rfc3339(experiment.finished_at).timestamp() < since_s:
             continue
@@ -93,14 +88,63 @@ def experiment_metrics(store: ExperimentStore, since_s: float) -> Iterator[Metri
             if last is None:
                 continue
             key = [experiment.id, stage.name, experiment.model_version]
-            numbers = last.numbers
-            statistic.add_metric(key, _number(numbers["statistic"]))
-            boundary.add_metric(key, _number(numbers["boundary"]))
-            impressions.add_metric([*key, "candidate"], numbers["candidate_impressions"])
-            impressions.add_metric([*key, "control"], numbers["control_impressions"])
-            for name in DECISIONS:
-                decision.add_metric([*key, name], 1.0 if name == last.decision else 0.0)
-    yield from (statistic, boundary, impressions, decision)
+            if last.numbers.get("kind") == "off_policy":
+                families.off_policy(key, last.numbers)
+            else:
+                families.test(key, last.numbers)
+            names = SHADOW_DECISIONS if last.numbers.get("kind") == "off_policy" else DECISIONS
+            for name in names:
+                families.decision.add_metric([*key, name], 1.0 if name == last.decision else 0.0)
+    yield from families.all()
+
+
+class _Families:
+    """The experiment metric families, filled stage by stage."""
+
+    def __init__(self) -> None:
+        labels = ["experiment", "stage", "model_version"]
+        self.statistic = GaugeMetricFamily(
+            "kfloop_experiment_statistic", "The stage's test statistic z.", labels=labels
+        )
+        self.boundary = GaugeMetricFamily(
+            "kfloop_experiment_boundary", "The always-valid boundary: decided when |z| reaches it.", labels=labels
+        )
+        self.impressions = GaugeMetricFamily(
+            "kfloop_experiment_impressions", "Impressions of each arm in the stage.", labels=[*labels, "arm"]
+        )
+        self.decision = GaugeMetricFamily(
+            "kfloop_experiment_decision", "1 for the stage's current decision.", labels=[*labels, "decision"]
+        )
+        self.value = GaugeMetricFamily(
+            "kfloop_experiment_offpolicy_value",
+            "A shadow stage's off-policy clicks per slot (candidate, production, their difference) and interval.",
+            labels=[*labels, "policy", "bound"],
+        )
+        self.slots = GaugeMetricFamily(
+            "kfloop_experiment_offpolicy_slots",
+            "Production's logged slots of the mirrored requests: all, matched by the shadow, clicked.",
+            labels=[*labels, "kind"],
+        )
+        self.margin = GaugeMetricFamily(
+            "kfloop_experiment_offpolicy_margin", "The shadow gate's non-inferiority margin.", labels=labels
+        )
+
+    def test(self, key: list[str], numbers: dict[str, Any]) -> None:
+        self.statistic.add_metric(key, _number(numbers["statistic"]))
+        self.boundary.add_metric(key, _number(numbers["boundary"]))
+        self.impressions.add_metric([*key, "candidate"], numbers["candidate_impressions"])
+        self.impressions.add_metric([*key, "control"], numbers["control_impressions"])
+
+    def off_policy(self, key: list[str], numbers: dict[str, Any]) -> None:
+        for policy in ("candidate", "production", "difference"):
+            for bound, suffix in (("estimate", ""), ("low", "_low"), ("high", "_high")):
+                self.value.add_metric([*key, policy, bound], _number(numbers[policy + suffix]))
+        for kind, field in (("logged", "rows"), ("matched", "matched"), ("clicked", "clicks")):
+            self.slots.add_metric([*key, kind], numbers[field])
+        self.margin.add_metric(key, numbers["margin"])
+
+    def all(self) -> tuple[Metric, ...]:
+        return (self.statistic, self.boundary, self.impressions, self.decision, self.value, self.slots, self.margin)
 
 
 def _number(value: float | None) -> float:

@@ -59,10 +59,12 @@ def build_decision(
     feed: Feed,
     consent: Consent,
     experiment: tuple[str | None, str | None] = (None, None),
+    slot_probabilities: dict[str, list[float]] | None = None,
 ) -> Decision:
     """The audit record of one decision: exactly the inputs the model was given, the slate with propensities,
     per slot the item's rank by score and how the policy drew it (greedy or exploration), and the consent it was
-    made under, and the experiment and arm it was made in (None outside one).
+    made under, and the experiment and arm it was made in (None outside one); a shadow's, its policy's
+    probability of every candidate at every slot (`slot_probabilities`).
 
     Every field is validated except `inputs`, which is attached after validation: its values were already
     checked (finite numbers, strings) when the model's input matrices were built, and walking ~2,000 values
@@ -97,6 +99,7 @@ def build_decision(
         consent=consent,
         experiment=experiment[0],
         arm=experiment[1],
+        slot_probabilities=slot_probabilities,
     )
     return decision.model_copy(update={"inputs": decision_inputs(result.candidates, k, feed)})
 

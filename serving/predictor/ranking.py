@@ -34,6 +34,8 @@ class SlateChoice:
     """Each shown item's place among the candidates by score, 1 = best (ties to the earlier candidate)."""
     draws: list[str]
     """Per shown slot: greedy (the draw took the best remaining item) or exploration."""
+    table: np.ndarray
+    """[candidates, shown slots]: P(that candidate at that slot) for every candidate (a shadow records it)."""
 
 
 def choose_slate(policy: SlatePolicy, logits: np.ndarray, k: int, rng: np.random.Generator) -> SlateChoice:
@@ -45,4 +47,5 @@ def choose_slate(policy: SlatePolicy, logits: np.ndarray, k: int, rng: np.random
     propensities = table[slate, np.arange(k)]
     ranks = greedy_ranks(logits)[slate]
     draws = [GREEDY if greedy else EXPLORATION for greedy in greedy_slots(ranks)]
-    return SlateChoice([int(i) for i in slate], [float(p) for p in propensities], [int(r) + 1 for r in ranks], draws)
+    indices, shown = [int(i) for i in slate], [float(p) for p in propensities]
+    return SlateChoice(indices, shown, [int(r) + 1 for r in ranks], draws, table)

@@ -18,6 +18,7 @@ import kserve
 import numpy as np
 from prometheus_client import Counter
 
+from kfloop.audit.record import SHADOW
 from kfloop.events.schema import Consent
 from kfloop.experiments.arms import ARM_OF_VARIANT, EXPERIMENT_HEADER
 from serving.common.consent import consent_or_default
@@ -188,8 +189,16 @@ class RankerPredictor(kserve.Model):
         consent = consent_or_default(ranking.consent, self.config.consent_default)
         decision = None
         if self.decisions is not None:
-            decision = build_decision(result, ranking.user_id, k, self.config.policy, feed, consent, (experiment, arm))
+            # a shadow's whole distribution: production's served slots of this request are weighed by it
+            table = _slot_probabilities(candidates, choice.table) if variant == SHADOW else None
+            decision = build_decision(
+                result, ranking.user_id, k, self.config.policy, feed, consent, (experiment, arm), table
+            )
         return result, decision, consent
+
+
+def _slot_probabilities(candidates: list[str], table: np.ndarray) -> dict[str, list[float]]:
+    return {item: [float(p) for p in row] for item, row in zip(candidates, table, strict=True)}
 
 
 def _v2_response(model_name: str, result: RankResult, request: Any, experiment: dict[str, str]) -> Any:

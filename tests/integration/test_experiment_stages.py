@@ -4,8 +4,9 @@ predictors, audit sink) on the OBD testbed, the collector, the joiner and the co
 
 A candidate that knows which items the simulated users like walks shadow -> canary 10% -> 50% -> 100% on its
 own; one that prefers the items they like least is rolled back within its stage's preregistered maximum sample.
-Printed: impressions and time per stage. The shadow's slates reach the audit trail (with propensities), never a
-user, and never the event log as impressions.
+Printed: impressions and time per stage, and the shadow stage's gate: the candidate's off-policy value on
+production's served slots and clicks of the mirrored requests, against production's, with intervals. The shadow's
+slates reach the audit trail (with propensities), never a user, and never the event log as impressions.
 
 Small local sample sizes and a wide margin keep it to a few minutes: the simulated effects are large (the better
 candidate's slates earn about twice production's clicks, the worse one's a third).
@@ -42,8 +43,9 @@ pytestmark = [pytest.mark.serving, pytest.mark.integration]
 LOGIT_SHIFT = 3.0
 RATE = 30
 TEST = {"margin": 0.02, "alpha": 0.05, "min_samples": 300, "max_samples": 3000, "on_max_sample": "rollback"}
+OFF_POLICY = {"margin": 0.05, "min_matched": 1500, "max_wait_s": 60, "on_inconclusive": "pass", "n_boot": 500}
 STAGES = [
-    {"name": "shadow", "mode": "shadow", "duration_s": 10, "min_mirrored": 150},
+    {"name": "shadow", "mode": "shadow", "duration_s": 10, "min_mirrored": 150, "off_policy": OFF_POLICY},
     {"name": "canary-10", "percent": 10, "test": TEST},
     {"name": "canary-50", "percent": 50, "test": TEST},
 ]
@@ -110,6 +112,8 @@ def _processes(root: Path, stack_endpoints: dict[str, str], bed: testbed.Testbed
         "experiment": {
             "counts_url": f"{joiner.url}/metrics",
             "mirror_counts_url": f"{stack_endpoints['router']}/metrics",
+            "audit_url": stack_endpoints["audit_sink"],
+            "event_log_uri": str(root / "events"),
             "poll_interval_s": 0.5,
             "stages": STAGES,
         },
@@ -208,15 +212,38 @@ def run_experiment(system: System, candidate: str) -> tuple[dict[str, Any], dict
         ended = stage["ended_at"] or done["finished_at"]
         seconds = (parse_rfc3339(ended) - parse_rfc3339(stage["started_at"])).total_seconds()
         numbers = (stage["last_observation"] or {}).get("numbers") or {}
-        counts = (
-            f"candidate {numbers['candidate_impressions']} impressions (CTR {numbers['candidate_ctr']:.3f}), "
-            f"production {numbers['control_impressions']} (CTR {numbers['control_ctr']:.3f}), "
-            f"z {numbers['statistic']:.2f} vs boundary {numbers['boundary']:.2f}"
-            if numbers
-            else "no test (mirrored)"
-        )
-        print(f"  {stage['name']:>10}: {seconds:6.1f} s, {stage['decision']} -> {stage['outcome']}; {counts}")
+        print(f"  {stage['name']:>10}: {seconds:6.1f} s, {stage['decision']} -> {stage['outcome']}; {_told(numbers)}")
     return done, experiment
+
+
+def _told(numbers: dict[str, Any]) -> str:
+    """A stage's gate in numbers: the shadow's off-policy comparison, or the canary's sequential test."""
+    if numbers.get("kind") == "off_policy":
+
+        def ci(name: str) -> str:
+            value, low, high = (numbers[name + s] for s in ("", "_low", "_high"))
+            return "n/a" if value is None else f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+        return (
+            f"off-policy {numbers['estimator']} on {numbers['rows']} served slots of {numbers['requests']} mirrored "
+            f"requests ({numbers['clicks']} clicks, effective sample {numbers['effective_sample']:.0f}): candidate "
+            f"{ci('candidate')}, production {ci('production')}, difference {ci('difference')} vs -{numbers['margin']}"
+        )
+    return (
+        f"candidate {numbers['candidate_impressions']} impressions (CTR {numbers['candidate_ctr']:.3f}), "
+        f"production {numbers['control_impressions']} (CTR {numbers['control_ctr']:.3f}), "
+        f"z {numbers['statistic']:.2f} vs boundary {numbers['boundary']:.2f}"
+    )
+
+
+def _check_shadow_gate(stage: dict[str, Any]) -> None:
+    """The shadow stage's gate was the off-policy comparison, computed on live logged feedback."""
+    numbers = stage["last_observation"]["numbers"]
+    assert numbers["kind"] == "off_policy" and stage["decision"] == numbers["decision"]
+    assert numbers["requests"] > 0 and numbers["rows"] > 0, numbers  # live mirrored requests, production's slots
+    if stage["decision"] != "thin_evidence":
+        assert numbers["matched"] >= OFF_POLICY["min_matched"] and 0 < numbers["production"] < 1, numbers
+        assert numbers["difference_low"] <= numbers["difference"] <= numbers["difference_high"], numbers
 
 
 def test_a_better_candidate_walks_shadow_10_50_100_on_its_own(system: System) -> None:
@@ -224,6 +251,8 @@ def test_a_better_candidate_walks_shadow_10_50_100_on_its_own(system: System) ->
     assert done["outcome"] == "promoted", done["reason"]
     assert [s["name"] for s in experiment["stages"]] == ["shadow", "canary-10", "canary-50"]
     assert [s["outcome"] for s in experiment["stages"]] == ["passed"] * 3
+    _check_shadow_gate(experiment["stages"][0])
+    assert experiment["stages"][0]["decision"] != "inferior"
     for stage in experiment["stages"][1:]:
         assert stage["decision"] == "non_inferior"
         assert stage["last_observation"]["numbers"]["preregistration"] == stage["digest"]
@@ -234,9 +263,14 @@ def test_a_better_candidate_walks_shadow_10_50_100_on_its_own(system: System) ->
 def test_a_worse_candidate_is_rolled_back_within_its_maximum_sample(system: System) -> None:
     done, experiment = run_experiment(system, system.worse)
     assert done["outcome"] == "rolled_back", done["reason"]
+    _check_shadow_gate(experiment["stages"][0])
     last = experiment["stages"][-1]
-    assert last["name"] == "canary-10" and last["decision"] == "inferior"
-    assert last["last_observation"]["numbers"]["candidate_impressions"] <= TEST["max_samples"]
+    assert last["decision"] == "inferior"
+    if last["name"] == "shadow":  # its off-policy interval lay below the margin: it never served anyone
+        assert last["last_observation"]["numbers"]["difference_high"] < -OFF_POLICY["margin"]
+    else:
+        assert last["name"] == "canary-10"
+        assert last["last_observation"]["numbers"]["candidate_impressions"] <= TEST["max_samples"]
     assert read_state(system.root / "state").canary is None
 
 

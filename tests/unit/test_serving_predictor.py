@@ -291,6 +291,21 @@ def test_during_an_experiment_the_answer_and_the_decision_name_it_and_the_arm(pr
         asyncio.run(model.predict(v1_body("req-bad"), {"x-kfloop-experiment": "no spaces allowed"}))
 
 
+def test_a_shadows_decision_carries_its_whole_distribution_and_no_one_elses_does(predictor):
+    """The shadow stage weighs production's served slots by it (kfloop.experiments.shadow)."""
+    model, spool_dir = predictor
+    headers = {"x-kfloop-variant": "shadow", "x-kfloop-experiment": "exp-42"}
+    asyncio.run(model.predict(v1_body("req-shadow", k=3), headers))
+    record = spooled(spool_dir)["req-shadow"]
+    table = record["slot_probabilities"]
+    assert sorted(table, key=int) == [str(i) for i in range(12)] and all(len(row) == 3 for row in table.values())
+    assert [sum(row[j] for row in table.values()) for j in range(3)] == pytest.approx([1.0] * 3)
+    for slot in record["candidates"]:  # the shown items' propensities are entries of the same table
+        assert table[slot["item_id"]][slot["position"] - 1] == pytest.approx(slot["propensity"])
+    asyncio.run(model.predict(v1_body("req-served", k=3), {**headers, "x-kfloop-variant": "stable"}))
+    assert "slot_probabilities" not in spooled(spool_dir)["req-served"]
+
+
 def test_v2_tensors_in_and_out(predictor):
     model, _ = predictor
     from kserve.protocol.rest.v2_datamodels import InferenceRequest
