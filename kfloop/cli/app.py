@@ -28,6 +28,7 @@ from kfloop.cli.arguments import (
     _features_materialize,
     _features_show,
     _generate,
+    _images,
     _import_obd,
     _models_force,
     _models_list,
@@ -283,6 +284,20 @@ COMMANDS: tuple[Command, ...] = (
         _demo,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
+    Command(
+        ("images", "build"),
+        Stack.CORE,
+        "kfloop.cli.commands.images:build",
+        "build the serving and pipeline images (docker, podman or buildah) and print their sizes",
+        _images,
+    ),
+    Command(
+        ("images", "test"),
+        Stack.CORE,
+        "kfloop.cli.commands.images:test",
+        "smoke-run the built images (kfloop --help, the model server, the TFX libraries)",
+        _images,
+    ),
 )
 
 

@@ -189,3 +189,9 @@ def _simulate(p: argparse.ArgumentParser) -> None:
 
 def _generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", action="store_true", help="fail if a generated file is out of date; write nothing")
+
+
+def _images(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only", action="append", metavar="NAME", help="one image (kfloop-serving or kfloop-pipeline); repeatable"
+    )
