@@ -1,8 +1,8 @@
-"""The container engine `make images` finds here: docker or podman (when their service answers), else buildah.
+"""The container engine `make images` finds here: docker (when its daemon answers), podman, else buildah.
 
 Each engine builds with the same Containerfile flags (`--build-arg`, `--build-context`); they differ in how an
-image is run and measured. buildah and podman as root keep images in vfs storage (no overlay mount needed) and
-buildah runs with chroot isolation: that is what works on a machine without a container runtime service.
+image is run and measured. buildah runs steps with chroot isolation and stores images with overlay where it can
+mount it, else vfs: that is what works on a machine without a container runtime service.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Engine:
     name: str
     """docker, podman or buildah."""
     options: list[str] = field(default_factory=list)
-    """Global options before the subcommand (buildah/podman: the storage driver)."""
+    """Global options before the subcommand (buildah's storage driver)."""
 
     def command(self, *args: str) -> list[str]:
         return [self.name, *self.options, *args]
@@ -80,7 +80,7 @@ class Engine:
 
     def run_all(self, reference: str, commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
         """Run each command in a container of the image as its own user; buildah makes one working container
-        (a full copy of the image under vfs) for them all."""
+        (under vfs, a full copy of the image) for them all."""
         if self.name != "buildah":
             return [
                 _run(self.command("run", "--rm", "--entrypoint", argv[0], reference, *argv[1:]), quiet=True)
@@ -104,6 +104,22 @@ def _answers(name: str) -> bool:
     return _run(probe, quiet=True).returncode == 0
 
 
+def _storage_driver() -> str:
+    """buildah's: $KFLOOP_STORAGE_DRIVER, else overlay if a container's root can be mounted with it here, else
+    vfs (which copies every layer whole: several times the disk and time). docker and podman keep their own."""
+    configured = os.environ.get("KFLOOP_STORAGE_DRIVER")
+    if configured:
+        return configured
+    probe = ["buildah", "--storage-driver=overlay"]
+    made = _run([*probe, "from", "scratch"], quiet=True)
+    container = (made.stdout or "").strip()
+    if made.returncode != 0 or not container:
+        return "vfs"
+    mounted = _run([*probe, "mount", container], quiet=True).returncode == 0
+    _run([*probe, "rm", container], quiet=True)
+    return "overlay" if mounted else "vfs"
+
+
 def find_engine() -> Engine:
     """$KFLOOP_IMAGE_ENGINE if set, else the first of docker, podman, buildah that works here."""
     chosen = os.environ.get("KFLOOP_IMAGE_ENGINE")
@@ -111,8 +127,7 @@ def find_engine() -> Engine:
         raise ConfigError(f"KFLOOP_IMAGE_ENGINE: {chosen!r} is not one of {', '.join(ENGINES)}")
     for name in [chosen] if chosen else ENGINES:
         if _answers(name):
-            storage = os.environ.get("KFLOOP_STORAGE_DRIVER", "vfs")
-            return Engine(name, [f"--storage-driver={storage}"] if name != "docker" else [])
+            return Engine(name, [f"--storage-driver={_storage_driver()}"] if name == "buildah" else [])
     raise ConfigError(
         f"no container engine works here (tried {chosen or ', '.join(ENGINES)}): install docker, podman or buildah "
         "(`make setup` installs Debian's buildah)"

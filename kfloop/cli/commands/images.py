@@ -70,15 +70,24 @@ def debian_base(engine: Engine) -> str:
     if shutil.which("mmdebstrap") is None:
         raise ConfigError("no registry answers and mmdebstrap is missing: run `make setup` (it installs it)")
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    rootfs = BUILD_DIR / "rootfs.tar"
+    rootfs = BUILD_DIR / "rootfs.tar"  # kept: delete build/images to take Debian's newer packages
     started = time.monotonic()
-    include = ",".join(BASE_PACKAGES)
-    argv = ["mmdebstrap", "--variant=minbase", f"--include={include}", *SLIM, "--quiet", suite, str(rootfs)]
-    if subprocess.run(argv, check=False).returncode != 0:
-        raise EngineError(f"mmdebstrap of {suite} failed")
+    if not rootfs.exists():
+        include = ",".join(BASE_PACKAGES)
+        argv = [
+            "mmdebstrap",
+            "--variant=minbase",
+            "--format=tar",
+            f"--include={include}",
+            *SLIM,
+            suite,
+            f"{rootfs}.part",
+        ]
+        if subprocess.run(argv, check=False).returncode != 0:
+            raise EngineError(f"mmdebstrap of {suite} failed")
+        Path(f"{rootfs}.part").rename(rootfs)
     engine.build(BASE_CONTAINERFILE, BUILD_DIR, tag, {}, {})
-    rootfs.unlink()
-    print(f"images: base {tag} (mmdebstrap {suite}) in {time.monotonic() - started:.0f} s", flush=True)
+    print(f"images: base {tag} (Debian {suite}) made in {time.monotonic() - started:.0f} s", flush=True)
     return tag
 
 
@@ -140,8 +149,9 @@ def build(args: argparse.Namespace) -> int:
     engine = find_engine()
     started = time.monotonic()
     base = base_image(engine)
+    using = f"with `{' '.join(engine.command())}` on {base}"
     for image in chosen:
-        print(f"images: building {image.reference} (uv group {image.group}) with {engine.name} on {base}", flush=True)
+        print(f"images: building {image.reference} (uv group {image.group}) {using}", flush=True)
         seconds = build_image(engine, image, base)
         done = "up to date (same sources)" if seconds is None else f"built in {seconds:.0f} s"
         print(f"images: {image.reference} {done}, size {engine.size(image.reference)}", flush=True)
