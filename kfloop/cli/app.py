@@ -321,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
             if key in parsers:
                 continue
             is_leaf = depth == len(command.words)
-            sub = groups[prefix].add_parser(word, help=command.help if is_leaf else f"{word} commands")
+            text = command.help.replace("%", "%%") if is_leaf else f"{word} commands"  # argparse %-formats help
+            sub = groups[prefix].add_parser(word, help=text)
             parsers[key] = sub
             if is_leaf:
                 command.arguments(sub)
