@@ -59,6 +59,16 @@ class Engine:
         inspect = ["inspect", "--type", "image"] if self.name == "buildah" else ["image", "inspect"]
         return _run(self.command(*inspect, reference), quiet=True).returncode == 0
 
+    def image_id(self, reference: str) -> str | None:
+        inspect = ["inspect", "--type", "image", "--format", "{{.FromImageID}}"] if self.name == "buildah" else []
+        inspect = inspect or ["image", "inspect", "--format", "{{.Id}}"]
+        done = _run(self.command(*inspect, reference), quiet=True)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def remove(self, image_id: str) -> None:
+        """Remove an image by id, if nothing else uses it (a tag moved to a new build leaves the old one behind)."""
+        _run(self.command("rmi", image_id), quiet=True)
+
     def pull(self, reference: str) -> bool:
         return _run(self.command("pull", reference), quiet=True).returncode == 0
 

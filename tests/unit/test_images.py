@@ -26,6 +26,7 @@ class RecordingEngine(Engine):
     """Builds nothing: records what `kfloop images build` asks of an engine (no registry, no base yet)."""
 
     built: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     def build(self, containerfile, context, tag, args, contexts) -> None:
         self.built.append({"containerfile": containerfile, "tag": tag, "args": args, "contexts": contexts})
@@ -38,6 +39,13 @@ class RecordingEngine(Engine):
 
     def size(self, reference: str) -> str:
         return "1 GB"
+
+    def image_id(self, reference: str) -> str | None:
+        ids = [str(index) for index, b in enumerate(self.built) if b["tag"] == reference]
+        return ids[-1] if ids else None
+
+    def remove(self, image_id: str) -> None:
+        self.removed.append(image_id)
 
     def config(self, reference: str) -> dict:
         """The label the Containerfile sets from SOURCE_DIGEST, as the last build of `reference` set it."""
@@ -99,7 +107,7 @@ def test_an_image_built_from_the_same_sources_is_not_rebuilt():
     assert build_commands.build_image(engine, image, "base:1") is not None
     assert build_commands.build_image(engine, image, "base:1") is None
     assert build_commands.build_image(engine, image, "base:2") is not None
-    assert len(engine.built) == 2
+    assert len(engine.built) == 2 and engine.removed == ["0"], "the image the tag named before is removed"
     assert f"LABEL {build_commands.SOURCE_LABEL}=${{SOURCE_DIGEST}}" in (REPO / "images" / "Containerfile").read_text()
 
 

@@ -138,8 +138,11 @@ def build_image(engine: Engine, image: Image, base: str) -> float | None:
         return None
     contexts, args = _uv_contexts()
     started = time.monotonic()
+    previous = engine.image_id(image.reference)
     build_args = {"BASE_IMAGE": base, "GROUP": str(image.group), "SOURCE_DIGEST": digest, **args}
     engine.build(CONTAINERFILE, REPO, image.reference, build_args, contexts)
+    if previous is not None and previous != engine.image_id(image.reference):
+        engine.remove(previous)  # several GB each: do not let rebuilds pile up
     return time.monotonic() - started
 
 
