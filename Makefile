@@ -11,11 +11,12 @@ UV_VERSION := 0.13.9
 # uv and uvx (used by `kfloop data fetch`) from the tools venv come first.
 export PATH := $(CURDIR)/$(TOOLS):$(PATH)
 # Debian packages of the real servers the tests and the local stack start (never left running).
-APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk chromium
+APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk chromium buildah mmdebstrap
 # chromium: the test that opens the demo report headless (and takes the README's screenshot).
+# buildah, mmdebstrap: `make images` where no docker or podman service runs and no registry answers.
 DATA_DIR ?= data
 
-.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate schema-proposal bench demo clean
+.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate schema-proposal bench demo images test-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,6 +69,12 @@ format: ## apply ruff's fixes and formatting
 
 generate: ## regenerate committed files (event JSON Schema, ...)
 	$(SERVING)/kfloop generate
+
+images: uv ## build the serving and pipeline images (docker, podman or buildah; names and tags from manifests/base) and print their sizes
+	$(SERVING)/kfloop images build
+
+test-images: images ## smoke-run the images: kfloop --help, the model servers, the TFX libraries (builds them first if stale)
+	$(SERVING)/kfloop images test
 
 schema-proposal: ## propose a TFDV schema update from current data (for review; the committed schema is the contract)
 	$(PIPELINE)/kfloop pipeline propose-schema

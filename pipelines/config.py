@@ -50,8 +50,9 @@ class PipelineConfig(StrictModel):
 
     name: str = "kfloop-training"
     """Pipeline name (in KFP and in kfp.local's output folder)."""
-    base_image: str = "ghcr.io/kfloop/kfloop-pipeline:0.1.0"
-    """Image every component runs in on a cluster (the project installed in the pipeline environment)."""
+    base_image: str | None = None
+    """Image every component runs in on a cluster (the project installed in the pipeline environment); default:
+    the kfloop-pipeline entry of manifests/base/kustomization.yaml `images:`, the one `make images` builds."""
     pipeline_root: str = ".kfloop/pipeline-root"
     """Where KFP keeps artifacts (local folder with kfp.local; an object store URI on a cluster)."""
     features: FeaturesConfig = Field(default_factory=FeaturesConfig)

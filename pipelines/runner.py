@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kfloop.deploy.images import pipeline_image
 from kfloop.errors import KfloopError
 from pipelines.config import PipelineConfig
 from pipelines.training import create_pipeline
@@ -31,7 +32,8 @@ class LocalRun:
 
 def pipeline_of(config: PipelineConfig) -> Any:
     """The pipeline whose parameters default to this config's cut into tasks."""
-    return create_pipeline(tasks=config.tasks(), base_image=config.base_image, pipeline_name=config.name)
+    base_image = config.base_image or pipeline_image()
+    return create_pipeline(tasks=config.tasks(), base_image=base_image, pipeline_name=config.name)
 
 
 def compile_pipeline(config: PipelineConfig, output: Path) -> Path:

@@ -30,6 +30,7 @@ from kfloop.cli.arguments import (
     _features_materialize,
     _features_show,
     _generate,
+    _images,
     _import_obd,
     _models_force,
     _models_list,
@@ -299,6 +300,20 @@ COMMANDS: tuple[Command, ...] = (
         _demo,
     ),
     Command(("generate",), Stack.CORE, "kfloop.cli.commands.generate:generate", "write generated files", _generate),
+    Command(
+        ("images", "build"),
+        Stack.CORE,
+        "kfloop.cli.commands.images:build",
+        "build the serving and pipeline images (docker, podman or buildah) and print their sizes",
+        _images,
+    ),
+    Command(
+        ("images", "test"),
+        Stack.CORE,
+        "kfloop.cli.commands.images:test",
+        "smoke-run the built images (kfloop --help, the model server, the TFX libraries)",
+        _images,
+    ),
 )
 
 
@@ -322,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
             if key in parsers:
                 continue
             is_leaf = depth == len(command.words)
-            sub = groups[prefix].add_parser(word, help=command.help if is_leaf else f"{word} commands")
+            text = command.help.replace("%", "%%") if is_leaf else f"{word} commands"  # argparse %-formats help
+            sub = groups[prefix].add_parser(word, help=text)
             parsers[key] = sub
             if is_leaf:
                 command.arguments(sub)

@@ -212,3 +212,9 @@ def _experiments_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help="the experiment's id (exp-...)")
     _experiments_store(p)
     p.add_argument("--report", metavar="DIR", help="also write its HTML report with PNG plots to DIR")
+
+
+def _images(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only", action="append", metavar="NAME", help="one image (kfloop-serving or kfloop-pipeline); repeatable"
+    )

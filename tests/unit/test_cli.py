@@ -14,12 +14,13 @@ from kfloop.cli.envs import Stack, has_stack
 from serving.common.flags import KSERVE_FLAGS, KSERVE_SWITCHES, hand_kserve_its_flags
 
 
-def test_every_command_parses_its_help():
+def test_every_command_and_every_group_of_commands_prints_its_help():
     parser = build_parser()
-    for command in COMMANDS:
+    prefixes = {command.words[:depth] for command in COMMANDS for depth in range(len(command.words) + 1)}
+    for words in sorted(prefixes):
         with pytest.raises(SystemExit) as info:
-            parser.parse_args([*command.words, "--help"])
-        assert info.value.code == 0
+            parser.parse_args([*words, "--help"])
+        assert info.value.code == 0, words
 
 
 def test_command_lookup_ignores_flags():
