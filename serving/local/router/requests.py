@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from kfloop.errors import MalformedRequest
 from serving.common.protocol import USER_ID
+
+
+def json_part(body: bytes, binary_header: str | None) -> bytes:
+    """The JSON of a request body: all of it, or with the binary tensor extension (its
+    Inference-Header-Content-Length, `binary_header`) the first that many bytes, the raw tensors after them."""
+    if binary_header is None:
+        return body
+    try:
+        length = int(binary_header)
+    except ValueError:
+        raise MalformedRequest("Inference-Header-Content-Length is not a number") from None
+    if not 0 <= length <= len(body):
+        raise MalformedRequest(f"Inference-Header-Content-Length ({length}) is not within the body ({len(body)} bytes)")
+    return body[:length]
 
 
 def request_user(body: dict[str, Any]) -> str | None:
