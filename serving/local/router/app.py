@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -249,6 +250,14 @@ class FastPath:
             await self.app(scope, receive, send)
 
 
+class _V1ModelName(StringConvertor):
+    """A V1 model's name: not one ending in :predict, whose path is the predict resource's (POST only: 405 with
+    `Allow: POST`, not a metadata lookup of a model named `x:predict`)."""
+
+    regex = "[^/]+(?<!:predict)"
+
+
+register_url_convertor("v1_model", _V1ModelName())
 _RANKING_PATH = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
 
 
@@ -345,7 +354,7 @@ def create_app(config: RouterConfig) -> FastPath:
     async def v2_infer(model_name: str, request: Request) -> Response:
         return _response(await router.answer(request.scope, request.receive))
 
-    @app.get("/v1/models/{model_name}")
+    @app.get("/v1/models/{model_name:v1_model}")
     async def v1_model(model_name: str) -> Response:
         return await router.get(f"/v1/models/{quote(model_name, safe='')}")
 
