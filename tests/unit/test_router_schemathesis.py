@@ -21,6 +21,7 @@ import uvicorn
 from schemathesis.python.asgi import shutdown_lifespans
 
 from kfloop.processes import free_port
+from serving.common.names import MODEL_NAME
 from serving.local.router.app import create_app
 from serving.local.router.config import RouterConfig
 from serving.local.router.routes import CanaryRoute, Route, Routes, write_routes
@@ -110,3 +111,23 @@ def test_every_check_passes_on_every_operation(api_schema, method, path):
         refused = refused | FEATURES_UNSTATED
     report = fuzz(api_schema, method, path, max_examples=15, valid_but_refused=refused or None)
     assert report.cases > 0
+
+
+def test_binary_tensors_pass_through_the_router_both_ways(tmp_path, predictors):
+    """The binary tensor extension as tritonclient sends and reads it: the router forwards the body and its
+    Inference-Header-Content-Length, and passes the binary answer back with its own."""
+    pytest.importorskip("tritonclient.http", reason="tritonclient (dev group) is needed")
+    from starlette.testclient import TestClient
+
+    from tests.unit.test_serving_oip import featured_json, post_binary
+
+    write_routes(tmp_path / "routes.json", predictors)
+    router = create_app(RouterConfig(routes_file=tmp_path / "routes.json", seed=7))
+    with TestClient(router, raise_server_exceptions=False) as client:
+        body = featured_json("req-routed")
+        as_json = client.post(f"/v2/models/{MODEL_NAME}/infer", json=body)
+        assert as_json.status_code == 200, as_json.text
+        answer = post_binary(client, body).get_response()
+    assert answer["id"] == "req-routed"
+    assert answer["model_version"] in (predictors.stable.version, predictors.canary.version)
+    assert all(output["parameters"]["binary_data_size"] > 0 for output in answer["outputs"])
