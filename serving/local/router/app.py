@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_section
-from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from kfloop.errors import KfloopError, NotReady
 from kfloop.experiments.arms import EXPERIMENT_HEADER
 from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
@@ -46,7 +46,7 @@ from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamU
 from serving.local.router import flags
 from serving.local.router.config import RouterConfig
 from serving.local.router.openapi import document_router
-from serving.local.router.requests import json_part, request_user
+from serving.local.router.requests import content_length, json_object, json_part, read_body, request_user
 from serving.local.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
@@ -141,8 +141,8 @@ class Router:
         """A ranking POST's answer: pick the variant, forward, fall back to stable if the canary fails."""
         try:
             headers = _forwarded(scope)
-            body = await _read(receive, _content_length(scope), self.config.max_body_bytes)
-            user_id = request_user(_json_object(json_part(body, headers.get(BINARY_HEADER))))
+            body = await read_body(receive, content_length(scope), self.config.max_body_bytes)
+            user_id = request_user(json_object(json_part(body, headers.get(BINARY_HEADER))))
             return await self.forward(_raw_path(scope), body, headers, user_id)
         except KfloopError as exc:
             return Answer(exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
@@ -275,43 +275,6 @@ def _forwarded(scope: Scope) -> dict[str, str]:
     }
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                raise MalformedRequest("Content-Length is not a number") from None
-    return None
-
-
-async def _read(receive: Receive, declared: int | None, limit: int) -> bytes:
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MalformedRequest("the client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise MalformedRequest("the body must be a JSON object")
-    return value
-
-
 def _headers(answer: Answer) -> list[tuple[bytes, bytes]]:
     headers = [(b"content-type", answer.content_type.encode("latin-1")), (b"content-length", b"%d" % len(answer.body))]
     if answer.inference_header_length is not None:
@@ -345,6 +308,32 @@ def create_app(config: RouterConfig) -> FastPath:
     install_error_handlers(app)
     document_router(app)
 
+    _model_server_routes(app, router)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, Any]:
+        if router.table.routes.stable is None:
+            raise NotReady("no stable predictor is routed yet")
+        return {"status": "ready"}
+
+    @app.get("/v1/routes")
+    async def routes() -> Routes:
+        return router.table.routes
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return metrics_response(metrics.registry)
+
+    return FastPath(app, router)
+
+
+def _model_server_routes(app: FastAPI, router: Router) -> None:
+    """The model server's routes, passed on: ranking to stable or canary, metadata and readiness from stable."""
+
     @app.post("/v1/models/{model_name}:predict", response_class=Response)
     async def v1_predict(model_name: str, request: Request) -> Response:
         """FastPath answers it first; here for the document, and for the app reached without FastPath."""
@@ -369,26 +358,6 @@ def create_app(config: RouterConfig) -> FastPath:
     @app.get("/v2/health/ready")
     async def v2_ready() -> Response:
         return await router.get("/v2/health/ready")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> dict[str, Any]:
-        if router.table.routes.stable is None:
-            raise NotReady("no stable predictor is routed yet")
-        return {"status": "ready"}
-
-    @app.get("/v1/routes")
-    async def routes() -> Routes:
-        return router.table.routes
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        return metrics_response(metrics.registry)
-
-    return FastPath(app, router)
 
 
 async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
