@@ -59,16 +59,23 @@ def document_model_server(app: Any, *, title: str, models: Callable[[], dict[str
             bodies = stated[0] if stated else {"v1": v1_client_body(), "v2": v2_ranking_request()}
             schema = get_openapi(title=title, version=app.version, description=VERSIONS_NOT_SERVED, routes=app.routes)
             schema["paths"] = {p: ops for p, ops in schema["paths"].items() if not any(s in p for s in NOT_SERVED)}
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update({**_inference_response_schemas(), **_instance_definitions(), "Error": ERROR_BODY})
-            for path, operations in schema["paths"].items():
-                for operation in operations.values():
-                    _complete(path, operation, bodies)
-                    _name_the_models(operation, names)
-            app.openapi_schema = schema
+            app.openapi_schema = complete_document(schema, bodies, names)
         return app.openapi_schema
 
     app.openapi = build
+
+
+def complete_document(schema: dict[str, Any], bodies: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """`schema` (FastAPI's document of KServe's routes, or of routes with the same paths and a `model_name`
+    parameter, as the local router's) completed: the errors, the ranking bodies (`bodies`), the V2 and error
+    schemas; `names` the models served (empty: any name, one not served behind is a 404)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update({**_inference_response_schemas(), **_instance_definitions(), "Error": ERROR_BODY})
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            _complete(path, operation, bodies)
+            _name_the_models(operation, names)
+    return schema
 
 
 def v1_client_body() -> dict[str, Any]:

@@ -32,6 +32,8 @@ class Answer:
     status: int
     body: bytes
     content_type: str
+    inference_header_length: str | None = None
+    """The Open Inference Protocol's Inference-Header-Content-Length of a binary answer (None: all JSON)."""
 
 
 class _Stale(Exception):
@@ -142,6 +144,7 @@ async def _read_answer(status_line: bytes, reader: asyncio.StreamReader) -> tupl
         raise ValueError("not an HTTP/1.x status line")
     status = int(parts[1])
     length, chunked, keep, content_type = None, False, parts[0] == b"HTTP/1.1", "application/json"
+    binary_header = None
     while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
         name, _, value = line.decode("latin-1").partition(":")
         name, value = name.strip().lower(), value.strip()
@@ -153,13 +156,15 @@ async def _read_answer(status_line: bytes, reader: asyncio.StreamReader) -> tupl
             keep = value.lower() != "close" and (keep or value.lower() == "keep-alive")
         elif name == "content-type":
             content_type = value
+        elif name == "inference-header-content-length":
+            binary_header = value
     if chunked:
         body = await _read_chunked(reader)
     elif length is not None:
         body = await reader.readexactly(length)
     else:
         body, keep = await reader.read(), False
-    return Answer(status, body, content_type), keep
+    return Answer(status, body, content_type, binary_header), keep
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

@@ -23,16 +23,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from kfloop.config import load_section
-from kfloop.errors import KfloopError, MalformedRequest, NotReady, PayloadTooLarge
+from kfloop.errors import KfloopError, NotReady
 from kfloop.experiments.arms import EXPERIMENT_HEADER
 from serving.common.flags import parser_for
 from serving.common.http import install_error_handlers
@@ -43,7 +45,8 @@ from serving.common.service import serve_app
 from serving.common.upstream import Answer, HttpPool, UpstreamRefused, UpstreamUnavailable
 from serving.local.router import flags
 from serving.local.router.config import RouterConfig
-from serving.local.router.requests import request_user
+from serving.local.router.openapi import document_router
+from serving.local.router.requests import content_length, json_object, json_part, read_body, request_user
 from serving.local.router.routes import Route, Routes, read_routes
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,17 @@ log = logging.getLogger(__name__)
 ROLE = "router"
 _GATEWAY_STATUS = {"timeout": "504", "unreachable": "502"}
 """A predictor that gave no answer counts as the status a gateway answers for it."""
-_FORWARDED_HEADERS = ("content-type", "x-request-id", "x-b3-traceid", "x-b3-spanid", "traceparent", "tracestate")
+BINARY_HEADER = "inference-header-content-length"
+"""The Open Inference Protocol's binary tensor extension: forwarded both ways, the body passed as it is."""
+_FORWARDED_HEADERS = (
+    BINARY_HEADER,
+    "content-type",
+    "x-request-id",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "traceparent",
+    "tracestate",
+)
 
 
 class RouterMetrics:
@@ -124,16 +137,20 @@ class Router:
             pool = self._pools[url] = HttpPool(url, timeout_s=self.config.request_timeout_s)
         return pool
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """POST of a ranking request: pick the variant, forward, fall back to stable if the canary fails."""
+    async def answer(self, scope: Scope, receive: Receive) -> Answer:
+        """A ranking POST's answer: pick the variant, forward, fall back to stable if the canary fails."""
         try:
-            body = await _read(receive, _content_length(scope), self.config.max_body_bytes)
-            user_id = request_user(_json_object(body))
-            answer = await self.forward(scope["path"], body, _forwarded(scope), user_id)
+            headers = _forwarded(scope)
+            body = await read_body(receive, content_length(scope), self.config.max_body_bytes)
+            user_id = request_user(json_object(json_part(body, headers.get(BINARY_HEADER))))
+            return await self.forward(_raw_path(scope), body, headers, user_id)
         except KfloopError as exc:
-            await _respond(send, exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
-            return
-        await _respond(send, answer.status, answer.body, answer.content_type)
+            return Answer(exc.http_status, orjson.dumps(exc.to_dict()), "application/json")
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = await self.answer(scope, receive)
+        await send({"type": "http.response.start", "status": answer.status, "headers": _headers(answer)})
+        await send({"type": "http.response.body", "body": answer.body})
 
     async def forward(self, path: str, body: bytes, headers: dict[str, str], user_id: str | None = None) -> Answer:
         routes = self.table.routes
@@ -233,7 +250,21 @@ class FastPath:
             await self.app(scope, receive, send)
 
 
+class _V1ModelName(StringConvertor):
+    """A V1 model's name: not one ending in :predict, whose path is the predict resource's (POST only: 405 with
+    `Allow: POST`, not a metadata lookup of a model named `x:predict`)."""
+
+    regex = "[^/]+(?<!:predict)"
+
+
+register_url_convertor("v1_model", _V1ModelName())
 _RANKING_PATH = re.compile(r"^/v1/models/[^/]+:predict$|^/v2/models/[^/]+/infer$")
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as the client sent it (percent-encoded): the decoded one may hold spaces, no request line's."""
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else quote(scope["path"])
 
 
 def _forwarded(scope: Scope) -> dict[str, str]:
@@ -244,47 +275,19 @@ def _forwarded(scope: Scope) -> dict[str, str]:
     }
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                raise MalformedRequest("Content-Length is not a number") from None
-    return None
+def _headers(answer: Answer) -> list[tuple[bytes, bytes]]:
+    headers = [(b"content-type", answer.content_type.encode("latin-1")), (b"content-length", b"%d" % len(answer.body))]
+    if answer.inference_header_length is not None:
+        headers.append((BINARY_HEADER.encode(), answer.inference_header_length.encode("latin-1")))
+    return headers
 
 
-async def _read(receive: Receive, declared: int | None, limit: int) -> bytes:
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise MalformedRequest("the client disconnected before sending the whole body")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedRequest(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise MalformedRequest("the body must be a JSON object")
-    return value
-
-
-async def _respond(send: Send, status: int, body: bytes, content_type: str) -> None:
-    headers = [(b"content-type", content_type.encode("latin-1")), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def _response(answer: Answer) -> Response:
+    """A ranking answer as FastAPI's (when the app is reached without FastPath)."""
+    response = Response(answer.body, status_code=answer.status, media_type=answer.content_type)
+    if answer.inference_header_length is not None:
+        response.headers[BINARY_HEADER] = answer.inference_header_length
+    return response
 
 
 def create_app(config: RouterConfig) -> FastPath:
@@ -303,22 +306,9 @@ def create_app(config: RouterConfig) -> FastPath:
 
     app = FastAPI(title="kfloop router", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    document_router(app)
 
-    @app.get("/v1/models/{name}")
-    async def v1_model(name: str) -> Response:
-        return await router.get(f"/v1/models/{name}")
-
-    @app.get("/v2/models/{name}")
-    async def v2_model(name: str) -> Response:
-        return await router.get(f"/v2/models/{name}")
-
-    @app.get("/v2/models/{name}/ready")
-    async def v2_model_ready(name: str) -> Response:
-        return await router.get(f"/v2/models/{name}/ready")
-
-    @app.get("/v2/health/ready")
-    async def v2_ready() -> Response:
-        return await router.get("/v2/health/ready")
+    _model_server_routes(app, router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -331,14 +321,43 @@ def create_app(config: RouterConfig) -> FastPath:
         return {"status": "ready"}
 
     @app.get("/v1/routes")
-    async def routes() -> dict[str, Any]:
-        return router.table.routes.model_dump(mode="json")
+    async def routes() -> Routes:
+        return router.table.routes
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return metrics_response(metrics.registry)
 
     return FastPath(app, router)
+
+
+def _model_server_routes(app: FastAPI, router: Router) -> None:
+    """The model server's routes, passed on: ranking to stable or canary, metadata and readiness from stable."""
+
+    @app.post("/v1/models/{model_name}:predict", response_class=Response)
+    async def v1_predict(model_name: str, request: Request) -> Response:
+        """FastPath answers it first; here for the document, and for the app reached without FastPath."""
+        return _response(await router.answer(request.scope, request.receive))
+
+    @app.post("/v2/models/{model_name}/infer", response_class=Response)
+    async def v2_infer(model_name: str, request: Request) -> Response:
+        return _response(await router.answer(request.scope, request.receive))
+
+    @app.get("/v1/models/{model_name:v1_model}")
+    async def v1_model(model_name: str) -> Response:
+        return await router.get(f"/v1/models/{quote(model_name, safe='')}")
+
+    @app.get("/v2/models/{model_name}")
+    async def v2_model(model_name: str) -> Response:
+        return await router.get(f"/v2/models/{quote(model_name, safe='')}")
+
+    @app.get("/v2/models/{model_name}/ready")
+    async def v2_model_ready(model_name: str) -> Response:
+        return await router.get(f"/v2/models/{quote(model_name, safe='')}/ready")
+
+    @app.get("/v2/health/ready")
+    async def v2_ready() -> Response:
+        return await router.get("/v2/health/ready")
 
 
 async def _refresh_loop(table: RoutingTable, interval_s: float) -> None:
