@@ -120,7 +120,7 @@ def test_the_options_reach_the_statistics_analyze_and_tfma_pipelines(config: Pip
     assert result.anomalies == []
     analyze(examples, load_schema(DEFAULT_SCHEMA), transforming.transform, tmp_path / "graph", beam=transforming.beam)
     train(examples, tmp_path / "graph", TrainConfig(epochs=1, hidden_units=[4], batch_size=512), tmp_path / "model")
-    small = EvaluateConfig(bootstrap_resamples=10, min_slice_examples=10, min_slice_positives=1)
+    small = EvaluateConfig(bootstrap_resamples=100, min_slice_examples=10, min_slice_positives=1)
     evaluate(
         examples,
         tmp_path / "model",
