@@ -75,6 +75,9 @@ def obd_examples(root: Path) -> Path:
 def beam_steps(examples: Path, root: Path) -> dict[str, Callable[[str, Path], object]]:
     """{step: call(mode, out_dir)}: each step's Beam work alone, as its component runs it."""
     import numpy as np
+    import tensorflow_data_validation  # noqa: F401  (imported before timing: every step's component has them loaded)
+    import tensorflow_model_analysis  # noqa: F401
+    import tensorflow_transform.beam  # noqa: F401
 
     from components import examples_io
     from components.beam import BeamConfig
