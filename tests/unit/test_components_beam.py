@@ -95,6 +95,7 @@ def test_a_flag_beam_does_not_know_is_refused_instead_of_dropped():
     assert raised.value.message == "beam.options: --flink_mastr: not an option of any Beam pipeline options class"
 
 
+@pytest.mark.timeout(1800)  # four steps' work in one test: a shared machine's load can take it past the default
 def test_the_options_reach_the_statistics_analyze_and_tfma_pipelines(config: PipelineConfig, tmp_path: Path):
     from components.evaluate.logic import evaluate
     from components.train.logic import train
