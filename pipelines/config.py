@@ -12,11 +12,12 @@ from dataclasses import dataclass, fields
 
 from pydantic import Field
 
+from components.beam import BeamConfig
 from components.evaluate.config import EvaluateConfig, EvaluateTask
 from components.examplegen.config import ExampleGenTask, ExamplesConfig, WindowConfig
 from components.push.config import PushTask
 from components.train.config import TrainConfig
-from components.transform.config import TransformConfig
+from components.transform.config import TransformConfig, TransformTask
 from components.validate.config import ValidateTask, ValidationConfig
 from kfloop.config import StrictModel
 from kfloop.features.config import FeaturesConfig
@@ -35,7 +36,7 @@ class TaskConfigs:
 
     examplegen: ExampleGenTask
     validate: ValidateTask
-    transform: TransformConfig
+    transform: TransformTask
     train: TrainConfig
     evaluate: EvaluateTask
     push: PushTask
@@ -71,6 +72,9 @@ class PipelineConfig(StrictModel):
     """Training."""
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     """Evaluation and blessing."""
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    """The Beam runner and its options, given to every Beam step: validate's TFDV statistics, transform's
+    analyze pass, evaluate's TFMA (as TFX's `beam_pipeline_args`)."""
 
     def examplegen_task(self) -> ExampleGenTask:
         return ExampleGenTask(
@@ -79,12 +83,12 @@ class PipelineConfig(StrictModel):
 
     def tasks(self) -> TaskConfigs:
         """Each task's input, cut from this config."""
-        registry_uri = self.registry.uri
+        registry_uri, beam = self.registry.uri, self.beam
         return TaskConfigs(
             examplegen=self.examplegen_task(),
-            validate=ValidateTask(validation=self.validation, registry_uri=registry_uri),
-            transform=self.transform,
+            validate=ValidateTask(validation=self.validation, registry_uri=registry_uri, beam=beam),
+            transform=TransformTask(transform=self.transform, beam=beam),
             train=self.train,
-            evaluate=EvaluateTask(evaluate=self.evaluate, registry_uri=registry_uri),
+            evaluate=EvaluateTask(evaluate=self.evaluate, registry_uri=registry_uri, beam=beam),
             push=PushTask(registry_uri=registry_uri),
         )

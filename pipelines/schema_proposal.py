@@ -23,7 +23,7 @@ def propose(config: PipelineConfig, output: Path) -> tuple[Path, str]:
     current_file = schema_path(config.validation.schema_path)
     with tempfile.TemporaryDirectory() as folder:
         generate(config.examplegen_task(), Path(folder), now=datetime.now(UTC))
-        stats = statistics(examples_io.read_split(folder, "train"))
+        stats = statistics(examples_io.read_split(folder, "train"), config.beam)
     text = schema_text(propose_schema(stats))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

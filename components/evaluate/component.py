@@ -34,6 +34,7 @@ def evaluate(
         registry_uri=config.registry_uri,
         config=config.evaluate,
         out_dir=pathlib.Path(evaluation.path),
+        beam=config.beam,
     )
     text = logic.report_markdown(result)
     pathlib.Path(report.path).write_text(text)

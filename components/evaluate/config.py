@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from components.beam import BeamConfig
 from kfloop.config import StrictModel
 
 
@@ -56,3 +57,5 @@ class EvaluateTask(StrictModel):
     """Evaluation and blessing."""
     registry_uri: str
     """The model registry: its newest deployable version is the production model the candidate is compared with."""
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    """The Beam runner of its TFMA pipeline."""

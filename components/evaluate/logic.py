@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from components import examples_io
+from components.beam import BeamConfig
 from components.contract import POSITION
 from components.evaluate.blessing import CANDIDATE, PRODUCTION, decide
 from components.evaluate.config import EvaluateConfig
@@ -51,8 +52,15 @@ def production_scorer(registry_uri: str, workdir: Path, needed: set[str]) -> tup
 
 
 def evaluate(
-    examples: Path, model_dir: Path, *, registry_uri: str, config: EvaluateConfig, out_dir: Path
+    examples: Path,
+    model_dir: Path,
+    *,
+    registry_uri: str,
+    config: EvaluateConfig,
+    out_dir: Path,
+    beam: BeamConfig | None = None,
 ) -> dict[str, Any]:
+    """Metrics (TFMA on the `beam` runner), off-policy values, the verdict; writes evaluation.json."""
     from components.train.logic import TRAIN_INFO
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,7 +74,7 @@ def evaluate(
         predictions = {CANDIDATE: candidate.scores_at(evaluation, positions)}
         if production is not None:
             predictions[PRODUCTION] = production.scores_at(evaluation, positions)
-        slices = tfma_metrics(evaluation, predictions, config, out_dir / "tfma")
+        slices = tfma_metrics(evaluation, predictions, config, out_dir / "tfma", beam)
         rows, requests, catalog = ope_rows(evaluation, candidates, config.slate_size)
         shape = (len(requests), len(catalog))
         candidate_logits = candidate.logits(candidates).reshape(shape)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.beam import BeamConfig, pipeline_options
 from components.evaluate.config import EvaluateConfig
 
 METRICS = ("example_count", "auc", "binary_crossentropy", "calibration", "mean_label", "mean_prediction")
@@ -46,8 +47,15 @@ def eval_config(models: list[str], slice_features: list[str], bins: int) -> Any:
     )
 
 
-def tfma_metrics(frame: pd.DataFrame, predictions: dict[str, np.ndarray], config: EvaluateConfig, out: Path) -> dict:
-    """{slice name: {"examples", "positives", "measurable", "reason", "models": {model: {metric: value}}}}."""
+def tfma_metrics(
+    frame: pd.DataFrame,
+    predictions: dict[str, np.ndarray],
+    config: EvaluateConfig,
+    out: Path,
+    beam: BeamConfig | None = None,
+) -> dict:
+    """{slice name: {"examples", "positives", "measurable", "reason", "models": {model: {metric: value}}}}, from a
+    TFMA pipeline on the `beam` runner (default: the DirectRunner)."""
     import tensorflow_model_analysis as tfma
 
     data = pd.DataFrame({"label": frame["label"].to_numpy(dtype=float)})
@@ -57,12 +65,31 @@ def tfma_metrics(frame: pd.DataFrame, predictions: dict[str, np.ndarray], config
         column = frame[feature]
         data[feature] = column.astype("Int64").astype(str) if feature == "position" else column.astype(str)
     cfg = eval_config(list(predictions), config.slice_features, config.calibration_bins)
-    tfma.analyze_raw_data(data, cfg, output_path=str(out))
+    run_tfma(data, cfg, out, beam or BeamConfig())
     slices = _read(tfma.load_metrics(str(out)), only_model=next(iter(predictions)) if len(predictions) == 1 else None)
     for name, entry in slices.items():
         rows = data if name == OVERALL else _slice_rows(data, name)
         _measurability(entry, rows, config)
     return dict(sorted(slices.items(), key=lambda kv: (kv[0] != OVERALL, kv[0])))
+
+
+def run_tfma(data: pd.DataFrame, eval_config: Any, out: Path, beam: BeamConfig) -> None:
+    """What `tfma.analyze_raw_data` does (the same rows, extractors, evaluators and writers), on a Beam
+    pipeline with our options: analyze_raw_data always builds a default `beam.Pipeline()`."""
+    import apache_beam
+    import pyarrow as pa
+    import tensorflow_model_analysis as tfma
+    from tfx_bsl.arrow import table_util
+
+    rows = table_util.CanonicalizeRecordBatch(pa.RecordBatch.from_pandas(data))
+    writers = tfma.default_writers(str(out), eval_config=eval_config)
+    with apache_beam.Pipeline(options=pipeline_options(beam)) as pipeline:
+        _ = (
+            pipeline
+            | "Rows" >> apache_beam.Create([rows])
+            | "ExtractEvaluateAndWriteResults"
+            >> tfma.ExtractEvaluateAndWriteResults(eval_config=eval_config, writers=writers, output_path=str(out))
+        )
 
 
 def _read(records: Any, *, only_model: str | None) -> dict[str, dict[str, Any]]:

@@ -36,12 +36,12 @@ def push(
     from components.push import logic
     from components.push.config import PushTask
     from components.train.config import TrainConfig
-    from components.transform.config import TransformConfig
+    from components.transform.config import TransformTask
 
     timer.imports_done()
     parameters = logic.training_parameters(
         load_task_config(ExampleGenTask, examplegen_config),
-        load_task_config(TransformConfig, transform_config),
+        load_task_config(TransformTask, transform_config),
         load_task_config(TrainConfig, train_config),
         load_task_config(EvaluateTask, evaluate_config),
     )

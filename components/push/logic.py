@@ -17,7 +17,7 @@ from components.evaluate.config import EvaluateTask
 from components.examplegen.config import ExampleGenTask
 from components.push.config import PushTask
 from components.train.config import TrainConfig
-from components.transform.config import TransformConfig
+from components.transform.config import TransformTask
 from kfloop.errors import InvalidInput
 from kfloop.model_contract import BASELINE_FILE, EXPLAINER_DIR, MODEL_DIR
 from kfloop.registry import Blessing, Candidate, ModelRegistry
@@ -27,14 +27,15 @@ SPAN_KEYS = ("window_start", "window_end", "eval_from", "splits", "catalog_size"
 
 
 def training_parameters(
-    examplegen: ExampleGenTask, transform: TransformConfig, train: TrainConfig, evaluate: EvaluateTask
+    examplegen: ExampleGenTask, transform: TransformTask, train: TrainConfig, evaluate: EvaluateTask
 ) -> dict[str, Any]:
     """What determines the model besides its data and code, as the tasks were given it (paths and names
-    excluded): the card records it and the version's fingerprint includes it."""
+    excluded, and the Beam runner, which changes where the steps run, not what they compute): the card records
+    it and the version's fingerprint includes it."""
     sections = {
         "window": examplegen.window,
         "examples": examplegen.examples,
-        "transform": transform,
+        "transform": transform.transform,
         "train": train,
         "evaluate": evaluate.evaluate,
     }

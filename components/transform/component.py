@@ -12,7 +12,7 @@ def transform(
 ):
     """Vocabularies and scaling analyzed on the training split; writes the transform graph.
 
-    config_json: this task's TransformConfig (components/transform/config.py)."""
+    config_json: this task's TransformTask (components/transform/config.py)."""
     from components.runtime import StageTimer, load_task_config, quiet_tensorflow
 
     timer = StageTimer("transform", timings_dir)
@@ -23,12 +23,14 @@ def transform(
     import tensorflow_transform  # noqa: F401
 
     from components.transform import logic
-    from components.transform.config import TransformConfig
+    from components.transform.config import TransformTask
     from components.validate.logic import load_schema
 
     timer.imports_done()
-    config = load_task_config(TransformConfig, config_json)
+    config = load_task_config(TransformTask, config_json)
     schema = load_schema(pathlib.Path(statistics.path) / "schema.pbtxt")  # the schema the data was validated on
-    layout = logic.analyze(pathlib.Path(examples.path), schema, config, pathlib.Path(transform_graph.path))
+    layout = logic.analyze(
+        pathlib.Path(examples.path), schema, config.transform, pathlib.Path(transform_graph.path), beam=config.beam
+    )
     transform_graph.metadata.update({"categorical": len(layout["categorical"]), "numeric": len(layout["numeric"])})
     timer.finish()

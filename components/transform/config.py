@@ -1,9 +1,11 @@
-"""Transform's configuration: the `transform` section of the pipeline config, which is all the task is given."""
+"""Transform's configuration: the `transform` section of the pipeline config, and the task's input (that section
+plus the Beam runner its analyze pass runs on)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from components.beam import BeamConfig
 from kfloop.config import StrictModel
 
 
@@ -14,5 +16,12 @@ class TransformConfig(StrictModel):
     """Out-of-vocabulary buckets of every vocabulary (values unseen in training share them)."""
     vocab_top_k: int | None = Field(default=None, ge=1)
     """Keep only this many most frequent values per vocabulary; None keeps all."""
-    beam_workers: int = Field(default=1, ge=1)
-    """DirectRunner workers for the analyze pass."""
+
+
+class TransformTask(StrictModel):
+    """What the transform task is given (its pipeline parameter, as JSON)."""
+
+    transform: TransformConfig = Field(default_factory=TransformConfig)
+    """tf.Transform's preprocessing."""
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    """The Beam runner of the analyze pass."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from components import examples_io
+from components.beam import BeamConfig, pipeline_options
 from components.contract import model_inputs
 from components.transform.config import TransformConfig
 from components.transform.preprocessing import VOCABULARY, make_preprocessing_fn
@@ -40,12 +41,16 @@ def feature_roles(schema) -> dict[str, list[str]]:
     return {"categorical": categorical, "numeric": numeric, "integer": integer}
 
 
-def analyze(examples: Path, schema, config: TransformConfig, out_dir: Path) -> dict[str, Any]:
-    """Write the transform graph (TFTransformOutput layout) into out_dir; returns the feature roles."""
-    import apache_beam as beam
+def analyze(
+    examples: Path, schema, config: TransformConfig, out_dir: Path, *, beam: BeamConfig | None = None
+) -> dict[str, Any]:
+    """Write the transform graph (TFTransformOutput layout) into out_dir, on the `beam` runner (default: the
+    DirectRunner); returns the feature roles."""
+    import apache_beam
     import tensorflow_transform.beam as tft_beam
     from tfx_bsl.public import tfxio
 
+    options = pipeline_options(beam or BeamConfig())
     subset = input_schema(schema)
     roles = feature_roles(schema)
     preprocessing_fn = make_preprocessing_fn(
@@ -56,13 +61,10 @@ def analyze(examples: Path, schema, config: TransformConfig, out_dir: Path) -> d
         top_k=config.vocab_top_k,
     )
     source = tfxio.TFExampleRecord(examples_io.tfrecord_files(examples, "train"), schema=subset)
-    options = beam.options.pipeline_options.PipelineOptions(
-        ["--direct_running_mode=in_memory", f"--direct_num_workers={config.beam_workers}"]
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory() as temp,
-        beam.Pipeline(options=options) as pipeline,
+        apache_beam.Pipeline(options=options) as pipeline,
         tft_beam.Context(temp_dir=temp, force_tf_compat_v1=False),
     ):
         raw = pipeline | "Read" >> source.BeamSource()

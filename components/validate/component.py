@@ -42,6 +42,7 @@ def validate(
             schema_file=schema_file,
             previous_stats=previous,
             out_dir=out,
+            beam=config.beam,
         )
     shutil.copy(schema_file, out / "schema.pbtxt")
     pathlib.Path(report.path).write_text(text)

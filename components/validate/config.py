@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from components.beam import BeamConfig
 from kfloop.config import StrictModel
 
 
@@ -34,3 +35,5 @@ class ValidateTask(StrictModel):
     """Data validation."""
     registry_uri: str
     """The model registry: the previous span's statistics (for drift), and where a rejected span's report goes."""
+    beam: BeamConfig = Field(default_factory=BeamConfig)
+    """The Beam runner of its TFDV statistics pipeline."""

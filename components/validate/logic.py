@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from components.beam import BeamConfig
 from components.contract import BOOKKEEPING, DWELL, LABEL, NOT_COMPARED, POSITION, PROPENSITY, SIGNAL
 from components.validate.config import ValidationConfig
+from components.validate.stats import frame_statistics, split_statistics
 from kfloop.errors import KfloopError
 
 STATS_FILES = {"train": "train_stats.pb", "eval": "eval_stats.pb"}
@@ -64,10 +66,9 @@ def load_schema(path: Path):
     return tfdv.load_schema_text(str(path))
 
 
-def statistics(frame: pd.DataFrame):
-    import tensorflow_data_validation as tfdv
-
-    return tfdv.generate_statistics_from_dataframe(frame)
+def statistics(frame: pd.DataFrame, beam: BeamConfig | None = None):
+    """TFDV statistics of one frame, through a Beam pipeline on the `beam` runner (default: the DirectRunner)."""
+    return frame_statistics(frame, beam)
 
 
 def contract_anomalies(stats, schema) -> list[dict[str, str]]:
@@ -211,15 +212,17 @@ def validate(
     schema_file: Path,
     previous_stats: Path | None,
     out_dir: Path,
+    beam: BeamConfig | None = None,
 ) -> tuple[Validation, str, dict[str, Any]]:
-    """Statistics into out_dir, then the contract check, drift and skew: (result, report, baseline)."""
+    """Statistics into out_dir (one Beam pipeline on the `beam` runner), then the contract check, drift and skew:
+    (result, report, baseline)."""
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
     from components import examples_io
 
     schema = load_schema(schema_file)
     frames = {split: examples_io.read_split(examples, split) for split in examples_io.SPLITS}
-    stats = {split: statistics(frame) for split, frame in frames.items()}
+    stats = split_statistics(examples, examples_io.SPLITS, beam)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, proto in stats.items():
         (out_dir / STATS_FILES[split]).write_bytes(proto.SerializeToString())

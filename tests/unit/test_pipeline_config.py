@@ -12,7 +12,7 @@ from components.push.config import PushTask
 from components.push.logic import training_parameters
 from components.runtime import load_task_config
 from components.train.config import TrainConfig
-from components.transform.config import TransformConfig
+from components.transform.config import TransformTask
 from components.validate.config import ValidateTask
 from kfloop.config import load_config
 from kfloop.errors import ConfigError
@@ -22,7 +22,7 @@ SMALL_PROFILE = Path(__file__).resolve().parents[2] / "pipelines" / "profiles" /
 TASK_MODELS = {
     "examplegen": ExampleGenTask,
     "validate": ValidateTask,
-    "transform": TransformConfig,
+    "transform": TransformTask,
     "train": TrainConfig,
     "evaluate": EvaluateTask,
     "push": PushTask,
@@ -39,6 +39,7 @@ def config() -> PipelineConfig:
             "validation": {"drift_linf": 0.2},
             "train": {"epochs": 3},
             "evaluate": {"blessing": {"dr_margin": 0.002}},
+            "beam": {"options": ["--job_name=kfloop-nightly"]},
         }
     )
 
@@ -48,7 +49,10 @@ def test_each_task_is_given_its_own_section_and_what_it_reads(config: PipelineCo
     assert tasks.examplegen.window.days == 3 and tasks.examplegen.examples == config.examples
     assert tasks.examplegen.features.event_log.log_uri == "s3://events/log"
     assert tasks.validate.validation.drift_linf == 0.2
-    assert (tasks.transform, tasks.train) == (config.transform, config.train)
+    assert (tasks.transform.transform, tasks.train) == (config.transform, config.train)
+    assert {task.beam.options[0] for task in (tasks.validate, tasks.transform, tasks.evaluate)} == {
+        "--job_name=kfloop-nightly"
+    }
     assert tasks.evaluate.evaluate.blessing.dr_margin == 0.002
     readers = (tasks.examplegen, tasks.validate, tasks.evaluate, tasks.push)
     assert {task.registry_uri for task in readers} == {"s3://models/kfloop"}
