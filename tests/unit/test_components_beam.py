@@ -22,6 +22,9 @@ from kfloop.data import fetch_obd, import_obd
 from kfloop.errors import ConfigError
 from kfloop.eventlog import EventLog, EventLogConfig
 from pipelines.config import PipelineConfig
+
+pytest.importorskip("apache_beam", reason="the pipeline environment (Beam) is needed")
+
 from tests.support.beam_runner import PATH, RecordingDirectRunner
 
 pytestmark = pytest.mark.pipeline
