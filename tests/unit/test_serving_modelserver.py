@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from serving.common.errors import install_kserve_error_handlers
 from serving.common.http import CatchAllMiddleware
 from serving.common.modelserver import KfloopModelServer, KfloopRESTServer, V1PredictFastPath
-from serving.common.oip import OipContentType
+from serving.common.oip import OipContentType, VersionQueryNotFound
 from serving.common.ranking_metrics import RankingAnswers
 
 pytestmark = pytest.mark.serving
@@ -82,10 +82,11 @@ def clients(monkeypatch):
 
 def test_our_middlewares_replace_kserves_and_wrap_in_order():
     app = kfloop_app()
-    # outermost first: the JSON default, the ranking answers' observer (serving/common/ranking_metrics.py), the
-    # catch-all around the fast path; no KServe timing middleware
+    # outermost first: KServe's `?model_version=` answered 404 (not its 501), the JSON default, the ranking answers'
+    # observer (serving/common/ranking_metrics.py), the catch-all around the fast path; no KServe timing middleware
     middlewares = [m.cls for m in app.user_middleware]
-    assert middlewares == [OipContentType, RankingAnswers, CatchAllMiddleware, V1PredictFastPath]
+    expected = [VersionQueryNotFound, OipContentType, RankingAnswers, CatchAllMiddleware, V1PredictFastPath]
+    assert middlewares == expected
     handlers = {kind.__name__: handler.__module__ for kind, handler in app.exception_handlers.items()}
     assert handlers["InvalidInput"] == handlers["ModelNotFound"] == handlers["KfloopError"] == "serving.common.errors"
     assert "Exception" not in handlers  # an unexpected exception is the catch-all's logged 500
