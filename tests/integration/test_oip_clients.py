@@ -26,7 +26,7 @@ triton_http = pytest.importorskip("tritonclient.http", reason="tritonclient (dev
 from kfloop.processes import free_port, stop_process  # noqa: E402
 from serving.common.names import MODEL_NAME  # noqa: E402
 from tests.support import testbed  # noqa: E402
-from tests.support.fuzz import fuzz  # noqa: E402
+from tests.support.fuzz import documented_operations, fuzz  # noqa: E402
 from tests.support.stack import wait_for  # noqa: E402
 
 pytestmark = [pytest.mark.serving, pytest.mark.integration]
@@ -220,14 +220,14 @@ def front_door_schema(front_door) -> Any:
 
 
 def test_the_front_door_documents_every_route_it_serves(front_door_schema):
-    described = {(op.ok().method.upper(), op.ok().path) for op in front_door_schema.get_all_operations()}
+    described = documented_operations(front_door_schema)
     ranking = {("POST", f"/v1/models/{{model_name}}:{verb}") for verb in ("predict", "explain")}
     assert ranking | {("POST", "/v2/models/{model_name}/infer"), ("GET", "/metrics")} <= described
     assert not any("/versions/" in path or "/repository/" in path for _, path in described)
 
 
 def test_every_check_passes_on_every_operation_of_the_front_door(front_door_schema):
-    operations = sorted((op.ok().method.upper(), op.ok().path) for op in front_door_schema.get_all_operations())
+    operations = sorted(documented_operations(front_door_schema))
     failures = {}
     for method, path in operations:  # one server for all: every operation runs, then every failure is shown
         refused = SHAPES_UNSTATED if path.endswith("/infer") else None

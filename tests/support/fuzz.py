@@ -29,6 +29,11 @@ NOT_APPLICABLE = {
 """Checks that run but cannot apply to these services (kept: a service that grows what they need gets them)."""
 
 
+def documented_operations(schema: Any) -> set[tuple[str, str]]:
+    """(METHOD, path) of every operation `schema` documents: what a service's fuzz test must cover, no fewer."""
+    return {(op.ok().method.upper(), op.ok().path) for op in schema.get_all_operations()}
+
+
 def ready_schema(app: Any, ready_path: str = "/readyz", timeout_s: float = 60.0) -> Any:
     """`app`'s own document, the app reached in process with its lifespan started (by the first request), once
     `ready_path` answers 200 (a store or log opened in the background). schemathesis's pytest plugin ends the

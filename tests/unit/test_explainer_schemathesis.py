@@ -13,7 +13,7 @@ schemathesis = pytest.importorskip("schemathesis")
 from serving.explainer.config import ExplainerConfig  # noqa: E402
 from serving.explainer.engine import ExplanationEngine  # noqa: E402
 from serving.explainer.server import RankerExplainer  # noqa: E402
-from tests.support.fuzz import fuzz  # noqa: E402
+from tests.support.fuzz import documented_operations, fuzz  # noqa: E402
 from tests.unit.test_error_shape import kserve_app  # noqa: E402
 from tests.unit.test_serving_schemathesis import OPERATIONS  # noqa: E402  (the same model server's routes)
 from tests.unit.test_serving_support import contract_registry  # noqa: E402
@@ -41,7 +41,7 @@ def api_schema() -> Any:
 
 
 def test_every_operation_of_the_document_is_tested_here(api_schema):
-    described = {(op.ok().method.upper(), op.ok().path) for op in api_schema.get_all_operations()}
+    described = documented_operations(api_schema)
     assert described == set(OPERATIONS)
 
 
