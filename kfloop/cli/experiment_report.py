@@ -20,6 +20,7 @@ from typing import Any
 
 from kfloop.audit.canonical import parse_rfc3339
 from kfloop.cli.demo.page import STYLE, table
+from kfloop.experiments.shadow import VALUE_FIELDS
 from kfloop.experiments.store import Experiment, ExperimentStore, Stage
 
 FULL = 100
@@ -147,25 +148,8 @@ def page(data: dict[str, Any], plots: dict[str, str]) -> str:
     return "\n".join(parts)
 
 
-_OFF_POLICY_COLUMNS = [
-    "stage",
-    "decision",
-    "estimator",
-    "requests",
-    "rows",
-    "matched",
-    "clicks",
-    "candidate",
-    "candidate_low",
-    "candidate_high",
-    "production",
-    "production_low",
-    "production_high",
-    "difference",
-    "difference_low",
-    "difference_high",
-    "margin",
-]
+_COUNTS = ["requests", "rows", "matched", "clicks"]
+_OFF_POLICY_COLUMNS = ["stage", "decision", "estimator", *_COUNTS, *VALUE_FIELDS, "margin"]
 
 
 def _preregistrations(data: dict[str, Any]) -> list[dict[str, Any]]:

@@ -170,7 +170,7 @@ def compare_shadow(
     common = {"estimator": estimator, "margin": margin, "ci_level": ci_level, **counts}
     if counts["rows"] == 0 or counts["matched"] < min_matched or counts["matched"] == 0:
         nan = float("nan")
-        values = dict.fromkeys(_VALUE_FIELDS, nan)
+        values = dict.fromkeys(VALUE_FIELDS, nan)
         evidence = f"{counts['matched']} matched rows (fewer than {min_matched})"
         return ShadowComparison(decision="thin_evidence", **common, **values, effective_sample=0.0, evidence=evidence)
     compared = estimate_difference(
@@ -203,7 +203,7 @@ def compare_shadow(
     )
 
 
-_VALUE_FIELDS = (
+VALUE_FIELDS = (
     "candidate",
     "candidate_low",
     "candidate_high",
