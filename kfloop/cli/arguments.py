@@ -183,6 +183,10 @@ def _simulate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift-at", type=float, help="shift: seconds into the run (60)")
     p.add_argument("--shift-share", type=float, help="shift: share of users whose preferences change (0.5)")
     p.add_argument(
+        "--shift-kind", choices=["fatigue", "reshuffle"],
+        help="shift: fatigue (users tire of the item categories shown most; default) or reshuffle (per user)",
+    )  # fmt: skip
+    p.add_argument(
         "--consent",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -36,10 +36,19 @@ def check_http_url(value: str) -> str:
 class ShiftConfig(StrictModel):
     """The `shift` scenario: at a chosen time a share of users like different items."""
 
+    kind: Literal["fatigue", "reshuffle"] = "fatigue"
+    """fatigue: the users tire of the `feature` categories they were shown most (a model can learn it from the
+    item's inputs); reshuffle: each user's item appeal is permuted at random, a permutation per user (only
+    per-user history can learn it)."""
+    feature: Literal["item_feature_1", "item_feature_2", "item_feature_3"] = "item_feature_1"
+    """fatigue: the OBD item category whose most-shown values fall out of favour."""
+    strength: float = Field(default=2.0, gt=0, le=10)
+    """fatigue: how much the falling items lose on the click logit (2.0: their odds of a click / 7.4)."""
+
     at_s: float = Field(default=60.0, ge=0)
     """Seconds after the start (by the schedule: request i is at i / rate) when the shift happens."""
     share: float = Field(default=0.5, ge=0, le=1)
-    """Share of the users whose item appeal is re-drawn (the others keep theirs)."""
+    """Share of the users whose preferences change (the others keep theirs)."""
 
 
 class SimulateConfig(StrictModel):

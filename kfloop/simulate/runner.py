@@ -89,7 +89,7 @@ class Simulation:
             self.collector.close()
         self.progress.finish(self.stats, elapsed)
         summary = self.stats.summary(elapsed)
-        write_run_file(self.run_dir, {**description, "summary": summary})
+        write_run_file(self.run_dir, {**description, "summary": summary, "scenario_outcome": self.scenario.outcome()})
         return summary
 
     def _schedule(self, started: float, wall: datetime) -> None:
@@ -153,6 +153,7 @@ class Simulation:
         except (KeyError, TypeError, ValueError):
             self._fail("rank", "bad-answer", repr(prediction)[:200])
             return None
+        self.scenario.observe(items, elapsed_s)
         truth = slate_truth(self.world, self.scenario.table(draw.user, elapsed_s), items, positions)
         if truth.unmodelled:
             self._warn_once("unmodelled", "items or positions the click model lacks get expected clicks 0 (counted)")

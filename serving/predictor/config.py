@@ -68,6 +68,11 @@ class DriftConfig(StrictModel):
     mostly noise: about (bins - 1) / n for an unchanged input)."""
     update_interval_s: float = Field(default=2.0, gt=0, le=3600)
     """How often the PSI is recomputed from the window (in a background thread)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Model inputs not watched. The items a ranker shows are its own choice: the item-side inputs of shown
+    items (item context, user x item aggregates) move whenever a new version ranks differently from the policy
+    that logged its training rows, with no change in who the users are; exclude them to watch only the
+    requests' side."""
 
     @field_validator("min_samples")
     @classmethod

@@ -158,11 +158,13 @@ class InputBinner:
     """Bins rows of the model's input matrices (one per dtype, as serving.common.model_io.Feed holds them) into
     the bins of every model input the baseline has a histogram of."""
 
-    def __init__(self, baseline: Baseline, columns: dict[str, list[str]]) -> None:
+    def __init__(
+        self, baseline: Baseline, columns: dict[str, list[str]], exclude: frozenset[str] = frozenset()
+    ) -> None:
         numeric, categorical = [], []
         for kind, names in columns.items():
             for column, name in enumerate(names):
-                histogram = baseline.features.get(name)
+                histogram = None if name in exclude else baseline.features.get(name)
                 if isinstance(histogram, NumericHistogram) and kind in ("int", "float"):
                     numeric.append(numeric_bins(name, kind, column, histogram))
                 elif isinstance(histogram, CategoricalHistogram) and kind == "string":
@@ -173,7 +175,10 @@ class InputBinner:
         self.categorical = [f for f in categorical if f is not None]
         self.features = self.numeric + self.categorical
         """Watched inputs, in the order of the codes' columns."""
-        self.unwatched = sorted({n for names in columns.values() for n in names} - {f.name for f in self.features})
+        inputs = {n for names in columns.values() for n in names}
+        self.excluded = sorted(inputs & exclude)
+        """Model inputs left out by configuration."""
+        self.unwatched = sorted(inputs - {f.name for f in self.features} - exclude)
         """Model inputs without a usable baseline histogram."""
         width = max((len(_edges(f)) for f in self.numeric), default=0) + 1
         self._edges = np.full((len(self.numeric), width), np.inf)  # padded with +inf: above every value

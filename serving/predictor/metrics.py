@@ -142,14 +142,15 @@ class PredictorMetrics:
             log.info("model version %s has no baseline.json: no input drift is exported", self.version)
             return None
         try:
-            binner = InputBinner(read_baseline(self.baseline_path), columns)
+            binner = InputBinner(read_baseline(self.baseline_path), columns, frozenset(self.drift.exclude))
         except KfloopError as exc:  # serving goes on; the drift alert cannot fire for this version
             log.error("model version %s: no input drift is exported: %s", self.version, exc.message)
             return None
         log.info(
-            "input drift of %s: %d inputs watched; without a baseline histogram: %s",
+            "input drift of %s: %d inputs watched; without a baseline histogram: %s; excluded: %s",
             self.version,
             len(binner.features),
             ", ".join(binner.unwatched) or "none",
+            ", ".join(binner.excluded) or "none",
         )
         return binner

@@ -44,3 +44,34 @@ def test_the_pipeline_blesses_low_evidence_flagged_and_measures_slices_with_enou
     evaluate = yaml.safe_load(files.pipeline.read_text())["evaluate"]
     assert evaluate["blessing"] == {"on_low_evidence": "bless_flagged"}
     assert evaluate["min_slice_positives"] == SLICE_MIN_POSITIVES
+
+
+def test_the_drift_alert_watches_the_requests_side_and_the_latency_limit_suits_one_machine(files: DemoFiles):
+    from kfloop.config import load_config
+    from serving.local.stack.config import ServingConfig
+
+    parts = {p["name"]: p for p in yaml.safe_load(files.system.read_text())["parts"]}
+    serving = parts["serving"]
+    config = load_config(ServingConfig, REPO / serving["config_file"], serving["config_overrides"])
+    excluded = set(config.predictor.drift.exclude)
+    assert {"item_id", "item_feature_0", "item_feature_3", "ui_ctr_1h"} <= excluded
+    assert not excluded & {"user_feature_0", "u_ctr_1h", "u_impressions_7d"}  # the requests' side is watched
+
+    prometheus = yaml.safe_load(Path(parts["prometheus"]["config_file"]).read_text())
+    assert prometheus["rule_files"] == [str(files.rules)]
+    assert (
+        prometheus["alerting"]
+        == yaml.safe_load((REPO / "monitoring/prometheus/prometheus.local.yaml").read_text())["alerting"]
+    )  # placeholders kept for the supervisor
+    rules = alerts(files.rules)
+    assert rules["CanaryLatencyHigh"]["expr"].endswith("> 2")
+    local = alerts(REPO / "monitoring/generated/rules.local.yaml")
+    assert rules.keys() == local.keys()
+    assert {k: v for k, v in rules.items() if k != "CanaryLatencyHigh"} == {
+        k: v for k, v in local.items() if k != "CanaryLatencyHigh"
+    }
+
+
+def alerts(path: Path) -> dict[str, dict]:
+    groups = yaml.safe_load(path.read_text())["groups"]
+    return {rule["alert"]: rule for group in groups for rule in group["rules"] if "alert" in rule}

@@ -156,6 +156,22 @@ def test_inputs_without_a_histogram_are_named_and_not_watched():
     assert [f.name for f in binner.features] == ["x"] and binner.unwatched == ["item_id", "never_seen"]
 
 
+def test_excluded_inputs_are_named_apart_and_not_watched():
+    histogram = NumericHistogram(kind="numeric", edges=[0.0, 1.0], fractions=[1.0])
+    category = CategoricalHistogram(kind="categorical", fractions={"a": 1.0})
+    baseline = Baseline(format="kfloop-baseline-v1", rows=1, features={"x": histogram, "item_feature_1": category})
+    columns = {"string": ["item_feature_1", "item_id"], "int": [], "float": ["x"]}
+    binner = InputBinner(baseline, columns, frozenset({"item_feature_1", "not_an_input"}))
+    assert [f.name for f in binner.features] == ["x"]
+    assert binner.excluded == ["item_feature_1"] and binner.unwatched == ["item_id"]
+    tensors = {
+        "string": np.array([["b", "7"]], dtype=object),
+        "int": np.zeros((1, 0), dtype=np.int64),
+        "float": np.array([[0.5]], dtype=np.float32),
+    }
+    assert binner.codes(tensors, [0]).shape == (1, 1)
+
+
 def test_the_window_keeps_the_newest_items_and_waits_for_its_minimum_sample():
     feature = numeric_bins("x", "float", 0, NumericHistogram(kind="numeric", edges=[0, 1, 2], fractions=[0.5, 0.5]))
     assert feature is not None

@@ -19,7 +19,7 @@ from kfloop.events import parse_event
 from kfloop.ope import UniformRandom
 from kfloop.ope.simulator import BanditSimulator
 from kfloop.simulate import ClickWorld, SimulateConfig, Simulation, draw_population, plan, slate_truth
-from kfloop.simulate.scenarios import PreferenceShift, Steady
+from kfloop.simulate.scenarios import FatigueShift, PreferenceReshuffle, Steady, falling_items, item_categories
 from kfloop.simulate.truth import RankingTruth
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"
@@ -101,10 +101,10 @@ def test_items_and_positions_the_click_model_lacks_count_and_expect_nothing(worl
     assert truth.expected[1:] == [0.0, 0.0, 0.0] and truth.unmodelled == 3
 
 
-def test_the_shift_redraws_appeal_for_its_share_only_and_from_its_time(world: ClickWorld) -> None:
+def test_the_reshuffle_redraws_appeal_for_its_share_only_and_from_its_time(world: ClickWorld) -> None:
     population = draw_population(world, 400, np.random.default_rng(2))
     steady = Steady(world, population)
-    shift = PreferenceShift(world, population, at_s=30.0, share=0.25, rng=np.random.default_rng(5))
+    shift = PreferenceReshuffle(world, population, at_s=30.0, share=0.25, rng=np.random.default_rng(5))
     shifted = [u for u in range(len(population)) if shift.shifted(u, 30.0)]
     assert len(shifted) == 100
     for user in range(len(population)):
@@ -120,6 +120,53 @@ def test_the_shift_redraws_appeal_for_its_share_only_and_from_its_time(world: Cl
         else:
             np.testing.assert_array_equal(after, cohort)
     assert "100 of 400 users" in shift.describe()
+
+
+def test_fatigue_turns_a_share_of_users_from_the_categories_shown_most_from_its_time(
+    world: ClickWorld, obd_data_dir: Path
+) -> None:
+    population = draw_population(world, 400, np.random.default_rng(2))
+    categories = item_categories(obd_data_dir, "item_feature_1", world.n_items)
+    shift = FatigueShift(
+        world, population, categories, at_s=30.0, share=0.25, strength=2.0, feature="item_feature_1",
+        rng=np.random.default_rng(5),
+    )  # fmt: skip
+    most_shown = categories == categories[7]
+    shown_items = [str(i) for i in np.flatnonzero(most_shown)]
+    for _ in range(50):  # before the shift: the slates show mostly item 7's category
+        shift.observe([*shown_items[:2], "0" if not most_shown[0] else "1"], 10.0)
+    shift.observe([str(i) for i in range(80)] * 20, 30.0)  # after the shift: not counted
+    shifted = [u for u in range(len(population)) if shift.shifted(u, 30.0)]
+    assert len(shifted) == 100 and shift.outcome() == {}
+    for user in range(len(population)):
+        cohort = world.click_probability[population.cohort[user]]
+        np.testing.assert_array_equal(shift.table(user, 29.9), cohort)
+        after = shift.table(user, 30.0)
+        if user not in shifted:
+            np.testing.assert_array_equal(after, cohort)
+            continue
+        falling = np.flatnonzero(most_shown)
+        np.testing.assert_allclose(odds(after[falling]) * np.exp(2.0), odds(cohort[falling]), rtol=1e-9)
+        np.testing.assert_array_equal(after[~most_shown], cohort[~most_shown])
+    assert shift.outcome()["falling_categories"] == [categories[7]]
+    assert "100 of 400 users" in shift.describe() and "item_feature_1" in shift.describe()
+
+
+def odds(p: np.ndarray) -> np.ndarray:
+    return p / (1 - p)
+
+
+def test_the_falling_categories_hold_half_the_shown_slots_or_else_the_popular_half(world: ClickWorld) -> None:
+    categories = np.array([str(i % 4) for i in range(world.n_items)])
+    shown = np.zeros(world.n_items, dtype=np.int64)
+    shown[[0, 4]], shown[1], shown[2], shown[3] = 30, 25, 15, 10  # category 0: 60 of 110, 1: 25
+    assert set(categories[falling_items(world, categories, shown)]) == {"0"}
+    shown[1] = 60  # 0: 60, 1: 60 of 145: two categories make half
+    assert set(categories[falling_items(world, categories, shown)]) == {"0", "1"}
+    appeal = world.weights @ world.click_probability[:, :, 0]
+    by_category = [appeal[categories == str(c)].mean() for c in range(4)]
+    top_two = {str(c) for c in np.argsort(by_category)[2:]}
+    assert set(categories[falling_items(world, categories, np.zeros_like(shown))]) == top_two
 
 
 def test_draws_depend_on_the_seed_and_the_request_only(world: ClickWorld) -> None:
@@ -140,9 +187,7 @@ def test_the_same_config_gives_the_same_users_and_scenario(world: ClickWorld, tm
 
     first, second, third = simulation(4), simulation(4), simulation(5)
     assert first.population.user_ids == second.population.user_ids != third.population.user_ids
-    assert first.scenario.permutation.keys() == second.scenario.permutation.keys()
-    for user, permutation in first.scenario.permutation.items():
-        np.testing.assert_array_equal(permutation, second.scenario.permutation[user])
+    assert first.scenario.chosen == second.scenario.chosen != third.scenario.chosen
 
 
 def test_the_config_names_the_field_and_the_reason(tmp_path: Path) -> None:

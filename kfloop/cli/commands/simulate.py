@@ -2,7 +2,7 @@
 
 Arguments (wired in kfloop/cli/app.py): --config FILE (a YAML SimulateConfig), and flags that override it:
     --transformer-url, --collector-url, --rate, --duration, --requests, --max-in-flight, --seed, --world-seed,
-    --run-id, --users, --logit-shift, --interaction-scale, --scenario, --shift-at, --shift-share,
+    --run-id, --users, --logit-shift, --interaction-scale, --scenario, --shift-at, --shift-share, --shift-kind,
     --consent/--no-consent, --dwell, --data-dir, --out-dir, --quiet
 """
 
@@ -30,6 +30,7 @@ _OVERRIDES = {
     "scenario": "scenario",
     "shift.at_s": "shift_at",
     "shift.share": "shift_share",
+    "shift.kind": "shift_kind",
     "consent": "consent",
     "dwell": "dwell",
     "data_dir": "data_dir",

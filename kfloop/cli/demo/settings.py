@@ -60,8 +60,13 @@ class DemoConfig(StrictModel):
     """How long the joiner waits for the reference window's clicks."""
     retrain_cooldown_s: float = Field(default=60.0, ge=0)
     """The controller's cooldown between retraining runs."""
-    pipeline_max_requests: int = Field(default=3000, ge=100)
-    """The training window (the newest rankings) of each pipeline run."""
+    pipeline_max_requests: int = Field(default=1500, ge=100)
+    """The training window (the newest rankings) of each pipeline run: about what the traffic brings between the
+    shift and the retraining run's start, so the candidate learns the new preferences, not a mix."""
+    canary_max_p99_seconds: float = Field(default=2.0, gt=0)
+    """CanaryLatencyHigh's threshold in the demo's rules (the local profile's is 0.25 s): on one 2-core machine the
+    canary shares the cores with a dozen processes and a training run, and its p99 reaches 1 s there with
+    nothing wrong; the bad version is rolled back on its errors."""
     bin_s: float = Field(default=15.0, gt=0)
     """Width of the report's time bins (CTR, traffic split)."""
     start_timeout_s: float = Field(default=900.0, gt=0)
@@ -78,10 +83,10 @@ FAST = {
     "canary_percents": [50],
     "recover_s": 30.0,
     "rollback_timeout_s": 120.0,
-    "reference_impressions": 400,
+    "reference_impressions": 1200,
     "reference_settle_s": 5.0,
     "retrain_cooldown_s": 30.0,
-    "pipeline_max_requests": 1500,
+    "pipeline_max_requests": 1000,
     "bin_s": 10.0,
 }
 """`--fast`: small sizes and short windows, for tests (the loop's effect is smaller and noisier)."""

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from kfloop.cli.demo.settings import DemoConfig
+from kfloop.features.names import DEFAULT_FEATURES, ITEM_ID
 from kfloop.processes import free_port
 
 SYSTEM_TEMPLATE = Path("manifests/local/system.yaml")
@@ -17,6 +18,10 @@ CONTROLLER_TEMPLATE = Path("manifests/controller/controller.yaml")
 SMALL_PROFILE = Path("pipelines/profiles/small.yaml")
 SLICE_MIN_POSITIVES = 10
 """Clicks (and non-clicks) a slice needs before its AUC is compared with production's (the pipeline's default)."""
+SERVED_ITEM_INPUTS = (ITEM_ID, *DEFAULT_FEATURES.item_features)
+"""Inputs of the items shown, which the ranker itself picks: their mix moves whenever a version ranks otherwise
+than the policy that logged its training rows (v1's: OBD's), with no change in the users; the demo's drift
+alert watches the requests' side (serving.predictor.config.DriftConfig.exclude)."""
 PORT = re.compile(r"\b(80[89]\d|9090|9093)\b")
 """The loopback ports manifests/local/system.yaml names (each is moved to a free one)."""
 
@@ -53,6 +58,8 @@ class DemoFiles:
         self.importer = self.configs / "import-obd.yaml"
         self.features = self.configs / "features.yaml"
         self.simulate_out = self.state / "simulate"
+        self.rules = self.configs / "rules.yaml"
+        self.prometheus = self.configs / "prometheus.yaml"
         self.registry = self.state / "registry"
 
     @property
@@ -104,6 +111,7 @@ class DemoFiles:
         overrides = {
             "collector": {"event_log.segment_max_age_s": 1.0},  # sealed into Parquet (for the pipeline) at once
             "serving": {
+                "predictor.drift.exclude": list(SERVED_ITEM_INPUTS),
                 "stack.predictor_replicas": 1,
                 "stack.start_timeout_s": self.config.start_timeout_s - 100,
             },
@@ -120,7 +128,19 @@ class DemoFiles:
         for name, values in overrides.items():
             parts[name].setdefault("config_overrides", {}).update(values)
         parts["controller"]["config_file"] = str(self.controller)
+        parts["prometheus"]["config_file"] = str(self.prometheus_data(parts["prometheus"]["config_file"]))
         return data
+
+    def prometheus_data(self, template: str) -> Path:
+        """The local Prometheus config evaluating the demo's rules: the local profile's, with the demo's canary
+        latency threshold (the supervisor still fills the config's placeholders)."""
+        from monitoring import rulegen
+
+        threshold = {"canary_max_p99_seconds": f"{self.config.canary_max_p99_seconds:g}"}
+        self.rules.write_text(rulegen.dump({"groups": rulegen.render_groups("local", threshold)}))
+        data = yaml.safe_load((self.repo / template).read_text())
+        _dump(self.prometheus, data | {"rule_files": [str(self.rules)]})
+        return self.prometheus
 
     def controller_data(self, ports: dict[str, str]) -> dict[str, Any]:
         """The controller's file with the demo's experiment (a list of stages: no dotted override can hold it)."""
