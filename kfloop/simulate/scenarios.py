@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -41,6 +41,10 @@ class Scenario(Protocol):
         """What the scenario did, once the run ended (kept in run.json)."""
         ...
 
+    def restore(self, outcome: dict[str, Any]) -> None:
+        """Do as a recorded run's scenario did (its `outcome()`), to rebuild its click tables afterwards."""
+        ...
+
 
 class Steady:
     """Every user clicks as its cohort does, all run long."""
@@ -59,6 +63,9 @@ class Steady:
 
     def outcome(self) -> dict[str, object]:
         return {}
+
+    def restore(self, outcome: dict[str, Any]) -> None:
+        return None
 
     def describe(self) -> str:
         return "steady: every user clicks as its cohort does"
@@ -122,6 +129,7 @@ class FatigueShift(Steady):
         self.shown = np.zeros(world.n_items, dtype=np.int64)
         self.falling_items: np.ndarray | None = None
         self.shifted_tables: np.ndarray | None = None
+        self.unrecorded = False
         self._lock = threading.Lock()
 
     def observe(self, items: Sequence[str], elapsed_s: float) -> None:
@@ -137,6 +145,8 @@ class FatigueShift(Steady):
         return self._tables()[self.population.cohort[user]]
 
     def _tables(self) -> np.ndarray:
+        if self.unrecorded:
+            raise DataIntegrityError("the recorded run does not say which items fell: its shift cannot be rebuilt")
         with self._lock:
             if self.shifted_tables is None:
                 self.falling_items = falling_items(self.world, self.categories, self.shown)
@@ -159,6 +169,14 @@ class FatigueShift(Steady):
         fallen = self.categories[self.falling_items]
         items = [str(i) for i in self.falling_items.tolist()]
         return {"falling_items": items, "falling_categories": sorted(set(fallen))}
+
+    def restore(self, outcome: dict[str, Any]) -> None:
+        if "falling_items" not in outcome:  # the run ended before its shift, or its record was lost
+            self.unrecorded = True
+            return
+        with self._lock:
+            self.falling_items = np.array([int(item) for item in outcome["falling_items"]], dtype=np.intp)
+            self.shifted_tables = demoted(self.world.click_probability, self.falling_items, self.strength)
 
 
 def demoted(click_probability: np.ndarray, items: np.ndarray, strength: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from kfloop.config import load_config
 from kfloop.data import fetch_obd
 from kfloop.data.import_obd import read_rows, user_id_of
 from kfloop.data.obd import obd_log_csv
-from kfloop.errors import ConfigError
+from kfloop.errors import ConfigError, DataIntegrityError
 from kfloop.events import parse_event
 from kfloop.ope import UniformRandom
 from kfloop.ope.simulator import BanditSimulator
@@ -149,6 +149,19 @@ def test_fatigue_turns_a_share_of_users_from_the_categories_shown_most_from_its_
         np.testing.assert_allclose(odds(after[falling]) * np.exp(2.0), odds(cohort[falling]), rtol=1e-9)
         np.testing.assert_array_equal(after[~most_shown], cohort[~most_shown])
     assert shift.outcome()["falling_categories"] == [categories[7]]
+    rebuilt = FatigueShift(
+        world, population, categories, at_s=30.0, share=0.25, strength=2.0, feature="item_feature_1",
+        rng=np.random.default_rng(5),
+    )  # fmt: skip
+    rebuilt.restore(shift.outcome())  # the report rebuilds a recorded run's tables (nothing observed)
+    for user in shifted[:5]:
+        np.testing.assert_array_equal(rebuilt.table(user, 31.0), shift.table(user, 31.0))
+    rebuilt.restore({})
+    with pytest.raises(DataIntegrityError, match="which items fell"):
+        rebuilt.table(shifted[0], 31.0)
+    np.testing.assert_array_equal(
+        rebuilt.table(shifted[0], 29.0), world.click_probability[population.cohort[shifted[0]]]
+    )
     assert "100 of 400 users" in shift.describe() and "item_feature_1" in shift.describe()
 
 

@@ -23,8 +23,9 @@ POOL = 30
 """v1 slates kept per user (and per cohort) as its observed policy."""
 
 
-def world_tables(simulate_config: dict[str, Any]) -> TableOf:
-    """The click tables of a recorded simulator run, rebuilt from its config exactly as the simulator built them."""
+def world_tables(simulate_config: dict[str, Any], outcome: dict[str, Any]) -> TableOf:
+    """The click tables of a recorded simulator run, rebuilt from its config exactly as the simulator built them,
+    and from what its scenario recorded of what it did (a fatigue shift: which items fell)."""
     config = SimulateConfig.model_validate(simulate_config)
     world = ClickWorld.from_obd(
         config.data_dir,
@@ -34,6 +35,7 @@ def world_tables(simulate_config: dict[str, Any]) -> TableOf:
     )
     population = draw_population(world, config.users, plan.stream(config.seed, plan.POPULATION))
     scenario = build_scenario(config, world, population, plan.stream(config.seed, plan.SCENARIO))
+    scenario.restore(outcome)
     index = {user_id: number for number, user_id in enumerate(population.user_ids)}
     return lambda user_id, elapsed_s: scenario.table(index[user_id], elapsed_s)
 

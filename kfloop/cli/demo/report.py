@@ -213,7 +213,7 @@ def build_report(run: dict[str, Any], table_of: TableOf | None) -> dict[str, Any
     rankings = sorted(run["rankings"], key=lambda r: r["elapsed_s"])
     v1 = events.get("v1")
     if table_of is None and rankings:
-        table_of = world_tables(run["simulate"]["config"])
+        table_of = world_tables(run["simulate"]["config"], run["simulate"].get("scenario_outcome") or {})
     v1_values = v1_expected(rankings, v1, table_of) if rankings else []
     bins = ctr_bins(rankings, v1_values, config.get("bin_s", 15.0))
     marks = timeline(run, at)
