@@ -40,8 +40,9 @@ class ShiftConfig(StrictModel):
     """fatigue: the users tire of the `feature` categories they were shown most (a model can learn it from the
     item's inputs); reshuffle: each user's item appeal is permuted at random, a permutation per user (only
     per-user history can learn it)."""
-    feature: Literal["item_feature_1", "item_feature_2", "item_feature_3"] = "item_feature_1"
-    """fatigue: the OBD item category whose most-shown values fall out of favour."""
+    feature: Literal["item_feature_1", "item_feature_2", "item_feature_3"] = "item_feature_3"
+    """fatigue: the OBD item category whose most-shown values fall out of favour (item_feature_3: 7 values, so
+    each holds many items and a retrained model sees every one of them often)."""
     strength: float = Field(default=2.0, gt=0, le=10)
     """fatigue: how much the falling items lose on the click logit (2.0: their odds of a click / 7.4)."""
 
