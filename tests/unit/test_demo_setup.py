@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kfloop.cli.demo.settings import FAST, DemoConfig
-from kfloop.cli.demo.setup import SLICE_MIN_POSITIVES, DemoFiles
+from kfloop.cli.demo.setup import SLICE_MIN_POSITIVES, TRAIN_EPOCHS, DemoFiles
 from monitoring.controller.config import ControllerConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,9 +41,11 @@ def test_the_controller_walks_the_demos_stages_reading_the_demos_joiner_and_rout
 
 
 def test_the_pipeline_blesses_low_evidence_flagged_and_measures_slices_with_enough_clicks(files: DemoFiles):
-    evaluate = yaml.safe_load(files.pipeline.read_text())["evaluate"]
+    pipeline = yaml.safe_load(files.pipeline.read_text())
+    evaluate = pipeline["evaluate"]
     assert evaluate["blessing"] == {"on_low_evidence": "bless_flagged"}
     assert evaluate["min_slice_positives"] == SLICE_MIN_POSITIVES
+    assert pipeline["train"] == {"epochs": TRAIN_EPOCHS, "hidden_units": [16]}  # the small profile's model, trained on
 
 
 def test_the_loop_acts_on_the_reward_and_the_latency_limit_suits_one_machine(files: DemoFiles):

@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -252,3 +258,27 @@ def test_feedback_events_are_valid_and_name_the_decision() -> None:
     assert len({e.event_id for e in parsed}) == 4
     assert plan.feedback_events(record, None, datetime.now(UTC))[0]["event_id"] == events[0]["event_id"]
     assert all(0 <= e.dwell_ms <= 86_400_000 for e in parsed if e.type == "dwell")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_ends_the_run_with_its_summary_even_when_sigint_was_ignored(obd_data_dir: Path, tmp_path, stop):
+    """The demo stops its simulator with Ctrl-C; started from a background job, the process inherits SIGINT
+    ignored, and the run must still end and write its summary (run.json), the shift's record with it."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a port nobody listens on: every ranking fails fast, and is counted
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    argv = [sys.executable, "-m", "kfloop", "simulate", "--transformer-url", url, "--collector-url", url]
+    argv += ["--rate", "50", "--duration", "600", "--data-dir", str(obd_data_dir), "--out-dir", str(tmp_path)]
+    argv += ["--run-id", "r1", "--scenario", "shift", "--shift-at", "1", "--quiet"]
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=ignore_sigint) as process:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "r1" / "run.json").exists():
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr.read().decode()[-2000:]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        process.send_signal(stop)
+        assert process.wait(60) == 1  # nothing answered
+    run = json.loads((tmp_path / "r1" / "run.json").read_text())
+    assert run["summary"]["sent"] > 0 and run["summary"]["answered"] == 0
+    assert "scenario_outcome" in run

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from kfloop.errors import KfloopError
@@ -57,9 +58,21 @@ def simulate(args: argparse.Namespace) -> int:
         print(f"kfloop simulate: {exc.message}", file=sys.stderr)
         return 2
     _announce(simulation.describe())
+    _stop_on_signals()
     summary = simulation.run()
     print(json.dumps({"run_id": simulation.run_id, "output": str(simulation.run_dir), **summary}, indent=2))
     return 0 if summary["answered"] else 1
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the run early, with its summary written: also when the process was started with
+    SIGINT ignored (a background job of a shell), which Python would otherwise keep."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def _announce(description: dict) -> None:

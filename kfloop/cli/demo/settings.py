@@ -26,7 +26,7 @@ class DemoConfig(StrictModel):
     """The simulator's seed (users, requests, clicks, the shift)."""
     shift_share: float = Field(default=0.8, gt=0, le=1)
     """Share of the users whose preferences change at the shift."""
-    steady_s: float = Field(default=150.0, gt=0)
+    steady_s: float = Field(default=120.0, gt=0)
     """Traffic before the shift (it also fills the joiner's reference window of the stable version)."""
     detect_timeout_s: float = Field(default=180.0, gt=0)
     """Longest wait, after the shift, for the loop to start a retraining run."""
@@ -42,13 +42,13 @@ class DemoConfig(StrictModel):
     test_margin: float = Field(default=0.01, gt=0, lt=1)
     """Each canary stage's non-inferiority margin (absolute CTR). The demo's few impressions a second would need
     tens of thousands of impressions per stage at the default half point; a point decides in a few minutes."""
-    test_min_samples: int = Field(default=1000, ge=1)
+    test_min_samples: int = Field(default=600, ge=1)
     """Candidate impressions before a canary stage's test may decide."""
     test_max_samples: int = Field(default=30000, ge=1)
     """Candidate impressions at which an undecided canary stage is rolled back (as preregistered)."""
     promote_timeout_s: float = Field(default=900.0, gt=0)
     """Longest wait for the controller to walk the candidate's stages and promote it (or roll it back)."""
-    recover_s: float = Field(default=90.0, ge=0)
+    recover_s: float = Field(default=60.0, ge=0)
     """Traffic after the promotion, to measure the recovered CTR."""
     bad_canary_percent: int = Field(default=50, ge=1, le=100)
     """The share of traffic the deliberately bad version gets."""
