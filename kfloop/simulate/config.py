@@ -45,6 +45,10 @@ class ShiftConfig(StrictModel):
     each holds many items and a retrained model sees every one of them often)."""
     strength: float = Field(default=2.0, gt=0, le=10)
     """fatigue: how much the falling items lose on the click logit (2.0: their odds of a click / 7.4)."""
+    shown_share: float = Field(default=0.67, gt=0, le=1)
+    """fatigue: the falling categories are the fewest that filled at least this share of the slots served before
+    the shift. Two demo runs' v1 put 88% and 64% of their slots in one category: at 0.5 the second lost 44% of its
+    CTR (an alert at 0.7 of the reference fires late, by chance), at 0.67 63%."""
 
     at_s: float = Field(default=60.0, ge=0)
     """Seconds after the start (by the schedule: request i is at i / rate) when the shift happens."""

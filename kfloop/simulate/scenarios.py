@@ -103,8 +103,8 @@ class PreferenceReshuffle(Steady):
 
 class FatigueShift(Steady):
     """At `at_s`, a share of the users tire of what they were shown most (a season ending, a fashion worn out):
-    the categories of `feature` that made up the most-shown half of the impressions before the shift (the fewest
-    categories whose items filled at least half of the slates' slots) lose `strength` on the click logit for
+    the categories of `feature` that made up most of the impressions before the shift (the fewest categories
+    whose items filled at least `shown_share` of the slates' slots) lose `strength` on the click logit for
     those users; the other items keep theirs. The incumbent ranker keeps showing what these users now rarely
     click; one retrained on the new feedback can learn it, since the category is one of the model's inputs and
     every slate shows many items of each category. Before any slate was observed (a run starting at the shift),
@@ -120,10 +120,12 @@ class FatigueShift(Steady):
         share: float,
         strength: float,
         feature: str,
+        shown_share: float,
         rng: np.random.Generator,
     ) -> None:
         super().__init__(world, population)
         self.categories, self.at_s, self.share, self.feature, self.strength = categories, at_s, share, feature, strength
+        self.shown_share = shown_share
         chosen = rng.choice(len(population), size=round(share * len(population)), replace=False)
         self.chosen = frozenset(int(user) for user in chosen)
         self.shown = np.zeros(world.n_items, dtype=np.int64)
@@ -149,7 +151,7 @@ class FatigueShift(Steady):
             raise DataIntegrityError("the recorded run does not say which items fell: its shift cannot be rebuilt")
         with self._lock:
             if self.shifted_tables is None:
-                self.falling_items = falling_items(self.world, self.categories, self.shown)
+                self.falling_items = falling_items(self.world, self.categories, self.shown, self.shown_share)
                 self.shifted_tables = demoted(self.world.click_probability, self.falling_items, self.strength)
             return self.shifted_tables
 
@@ -188,8 +190,8 @@ def demoted(click_probability: np.ndarray, items: np.ndarray, strength: float) -
     return tables
 
 
-def falling_items(world: ClickWorld, categories: np.ndarray, shown: np.ndarray) -> np.ndarray:
-    """Indices of the items of the most-shown categories: the fewest categories that hold at least half of the
+def falling_items(world: ClickWorld, categories: np.ndarray, shown: np.ndarray, share: float) -> np.ndarray:
+    """Indices of the items of the most-shown categories: the fewest categories that hold at least `share` of the
     shown slots. With nothing shown, the categories whose mean appeal (first position, over the cohorts'
     shares) is above the median category's."""
     labels = np.unique(categories)
@@ -197,7 +199,7 @@ def falling_items(world: ClickWorld, categories: np.ndarray, shown: np.ndarray) 
         by_category = np.array([shown[categories == label].sum() for label in labels], dtype=float)
         order = np.argsort(-by_category, kind="stable")
         cumulative = np.cumsum(by_category[order]) / by_category.sum()
-        falling = labels[order[: int(np.searchsorted(cumulative, 0.5)) + 1]]
+        falling = labels[order[: int(np.searchsorted(cumulative, share - 1e-9)) + 1]]
     else:
         appeal = world.weights @ world.click_probability[:, :, 0]
         by_category = np.array([appeal[categories == label].mean() for label in labels])
@@ -238,7 +240,8 @@ def shift_scenario(
     categories = item_categories(config.data_dir, shift.feature, world.n_items)
     return FatigueShift(
         world, population, categories,
-        at_s=shift.at_s, share=shift.share, strength=shift.strength, feature=shift.feature, rng=rng,
+        at_s=shift.at_s, share=shift.share, strength=shift.strength, feature=shift.feature,
+        shown_share=shift.shown_share, rng=rng,
     )  # fmt: skip
 
 

@@ -135,7 +135,7 @@ def test_fatigue_turns_a_share_of_users_from_the_categories_shown_most_from_its_
     categories = item_categories(obd_data_dir, "item_feature_1", world.n_items)
     shift = FatigueShift(
         world, population, categories, at_s=30.0, share=0.25, strength=2.0, feature="item_feature_1",
-        rng=np.random.default_rng(5),
+        shown_share=0.5, rng=np.random.default_rng(5),
     )  # fmt: skip
     most_shown = categories == categories[7]
     shown_items = [str(i) for i in np.flatnonzero(most_shown)]
@@ -157,7 +157,7 @@ def test_fatigue_turns_a_share_of_users_from_the_categories_shown_most_from_its_
     assert shift.outcome()["falling_categories"] == [categories[7]]
     rebuilt = FatigueShift(
         world, population, categories, at_s=30.0, share=0.25, strength=2.0, feature="item_feature_1",
-        rng=np.random.default_rng(5),
+        shown_share=0.5, rng=np.random.default_rng(5),
     )  # fmt: skip
     rebuilt.restore(shift.outcome())  # the report rebuilds a recorded run's tables (nothing observed)
     for user in shifted[:5]:
@@ -179,13 +179,14 @@ def test_the_falling_categories_hold_half_the_shown_slots_or_else_the_popular_ha
     categories = np.array([str(i % 4) for i in range(world.n_items)])
     shown = np.zeros(world.n_items, dtype=np.int64)
     shown[[0, 4]], shown[1], shown[2], shown[3] = 30, 25, 15, 10  # category 0: 60 of 110, 1: 25
-    assert set(categories[falling_items(world, categories, shown)]) == {"0"}
+    assert set(categories[falling_items(world, categories, shown, 0.5)]) == {"0"}
+    assert set(categories[falling_items(world, categories, shown, 0.6)]) == {"0", "1"}  # 85 of 110
     shown[1] = 60  # 0: 60, 1: 60 of 145: two categories make half
-    assert set(categories[falling_items(world, categories, shown)]) == {"0", "1"}
+    assert set(categories[falling_items(world, categories, shown, 0.5)]) == {"0", "1"}
     appeal = world.weights @ world.click_probability[:, :, 0]
     by_category = [appeal[categories == str(c)].mean() for c in range(4)]
     top_two = {str(c) for c in np.argsort(by_category)[2:]}
-    assert set(categories[falling_items(world, categories, np.zeros_like(shown))]) == top_two
+    assert set(categories[falling_items(world, categories, np.zeros_like(shown), 0.5)]) == top_two
 
 
 def test_draws_depend_on_the_seed_and_the_request_only(world: ClickWorld) -> None:
