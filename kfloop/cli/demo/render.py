@@ -36,7 +36,7 @@ def _save(fig: Any, path: Path) -> None:
 def plot_ctr(report: dict[str, Any], path: Path) -> None:
     bins = report["ctr_bins"]
     mid = [(b["start_s"] + b["end_s"]) / 2 for b in bins]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(10, 5))
     series = (
         ("loop_expected_ctr", "closed loop (expected, ground truth)", "-"),
         ("loop_ctr", "closed loop (realized clicks)", ":"),
@@ -46,7 +46,8 @@ def plot_ctr(report: dict[str, Any], path: Path) -> None:
         ax.plot(mid, [100 * (b[key] or 0) for b in bins], style, marker=".", label=label)
     _marks(ax, report["marks"])
     ax.set(xlabel="seconds since traffic began", ylabel="CTR per slot (%)", title="Online CTR")
-    ax.legend(fontsize=7, loc="lower left")
+    # below the axes: inside, it hid the pre-shift curves
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)
     _save(fig, path)
 
 
@@ -58,7 +59,7 @@ def plot_split(report: dict[str, Any], path: Path) -> None:
         mid = [(b["start_s"] + b["end_s"]) / 2 for b in bins]
         shares = [[100 * b["split"].get(v, 0) for b in bins] for v in versions]
         ax.stackplot(mid, shares, labels=[_short(v, report) for v in versions])
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _marks(ax, report["marks"])
     ax.set(xlabel="seconds since traffic began", ylabel="% of answered rankings", title="Traffic split by version")
     _save(fig, path)
