@@ -16,7 +16,7 @@ APT_PACKAGES := prometheus prometheus-alertmanager redis-server postgresql wrk c
 # buildah, mmdebstrap: `make images` where no docker or podman service runs and no registry answers.
 DATA_DIR ?= data
 
-.PHONY: help setup uv apt envs data test test-serving test-pipeline lint format generate schema-proposal bench demo images test-images clean
+.PHONY: help setup uv apt envs data test test-serving test-demo test-pipeline lint format generate schema-proposal bench demo images test-images clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,12 +48,15 @@ data: ## fetch and verify the Open Bandit Dataset sample
 # `make test` runs the two suites side by side (they share no ports or files); each line says which suite it is from.
 labelled = $(if $(PARALLEL),2>&1 | sed -u 's/^/$(1) | /')
 
-test: setup ## run every test, each in the environment it belongs to; both suites side by side (each line labelled)
-	$(MAKE) --no-print-directory -j2 test-serving test-pipeline PARALLEL=1
-	@echo "test: both suites passed"
+test: setup ## run every test, each in the environment it belongs to; the suites side by side (each line labelled)
+	$(MAKE) --no-print-directory -j3 test-serving test-pipeline test-demo PARALLEL=1
+	@echo "test: every suite passed"
 
 test-serving: ## tests of kfloop/ and the serving side, in the serving environment
-	set -o pipefail; $(SERVING)/pytest -m "not pipeline" tests $(call labelled,serving )
+	set -o pipefail; $(SERVING)/pytest -m "not pipeline and not demo" tests $(call labelled,serving )
+
+test-demo: ## the demo end to end (`kfloop demo --fast`, its report opened in Chromium), in the serving environment
+	set -o pipefail; $(SERVING)/pytest -m demo tests $(call labelled,demo    )
 
 test-pipeline: ## tests of kfloop/ and the pipeline side, in the pipeline environment
 	set -o pipefail; $(PIPELINE)/pytest -m "not serving" tests $(call labelled,pipeline)

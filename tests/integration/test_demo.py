@@ -4,9 +4,10 @@ report.json; its page is opened in headless Chromium, and the screenshot is the 
 What `--fast` must show: v1 trained and served, traffic before and after the shift, the controller retraining
 after the shift, the blessed candidate walking its experiment (shadow, canary stage) and promoted by the controller
 (no person, no promotion by the demo), the forced bad version answered with errors and rolled back by the
-controller, an audit sample with explanations, and issue 20's efficacy checks stated with their numbers. The checks'
-verdicts are printed, not asserted: the fast run is too short and small to decide them reliably (the full
-`make demo` is for them).
+controller, an audit sample with explanations, and issue 20's efficacy checks with their numbers: the closed loop
+regains 80% of its pre-shift CTR and the never-retrained v1 does not (asserted: what the loop is for); the times
+to detect and to recover are printed, not asserted (speed on a shared host is a benchmark's business: `make demo`
+prints them, and the README keeps them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from monitoring.controller.config import ACTOR
 from tests.support.chromium import dom_after_load, screenshot
 
-pytestmark = [pytest.mark.integration, pytest.mark.serving]
+pytestmark = [pytest.mark.integration, pytest.mark.serving, pytest.mark.demo]
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "demo-report.png"
@@ -66,6 +67,8 @@ def test_the_fast_demo_closes_the_loop_and_reports_it(demo: tuple[Path, dict]):
         "recovered (s)",
     ]
     assert all(c["value"] is not None for c in e["checks"][:3]), e["checks"]
+    regains, v1_does_not = e["checks"][:2]
+    assert regains["passed"] and v1_does_not["passed"], e["checks"]
 
 
 @pytest.mark.timeout(5500)

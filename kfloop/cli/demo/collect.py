@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from kfloop.cli.demo.flow import Demo
 
 AUDIT_SAMPLE = 6
-EXPLAINED = 2
+EXPLAINED = 1
+"""`kfloop audit explain` runs (each loads the explainer's model: ~25 s here)..."""
+RECORDED_EXPLANATIONS = 2
+"""...shown beside the serving explainer's own recorded explanations."""
 
 
 def record(demo: Demo) -> None:
@@ -59,7 +62,7 @@ def audit_sample(demo: Demo) -> None:
     step = max(1, len(decisions) // AUDIT_SAMPLE)
     sample = decisions[::step][:AUDIT_SAMPLE]
     explained = {}
-    for row in [r for r in records if r.get("kind") == "explanation"][:EXPLAINED]:
+    for row in [r for r in records if r.get("kind") == "explanation"][:RECORDED_EXPLANATIONS]:
         explained[str(row.get("request_id"))] = json.dumps(row, default=str)  # recorded by the serving explainer
     for row in sample[:EXPLAINED]:
         request_id = row.get("request_id")

@@ -26,7 +26,7 @@ class DemoConfig(StrictModel):
     """The simulator's seed (users, requests, clicks, the shift)."""
     shift_share: float = Field(default=0.8, gt=0, le=1)
     """Share of the users whose preferences change at the shift."""
-    steady_s: float = Field(default=120.0, gt=0)
+    steady_s: float = Field(default=100.0, gt=0)
     """Traffic before the shift (it also fills the joiner's reference window of the stable version)."""
     detect_timeout_s: float = Field(default=180.0, gt=0)
     """Longest wait, after the shift, for the loop to start a retraining run."""
