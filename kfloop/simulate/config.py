@@ -43,12 +43,13 @@ class ShiftConfig(StrictModel):
     feature: Literal["item_feature_1", "item_feature_2", "item_feature_3"] = "item_feature_3"
     """fatigue: the OBD item category whose most-shown values fall out of favour (item_feature_3: 7 values, so
     each holds many items and a retrained model sees every one of them often)."""
-    strength: float = Field(default=2.0, gt=0, le=10)
-    """fatigue: how much the falling items lose on the click logit (2.0: their odds of a click / 7.4)."""
-    shown_share: float = Field(default=0.67, gt=0, le=1)
+    strength: float = Field(default=3.0, gt=0, le=10)
+    """fatigue: how much the falling items lose on the click logit (3.0: their odds of a click / 20)."""
+    shown_share: float = Field(default=0.5, gt=0, le=1)
     """fatigue: the falling categories are the fewest that filled at least this share of the slots served before
-    the shift. Two demo runs' v1 put 88% and 64% of their slots in one category: at 0.5 the second lost 44% of its
-    CTR (an alert at 0.7 of the reference fires late, by chance), at 0.67 63%."""
+    the shift. More falls harder, but leaves a retrained model less to turn to: in a demo run at 0.67 two
+    categories fell, 87% of the served slots, and the rest clicked about as rarely as they did (no candidate
+    learned it); at 0.5 one fell (64% of the slots) and the candidate's CTR was 1.66 times v1's before the shift."""
 
     at_s: float = Field(default=60.0, ge=0)
     """Seconds after the start (by the schedule: request i is at i / rate) when the shift happens."""
