@@ -138,12 +138,12 @@ def bad_version(demo: Demo) -> None:
         )  # fmt: skip
         demo.note("bad", {"version": bad, "deployed_at": now_iso()})
         # its predictor starts first (TensorFlow: minutes on a busy host); the rollback is timed from its first answer
-        wait_until(lambda: sum(canary_requests(demo).values()) > 0, demo.config.start_timeout_s, 0.5)
+        wait_until(lambda: sum(canary_requests(demo, bad).values()) > 0, demo.config.start_timeout_s, 0.5)
         demo.note("bad", demo.events["bad"] | {"first_answer_at": now_iso()})
         gone = wait_until(lambda: not on_canary(demo, bad), demo.config.rollback_timeout_s, 0.5)
         demo.note("bad", demo.events["bad"] | {"rolled_back_at": now_iso() if gone else None})
         time.sleep(3)  # the router's last counts of the canary
-        demo.note("bad", demo.events["bad"] | {"router": canary_requests(demo)})
+        demo.note("bad", demo.events["bad"] | {"router": canary_requests(demo, bad)})
         phase["notes"].append(f"{bad} " + ("rolled back" if gone else "NOT rolled back"))
 
 
@@ -152,8 +152,9 @@ def on_canary(demo: Demo, version: str) -> bool:
     return state.canary is not None and state.canary.version == version
 
 
-def canary_requests(demo: Demo) -> dict[str, float]:
-    """The router's count of ranking requests it sent to a canary, by answer code."""
+def canary_requests(demo: Demo, version: str) -> dict[str, float]:
+    """The router's count of ranking requests it sent to `version` as the canary, by answer code (the counter
+    is the router's since it started: the candidate's canary stages are in it too, under their own version)."""
     import json
     import urllib.request
 
@@ -163,7 +164,12 @@ def canary_requests(demo: Demo) -> dict[str, float]:
     counts: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == "kfloop_ranking_requests_total" and sample.labels.get("variant") == "canary":
-                code = sample.labels.get("code", "?")
+            labels = sample.labels
+            if (
+                sample.name == "kfloop_ranking_requests_total"
+                and labels.get("variant") == "canary"
+                and (labels.get("model_version") == version)
+            ):
+                code = labels.get("code", "?")
                 counts[code] = counts.get(code, 0.0) + sample.value
     return counts
