@@ -71,7 +71,26 @@ class Steady:
         return "steady: every user clicks as its cohort does"
 
 
-class PreferenceReshuffle(Steady):
+class ShiftOfShare(Steady):
+    """The base of the shifts: from `at_s`, a seeded share of the users (`chosen`) click otherwise."""
+
+    def __init__(
+        self, world: ClickWorld, population: Population, *, at_s: float, share: float, rng: np.random.Generator
+    ) -> None:
+        super().__init__(world, population)
+        self.at_s, self.share = at_s, share
+        chosen = rng.choice(len(population), size=round(share * len(population)), replace=False)
+        self.chosen = frozenset(int(user) for user in chosen)
+
+    def shifted(self, user: int, elapsed_s: float) -> bool:
+        return elapsed_s >= self.at_s and user in self.chosen
+
+    def who(self) -> str:
+        """The start of `describe`: when, and how many users."""
+        return f"shift: at {self.at_s:g} s, {len(self.chosen)} of {len(self.population)} users ({self.share:.0%})"
+
+
+class PreferenceReshuffle(ShiftOfShare):
     """At `at_s`, a share of the users re-draw their item appeal: each such user's click probabilities are its
     cohort's with the items shuffled (a seeded permutation per user). The user's position effect and the spread
     of its appeal stay, so a random slate's CTR is the same before and after; which items it likes changes, and
@@ -80,10 +99,8 @@ class PreferenceReshuffle(Steady):
     def __init__(
         self, world: ClickWorld, population: Population, *, at_s: float, share: float, rng: np.random.Generator
     ) -> None:
-        super().__init__(world, population)
-        self.at_s, self.share = at_s, share
-        chosen = rng.choice(len(population), size=round(share * len(population)), replace=False)
-        self.permutation = {int(user): rng.permutation(world.n_items) for user in np.sort(chosen)}
+        super().__init__(world, population, at_s=at_s, share=share, rng=rng)
+        self.permutation = {user: rng.permutation(world.n_items) for user in sorted(self.chosen)}
 
     def table(self, user: int, elapsed_s: float) -> np.ndarray:
         base = super().table(user, elapsed_s)
@@ -91,17 +108,11 @@ class PreferenceReshuffle(Steady):
             return base
         return base[self.permutation[user]]
 
-    def shifted(self, user: int, elapsed_s: float) -> bool:
-        return elapsed_s >= self.at_s and user in self.permutation
-
     def describe(self) -> str:
-        return (
-            f"shift: at {self.at_s:g} s, {len(self.permutation)} of {len(self.population)} users "
-            f"({self.share:.0%}) re-draw which items they like"
-        )
+        return f"{self.who()} re-draw which items they like"
 
 
-class FatigueShift(Steady):
+class FatigueShift(ShiftOfShare):
     """At `at_s`, a share of the users tire of what they were shown most (a season ending, a fashion worn out):
     the categories of `feature` that made up most of the impressions before the shift (the fewest categories
     whose items filled at least `shown_share` of the slates' slots) lose `strength` on the click logit for
@@ -123,11 +134,8 @@ class FatigueShift(Steady):
         shown_share: float,
         rng: np.random.Generator,
     ) -> None:
-        super().__init__(world, population)
-        self.categories, self.at_s, self.share, self.feature, self.strength = categories, at_s, share, feature, strength
-        self.shown_share = shown_share
-        chosen = rng.choice(len(population), size=round(share * len(population)), replace=False)
-        self.chosen = frozenset(int(user) for user in chosen)
+        super().__init__(world, population, at_s=at_s, share=share, rng=rng)
+        self.categories, self.feature, self.strength, self.shown_share = categories, feature, strength, shown_share
         self.shown = np.zeros(world.n_items, dtype=np.int64)
         self.falling_items: np.ndarray | None = None
         self.shifted_tables: np.ndarray | None = None
@@ -155,14 +163,8 @@ class FatigueShift(Steady):
                 self.shifted_tables = demoted(self.world.click_probability, self.falling_items, self.strength)
             return self.shifted_tables
 
-    def shifted(self, user: int, elapsed_s: float) -> bool:
-        return elapsed_s >= self.at_s and user in self.chosen
-
     def describe(self) -> str:
-        return (
-            f"shift: at {self.at_s:g} s, {len(self.chosen)} of {len(self.population)} users ({self.share:.0%}) "
-            f"tire of the {self.feature} categories shown most until then"
-        )
+        return f"{self.who()} tire of the {self.feature} categories shown most until then"
 
     def outcome(self) -> dict[str, object]:
         """Which items fell (once the shift happened), for the run's record."""
