@@ -204,6 +204,7 @@ def system(tmp_path_factory) -> Iterator[System]:
 
 def run_experiment(system: System, candidate: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start an experiment for `candidate`, wait until its action is done; the action and the experiment."""
+    _wait_for_no_open_experiment(system)  # one at a time: a test failed by the clock leaves its walk under way
     action = system.call("POST", "/v1/experiments", json={"candidate": candidate, "operator": "test"})
     began = time.monotonic()
     while (done := system.call("GET", f"/v1/actions/{action['id']}"))["phase"] != "done":
@@ -217,6 +218,13 @@ def run_experiment(system: System, candidate: str) -> tuple[dict[str, Any], dict
         numbers = (stage["last_observation"] or {}).get("numbers") or {}
         print(f"  {stage['name']:>10}: {seconds:6.1f} s, {stage['decision']} -> {stage['outcome']}; {_told(numbers)}")
     return done, experiment
+
+
+def _wait_for_no_open_experiment(system: System) -> None:
+    began = time.monotonic()
+    while open_ := [a for a in system.call("GET", "/v1/status")["open"] if a["kind"] == "experiment"]:
+        assert time.monotonic() - began < EXPERIMENT_TIMEOUT_S, open_
+        time.sleep(1)
 
 
 def _told(numbers: dict[str, Any]) -> str:
