@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import not_
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +205,10 @@ def system(tmp_path_factory) -> Iterator[System]:
 
 def run_experiment(system: System, candidate: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Start an experiment for `candidate`, wait until its action is done; the action and the experiment."""
-    _wait_for_no_open_experiment(system)  # one at a time: a test failed by the clock leaves its walk under way
+    # one at a time: a test failed by the clock leaves its walk under way
+    _poll(lambda: [a for a in system.call("GET", "/v1/status")["open"] if a["kind"] == "experiment"], until=not_)
     action = system.call("POST", "/v1/experiments", json={"candidate": candidate, "operator": "test"})
-    began = time.monotonic()
-    while (done := system.call("GET", f"/v1/actions/{action['id']}"))["phase"] != "done":
-        assert time.monotonic() - began < EXPERIMENT_TIMEOUT_S, done
-        time.sleep(1)
+    done = _poll(lambda: system.call("GET", f"/v1/actions/{action['id']}"), until=lambda a: a["phase"] == "done")
     experiment = system.call("GET", f"/v1/experiments/{done['details']['experiment']}")
     print(f"\nexperiment {experiment['id']} ({candidate} vs {experiment['control_version']}): {done['outcome']}")
     for stage in experiment["stages"]:
@@ -220,11 +219,13 @@ def run_experiment(system: System, candidate: str) -> tuple[dict[str, Any], dict
     return done, experiment
 
 
-def _wait_for_no_open_experiment(system: System) -> None:
+def _poll(read: Callable[[], Any], until: Callable[[Any], bool]) -> Any:
+    """`read()` each second until `until` holds of its value (within EXPERIMENT_TIMEOUT_S); that value."""
     began = time.monotonic()
-    while open_ := [a for a in system.call("GET", "/v1/status")["open"] if a["kind"] == "experiment"]:
-        assert time.monotonic() - began < EXPERIMENT_TIMEOUT_S, open_
+    while not until(value := read()):
+        assert time.monotonic() - began < EXPERIMENT_TIMEOUT_S, value
         time.sleep(1)
+    return value
 
 
 def _told(numbers: dict[str, Any]) -> str:
